@@ -1,0 +1,233 @@
+"""Study data sets: simulated virtual patients, NONMEM-style tables and network arrays.
+
+The study design (see ``shared/design/reference-model.md``): 1000 training and 200
+validation patients under QD, and 200 test patients, never trained on, simulated under
+QD, BID and TID (the same patients under all three). Each data set keeps the noise-free
+truth beside the observations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import regimens as reg
+from .model import Simulation, simulate
+from .population import COVARIATE_NAMES, Population, sample_population
+from .sampling import DENSE_TIMES_H, design_times, observe
+
+#: Compartment numbers used in the NONMEM-style table.
+CMT_DEPOT, CMT_CENTRAL, CMT_RESPONSE = 1, 2, 6
+NONMEM_COLUMNS = ("ID", "TIME", "AMT", "EVID", "MDV", "CMT", "DV", *COVARIATE_NAMES)
+_INT_COLUMNS = ("ID", "EVID", "MDV", "CMT", "SEX")
+
+#: Seeds of the study's data sets: (population seed, observation seed).
+STUDY_SEEDS = {"train": (101, 1101), "val": (202, 1202), "test": (303, 1303)}
+STUDY_SIZES = {"train": 1000, "val": 200, "test": 200}
+#: Static (per-patient) network features, in order: baseline PD and demographics.
+STATIC_FEATURES = ("BASE_PD", "WT", "AGE", "SEX")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Virtual patients under one regimen, sampled at ``times_h``.
+
+    ``truth`` holds the noise-free simulation; ``conc_obs`` (mg/L) and ``pd_obs``
+    (biomarker units) are the observations with residual error, each (N, T).
+    """
+
+    population: Population
+    regimen: reg.Regimen
+    times_h: np.ndarray
+    truth: Simulation
+    conc_obs: np.ndarray
+    pd_obs: np.ndarray
+
+    @property
+    def n_patients(self) -> int:
+        return self.population.n_patients
+
+    def at_times(self, times_h) -> Dataset:
+        """The same patients and observations restricted to a subset of the sampling times."""
+        times_h = np.asarray(times_h, dtype=float)
+        idx = np.searchsorted(self.times_h, times_h)
+        if np.any(idx >= self.times_h.size) or not np.array_equal(self.times_h[idx], times_h):
+            raise ValueError("requested times are not all among this data set's sampling times")
+        truth = Simulation(
+            times_h=times_h,
+            conc_mg_L=self.truth.conc_mg_L[:, idx],
+            pd=self.truth.pd[:, idx],
+            states={k: v[:, idx] for k, v in self.truth.states.items()},
+        )
+        return replace(
+            self, times_h=times_h, truth=truth, conc_obs=self.conc_obs[:, idx], pd_obs=self.pd_obs[:, idx]
+        )
+
+
+def simulate_dataset(
+    population: Population, regimen: reg.Regimen, times_h=DENSE_TIMES_H, obs_seed: int = 0
+) -> Dataset:
+    """Simulate ``population`` under ``regimen`` and add residual error from ``obs_seed``."""
+    truth = simulate(population.params, regimen, times_h)
+    conc_obs, pd_obs = observe(truth.conc_mg_L, truth.pd, seed=obs_seed)
+    return Dataset(population, regimen, truth.times_h, truth, conc_obs, pd_obs)
+
+
+def study_datasets(design: str = "dense", daily_dose_mg: float = 100.0) -> dict[str, Dataset]:
+    """The study's data sets for a sampling design.
+
+    Keys: ``"train"`` and ``"val"`` (QD), and ``"test_QD"``, ``"test_BID"``,
+    ``"test_TID"`` (the same 200 test patients under each regimen). Everything is
+    simulated on the hourly grid and then restricted to the design's times, so the
+    sparse observations are a subset of the dense ones.
+    """
+    times = design_times(design)
+    out = {}
+    for split in ("train", "val"):
+        pop_seed, obs_seed = STUDY_SEEDS[split]
+        pop = sample_population(STUDY_SIZES[split], pop_seed, first_id=1 + 10000 * pop_seed)
+        out[split] = simulate_dataset(pop, reg.qd(daily_dose_mg), DENSE_TIMES_H, obs_seed)
+    pop_seed, obs_seed = STUDY_SEEDS["test"]
+    pop = sample_population(STUDY_SIZES["test"], pop_seed, first_id=1 + 10000 * pop_seed)
+    for k, name in enumerate(("QD", "BID", "TID")):
+        out[f"test_{name}"] = simulate_dataset(
+            pop, reg.named(name, daily_dose_mg), DENSE_TIMES_H, obs_seed + k
+        )
+    return {k: v.at_times(times) for k, v in out.items()}
+
+
+def baseline_pd(data: Dataset, kind: str = "true") -> np.ndarray:
+    """Each patient's baseline PD (biomarker units).
+
+    ``"true"``: the patient's R0, as if baseline were known precisely (e.g. the mean of
+    many screening visits). ``"observed"``: the single pre-dose PD observation at 0 h,
+    with its 3% residual error.
+    """
+    if kind == "true":
+        return data.population.params.R0.copy()
+    if kind == "observed":
+        if data.times_h[0] != 0.0:
+            raise ValueError("an observed baseline needs a PD sample at 0 h")
+        return data.pd_obs[:, 0].copy()
+    raise ValueError(f"unknown baseline kind {kind!r}; expected 'true' or 'observed'")
+
+
+def network_inputs(data: Dataset, baseline: str = "true", time_input: bool = False) -> dict[str, np.ndarray]:
+    """Inputs of the sequence networks, keyed by feature name.
+
+    ``"conc"``: observed concentrations (N, T) in mg/L; ``"time_h"`` (only if
+    ``time_input``): sampling times (N, T) in h; and one (N,) array per static feature
+    in :data:`STATIC_FEATURES` (baseline PD, WT kg, AGE years, SEX 1 = female).
+    """
+    cov = data.population.covariates
+    x = {"conc": data.conc_obs.astype("float32")}
+    if time_input:
+        x["time_h"] = np.broadcast_to(data.times_h, data.conc_obs.shape).astype("float32")
+    x["BASE_PD"] = baseline_pd(data, baseline).astype("float32")
+    for name in COVARIATE_NAMES:
+        x[name] = cov[name].to_numpy(dtype="float32")
+    return x
+
+
+# --- NONMEM-style long table -------------------------------------------------------------
+
+
+def to_nonmem(data: Dataset) -> pd.DataFrame:
+    """A NONMEM-style long table of ``data``.
+
+    Columns: ID, TIME (h), AMT (mg), EVID (1 dose, 0 observation), MDV, CMT (1 depot for
+    doses, 2 central for concentration in mg/L, 6 response for PD), DV, WT (kg), AGE
+    (years), SEX (1 = female). Rows are sorted by ID and TIME; at a time with both a dose
+    and samples, the samples come first (they are pre-dose troughs).
+    """
+    pop, n, t = data.population, data.n_patients, data.times_h
+    cov = pop.covariates.reset_index(drop=True)
+    doses = pd.DataFrame(
+        {
+            "ID": np.repeat(pop.ids, len(data.regimen)),
+            "TIME": np.tile(data.regimen.times_h, n),
+            "AMT": np.tile(data.regimen.amounts_mg, n),
+            "EVID": 1,
+            "MDV": 1,
+            "CMT": CMT_DEPOT,
+            "DV": 0.0,
+            "_patient": np.repeat(np.arange(n), len(data.regimen)),
+        }
+    )
+    obs = []
+    for cmt, dv in ((CMT_CENTRAL, data.conc_obs), (CMT_RESPONSE, data.pd_obs)):
+        obs.append(
+            pd.DataFrame(
+                {
+                    "ID": np.repeat(pop.ids, t.size),
+                    "TIME": np.tile(t, n),
+                    "AMT": 0.0,
+                    "EVID": 0,
+                    "MDV": 0,
+                    "CMT": cmt,
+                    "DV": dv.reshape(-1),
+                    "_patient": np.repeat(np.arange(n), t.size),
+                }
+            )
+        )
+    df = pd.concat([doses, *obs], ignore_index=True)
+    df = df.sort_values(["_patient", "TIME", "EVID", "CMT"], kind="stable", ignore_index=True)
+    for name in COVARIATE_NAMES:
+        df[name] = cov[name].to_numpy()[df["_patient"].to_numpy()]
+    df = df.drop(columns="_patient")
+    return _nonmem_dtypes(df[list(NONMEM_COLUMNS)])
+
+
+def _nonmem_dtypes(df: pd.DataFrame) -> pd.DataFrame:
+    return df.astype({c: ("int64" if c in _INT_COLUMNS else "float64") for c in NONMEM_COLUMNS})
+
+
+def write_nonmem_csv(table: pd.DataFrame, path: str | Path) -> Path:
+    """Write a NONMEM-style table to CSV; floats keep every digit (exact round trip)."""
+    check_nonmem(table)
+    path = Path(path)
+    table.to_csv(path, index=False, float_format="%.17g")
+    return path
+
+
+def read_nonmem_csv(path: str | Path) -> pd.DataFrame:
+    """Read a table written by :func:`write_nonmem_csv` (columns checked, dtypes restored)."""
+    df = pd.read_csv(path, float_precision="round_trip")
+    check_nonmem(df)
+    return _nonmem_dtypes(df[list(NONMEM_COLUMNS)])
+
+
+def check_nonmem(table: pd.DataFrame) -> None:
+    """Raise ``ValueError`` if a NONMEM-style table lacks columns or has bad values."""
+    missing = [c for c in NONMEM_COLUMNS if c not in table.columns]
+    if missing:
+        raise ValueError(f"NONMEM table lacks column(s) {missing}")
+    if table[list(NONMEM_COLUMNS)].isna().any().any():
+        bad = table.columns[table.isna().any()].tolist()
+        raise ValueError(f"NONMEM table has missing values in {bad}")
+    if not set(np.unique(table["EVID"])) <= {0, 1}:
+        raise ValueError("EVID must be 0 (observation) or 1 (dose)")
+    if (table["AMT"] < 0).any():
+        raise ValueError("AMT must be >= 0 mg")
+    for _, times in table.groupby("ID", sort=False)["TIME"]:
+        if np.any(np.diff(times.to_numpy()) < 0):
+            raise ValueError("TIME must be sorted within each ID")
+
+
+def observations_from_nonmem(table: pd.DataFrame, cmt: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pivot the observations of compartment ``cmt`` to arrays.
+
+    Returns ``(ids, times_h, dv)`` with ``dv`` of shape (N, T); every ID must be sampled
+    at the same times.
+    """
+    check_nonmem(table)
+    obs = table[(table["EVID"] == 0) & (table["CMT"] == cmt)]
+    if obs.empty:
+        raise ValueError(f"no observations with CMT == {cmt}")
+    wide = obs.pivot(index="ID", columns="TIME", values="DV")
+    if wide.isna().any().any():
+        raise ValueError("patients are not all sampled at the same times")
+    return wide.index.to_numpy(), wide.columns.to_numpy(dtype=float), wide.to_numpy()

@@ -1,0 +1,78 @@
+"""Error metrics against the noise-free truth.
+
+* RMSE of predicted vs true PD over all patients and times (biomarker units).
+* Relative RMSE = RMSE / mean |true PD - baseline|: error as a fraction of the drug
+  effect, so it means the same whatever the baseline level.
+* The regimen-blind reference: for BID/TID, each test patient's own true QD curve used
+  as the "prediction". A model extrapolates only if it is far below this reference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+
+def _pair(pred, truth) -> tuple[np.ndarray, np.ndarray]:
+    pred, truth = np.asarray(pred, float), np.asarray(truth, float)
+    if pred.shape != truth.shape:
+        raise ValueError(f"prediction shape {pred.shape} differs from truth shape {truth.shape}")
+    if not (np.all(np.isfinite(pred)) and np.all(np.isfinite(truth))):
+        raise ValueError("predictions and truth must be finite")
+    return pred, truth
+
+
+def rmse(pred, truth) -> float:
+    """Root mean squared error over all elements (units of the inputs)."""
+    pred, truth = _pair(pred, truth)
+    return float(np.sqrt(np.mean((pred - truth) ** 2)))
+
+
+def effect_size(truth, baseline) -> float:
+    """Mean |true PD - baseline| over all patients and times: the size of the drug effect."""
+    truth = np.asarray(truth, float)
+    baseline = np.asarray(baseline, float).reshape(-1, *([1] * (truth.ndim - 1)))
+    return float(np.mean(np.abs(truth - baseline)))
+
+
+def relative_rmse(pred, truth, baseline) -> float:
+    """RMSE divided by :func:`effect_size` (a fraction; multiply by 100 for %)."""
+    return rmse(pred, truth) / effect_size(truth, baseline)
+
+
+def score_table(
+    predictions: Mapping[str, np.ndarray],
+    truths: Mapping[str, np.ndarray],
+    baseline: np.ndarray,
+    reference: str | None = "QD",
+) -> pd.DataFrame:
+    """One row per regimen: RMSE, relative RMSE (%), and the regimen-blind reference.
+
+    ``predictions`` and ``truths`` map regimen names to (N, T) PD arrays for the same
+    patients. The reference for each regimen is the truth of ``reference`` (each
+    patient's own true QD curve); its row for ``reference`` itself is 0 by definition.
+    ``ratio`` = model RMSE / reference RMSE: success is far below 1.
+    """
+    rows = []
+    for name, pred in predictions.items():
+        truth = truths[name]
+        row = {
+            "regimen": name,
+            "RMSE": rmse(pred, truth),
+            "rel_RMSE_%": 100 * relative_rmse(pred, truth, baseline),
+        }
+        if reference is not None:
+            ref = truths[reference]
+            row["ref_RMSE"] = rmse(ref, truth)
+            row["ref_rel_RMSE_%"] = 100 * relative_rmse(ref, truth, baseline)
+            row["ratio"] = row["RMSE"] / row["ref_RMSE"] if row["ref_RMSE"] > 0 else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("regimen")
+
+
+def summarize_seeds(tables: Mapping[int, pd.DataFrame]) -> pd.DataFrame:
+    """Mean, SD, min and max over seeds of every column of per-seed score tables."""
+    stacked = pd.concat(tables, names=["seed"])
+    return stacked.groupby(level="regimen", sort=False).agg(["mean", "std", "min", "max"])

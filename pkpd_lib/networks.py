@@ -1,0 +1,350 @@
+"""Keras 3 sequence networks that map a concentration profile to a PD time course.
+
+Design (one model, every size):
+
+* Inputs, each a named Keras input so a saved model knows its features:
+  ``conc`` (N, T) concentrations in mg/L; optionally ``time_h`` (N, T) sampling times
+  in h (for designs whose time points are not the model's fixed grid); and the static
+  features ``BASE_PD`` (biomarker units), ``WT`` (kg), ``AGE`` (years), ``SEX``
+  (1 = female), each (N, 1).
+* Scaling lives in the model: Normalization layers with the training data's mean and
+  variance, so a saved model takes raw inputs in their units.
+* Sequence layout: the T time points are cut into blocks of ``block`` consecutive points
+  (zero-padded at the start, i.e. no drug before 0 h). Each LSTM step reads one block of
+  concentrations plus the static features, and a dense read-out emits that block's PD.
+  ``block=1`` is the textbook one-point-per-step layout; larger blocks give the LSTM
+  fewer, wider steps, which trains several times faster on a CPU.
+* Output: the network predicts the fractional change from baseline ``f``; the model
+  returns ``PD = BASE_PD * (1 + f)`` in biomarker units.
+
+TensorFlow is imported here with its native start-up notices silenced (they go to the
+process's stderr and would pollute notebook outputs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .datasets import STATIC_FEATURES
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+
+@contextlib.contextmanager
+def _silence_native_stderr():
+    """Redirect file descriptor 2 to /dev/null (C++ logging bypasses ``sys.stderr``)."""
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(devnull)
+        os.close(saved)
+
+
+with _silence_native_stderr():
+    import keras
+    import tensorflow as tf
+
+    tf.config.list_physical_devices()
+
+CONC_INPUT = "conc"
+TIME_INPUT = "time_h"
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Architecture and training settings of a sequence network.
+
+    ``units``: LSTM units per layer, e.g. ``(16,)`` or ``(16, 16)``. ``block``: time
+    points per LSTM step (see the module docstring). ``time_input``: feed sampling times
+    as a second per-step channel. Training: Adam at ``learning_rate`` (halved on
+    plateaus), ``batch_size`` patients per step, at most ``max_epochs`` epochs, early
+    stopping after ``patience`` epochs without a better validation loss.
+    """
+
+    units: tuple[int, ...] = (16,)
+    block: int = 4
+    time_input: bool = False
+    batch_size: int = 32
+    learning_rate: float = 1e-2
+    max_epochs: int = 150
+    patience: int = 15
+    static_features: tuple[str, ...] = field(default=STATIC_FEATURES)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "units", tuple(int(u) for u in self.units))
+        object.__setattr__(self, "static_features", tuple(self.static_features))
+        if not self.units or min(self.units) < 1:
+            raise ValueError(f"units must list at least one layer of >= 1 unit, got {self.units}")
+        if self.block < 1:
+            raise ValueError(f"block must be >= 1, got {self.block}")
+
+    @property
+    def label(self) -> str:
+        """Short size label, e.g. ``"1x16"`` or ``"2x16"`` (equal widths) or ``"32-16"``."""
+        if len(set(self.units)) == 1:
+            return f"{len(self.units)}x{self.units[0]}"
+        return "-".join(str(u) for u in self.units)
+
+
+def _per_step_inputs(raw, n_times: int, block: int, mean: float, variance: float, name: str):
+    """(N, T) raw values -> zero-padded, normalised (N, T/block, block) steps."""
+    pad = (-n_times) % block
+    x = keras.layers.Reshape((n_times, 1), name=f"{name}_column")(raw)
+    if pad:
+        x = keras.layers.ZeroPadding1D((pad, 0), name=f"{name}_pad")(x)
+    x = keras.layers.Reshape(((n_times + pad) // block, block), name=f"{name}_blocks")(x)
+    return keras.layers.Normalization(axis=None, mean=mean, variance=variance, name=f"{name}_scale")(x)
+
+
+def build_network(
+    config: NetworkConfig, n_times: int, stats: Mapping[str, np.ndarray], name: str | None = None
+) -> keras.Model:
+    """Build (not train) a sequence network for ``n_times`` time points.
+
+    ``stats`` holds the scaling of the inputs and output, from :func:`scaling_stats`.
+    """
+    block = config.block
+    pad = (-n_times) % block
+    n_steps = (n_times + pad) // block
+    inputs = {CONC_INPUT: keras.Input((n_times,), name=CONC_INPUT)}
+    steps = [_per_step_inputs(inputs[CONC_INPUT], n_times, block, *stats[CONC_INPUT], name=CONC_INPUT)]
+    if config.time_input:
+        inputs[TIME_INPUT] = keras.Input((n_times,), name=TIME_INPUT)
+        steps.append(_per_step_inputs(inputs[TIME_INPUT], n_times, block, *stats[TIME_INPUT], TIME_INPUT))
+    for feat in config.static_features:
+        inputs[feat] = keras.Input((1,), name=feat)
+    static = keras.layers.Concatenate(name="static")([inputs[f] for f in config.static_features])
+    static = keras.layers.Normalization(
+        axis=-1, mean=stats["static_mean"], variance=stats["static_var"], name="static_scale"
+    )(static)
+    steps.append(keras.layers.RepeatVector(n_steps, name="static_per_step")(static))
+    x = keras.layers.Concatenate(name="per_step_features")(steps)
+    for i, units in enumerate(config.units):
+        x = keras.layers.LSTM(units, return_sequences=True, name=f"lstm_{i + 1}")(x)
+    x = keras.layers.Dense(block, name="readout")(x)
+    x = keras.layers.Reshape((n_steps * block, 1), name="unblock")(x)
+    if pad:
+        x = keras.layers.Cropping1D((pad, 0), name="unpad")(x)
+    x = keras.layers.Reshape((n_times,), name="frac_change_scaled")(x)
+    frac = keras.layers.Rescaling(
+        scale=float(stats["frac_scale"]), offset=float(stats["frac_offset"]), name="frac_change"
+    )(x)
+    base = inputs["BASE_PD"]
+    pd_out = keras.layers.Add(name="pd")([base, keras.layers.Multiply(name="change")([base, frac])])
+    return keras.Model(inputs=inputs, outputs=pd_out, name=name or f"lstm_{config.label}")
+
+
+def scaling_stats(x: Mapping[str, np.ndarray], y_pd: np.ndarray, static_features=STATIC_FEATURES) -> dict:
+    """Means and variances of the training inputs, and the scale of the fractional change."""
+    stats = {}
+    for key in (CONC_INPUT, TIME_INPUT):
+        if key in x:
+            stats[key] = (float(np.mean(x[key])), float(np.var(x[key])))
+    static = np.stack([np.asarray(x[f], float).reshape(-1) for f in static_features], axis=1)
+    stats["static_mean"] = static.mean(axis=0)
+    stats["static_var"] = np.maximum(static.var(axis=0), 1e-12)
+    frac = y_pd / np.asarray(x["BASE_PD"], float).reshape(-1, 1) - 1.0
+    stats["frac_offset"] = float(frac.mean())
+    stats["frac_scale"] = float(frac.std())
+    return stats
+
+
+def model_features(model: keras.Model) -> dict[str, tuple]:
+    """The named inputs a model expects, with their shapes (without the batch axis)."""
+    return {t.name: tuple(t.shape[1:]) for t in model.inputs}
+
+
+def check_inputs(model: keras.Model, x: Mapping[str, object]) -> dict[str, np.ndarray]:
+    """Validate and convert a feature mapping for ``model``; raise a clear error if wrong.
+
+    ``x`` must be a mapping (e.g. dict or DataFrame columns) keyed by feature name, so
+    the order of features can never be silently mixed up.
+    """
+    if not isinstance(x, Mapping) and not hasattr(x, "columns"):
+        raise TypeError(
+            "inputs must be a mapping from feature name to array (so their order is explicit);"
+            f" this model expects {list(model_features(model))}"
+        )
+    expected = model_features(model)
+    given = list(x.keys()) if isinstance(x, Mapping) else list(x.columns)
+    missing = [k for k in expected if k not in given]
+    extra = [k for k in given if k not in expected]
+    if missing or extra:
+        raise ValueError(
+            f"model {model.name!r} expects features {list(expected)}; "
+            f"missing {missing}, unexpected {extra}"
+        )
+    out, n = {}, None
+    for name, shape in expected.items():
+        a = np.asarray(x[name], dtype="float32")
+        if shape == (1,) and a.ndim == 1:
+            a = a[:, None]
+        if a.ndim != 1 + len(shape) or a.shape[1:] != shape:
+            raise ValueError(
+                f"feature {name!r} has shape {a.shape}; model {model.name!r} expects (N, {', '.join(map(str, shape))})"
+            )
+        if n is not None and a.shape[0] != n:
+            raise ValueError(f"feature {name!r} has {a.shape[0]} patients, others have {n}")
+        n = a.shape[0]
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"feature {name!r} contains NaN or inf")
+        if name == CONC_INPUT and np.any(a < 0):
+            raise ValueError("concentrations must be >= 0 mg/L")
+        if name == "BASE_PD" and np.any(a <= 0):
+            raise ValueError("baseline PD must be > 0")
+        if name == "SEX" and not np.all(np.isin(a, (0.0, 1.0))):
+            raise ValueError("SEX must be 0 (male) or 1 (female)")
+        out[name] = a
+    return out
+
+
+def predict_pd(model: keras.Model, x: Mapping[str, object], batch_size: int = 256) -> np.ndarray:
+    """Predict PD (biomarker units), shape (N, T), from raw inputs.
+
+    ``x`` maps each of the model's feature names to an array: ``conc`` (N, T) in mg/L on
+    the model's time grid (for the book's dense models, hourly 0..168 h), ``time_h``
+    (N, T) in h if the model has that input, and ``BASE_PD``, ``WT`` (kg), ``AGE``
+    (years), ``SEX`` (1 = female), each (N,). :func:`pkpd_lib.datasets.network_inputs`
+    builds such a mapping from any simulated data set.
+    """
+    checked = check_inputs(model, x)
+    return np.asarray(model.predict(checked, batch_size=batch_size, verbose=0), dtype=float)
+
+
+class EpochReport(keras.callbacks.Callback):
+    """Prints one compact line every ``every`` epochs (and at the last epoch)."""
+
+    def __init__(self, every: int = 10, label: str = "") -> None:
+        super().__init__()
+        self.every, self.label = every, label
+
+    def on_train_begin(self, logs=None):
+        self._t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every == 0:
+            self._line(epoch, logs)
+
+    def _line(self, epoch, logs):
+        lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        print(
+            f"{self.label}epoch {epoch + 1:4d}  loss {logs['loss']:8.3f}  "
+            f"val_loss {logs.get('val_loss', float('nan')):8.3f}  lr {lr:.1e}  "
+            f"{time.perf_counter() - self._t0:6.1f} s",
+            flush=True,
+        )
+
+
+@dataclass
+class TrainingResult:
+    """A trained model with its history (per-epoch ``loss``, ``val_loss``, ``lr``),
+    the epoch whose weights were kept, and the wall time in seconds."""
+
+    model: keras.Model
+    config: NetworkConfig
+    history: dict[str, list[float]]
+    best_epoch: int
+    seconds: float
+    seed: int
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history["loss"])
+
+    @property
+    def seconds_per_epoch(self) -> float:
+        return self.seconds / self.epochs_run
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and TensorFlow and make TensorFlow's ops deterministic."""
+    keras.utils.set_random_seed(int(seed))
+    tf.config.experimental.enable_op_determinism()
+
+
+def train_network(
+    config: NetworkConfig,
+    train_x: Mapping[str, np.ndarray],
+    train_y: np.ndarray,
+    val_x: Mapping[str, np.ndarray],
+    val_y: np.ndarray,
+    seed: int = 0,
+    report_every: int | None = 10,
+    label: str = "",
+) -> TrainingResult:
+    """Build and train a network reproducibly from ``seed``.
+
+    Targets are observed PD (biomarker units), (N, T). Loss: mean squared error. Adam,
+    learning rate halved after ``patience // 3`` epochs without improvement, early
+    stopping after ``config.patience`` epochs with the best weights restored. With the
+    same seed, data and machine the weights are bit-identical.
+    """
+    set_seed(seed)
+    n_times = np.asarray(train_y).shape[1]
+    stats = scaling_stats(train_x, np.asarray(train_y, float), config.static_features)
+    model = build_network(config, n_times, stats)
+    tx, vx = check_inputs(model, train_x), check_inputs(model, val_x)
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="mse")
+    callbacks = [
+        keras.callbacks.EarlyStopping(patience=config.patience, restore_best_weights=True),
+        keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=max(config.patience // 3, 1), min_lr=1e-5),
+    ]
+    if report_every:
+        callbacks.append(EpochReport(report_every, label))
+    t0 = time.perf_counter()
+    hist = model.fit(
+        tx,
+        np.asarray(train_y, "float32"),
+        validation_data=(vx, np.asarray(val_y, "float32")),
+        epochs=config.max_epochs,
+        batch_size=config.batch_size,
+        shuffle=True,
+        callbacks=callbacks,
+        verbose=0,
+    )
+    seconds = time.perf_counter() - t0
+    history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+    history.setdefault("lr", history.pop("learning_rate", []))
+    best_epoch = int(np.argmin(history["val_loss"])) + 1
+    if report_every:
+        print(
+            f"{label}stopped after {len(history['loss'])} epochs; best val_loss "
+            f"{min(history['val_loss']):.3f} at epoch {best_epoch}",
+            flush=True,
+        )
+    return TrainingResult(model, config, history, best_epoch, seconds, seed)
+
+
+def save_model(model: keras.Model, path: str | Path) -> Path:
+    """Save to a ``.keras`` file (architecture, weights and scaling)."""
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise ValueError(f"model files must end in .keras, got {path.name!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    return path
+
+
+def load_model(path: str | Path) -> keras.Model:
+    """Load a ``.keras`` model with ``safe_mode=True`` (no arbitrary code is run)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no model file at {path}")
+    return keras.saving.load_model(path, safe_mode=True, compile=False)
+
+
+def config_to_json(config: NetworkConfig) -> str:
+    return json.dumps(asdict(config), sort_keys=True)

@@ -1,0 +1,136 @@
+"""Virtual patients: demographics, covariate models and between-patient variability.
+
+Demographics: WT ~ Normal(75, 15) kg clipped to [40, 130]; AGE ~ Uniform(18, 80) years;
+SEX ~ Bernoulli(0.5) with 1 = female.
+
+Individual parameters (log-normal between-patient variability, SD of eta)::
+
+    ka   = 1.0  * exp(eta 0.3)                                          1/h
+    CL   = 15   * (WT/70)^0.75 * (AGE/45)^-0.3 * exp(eta 0.3)          L/h
+    V    = 50   * (WT/70) * exp(eta 0.3)                                L
+    Emax = 1.0  * (AGE/45)^-0.3
+    EC50 = 0.5  * (1 - 0.3*SEX)                                         mg/L
+    gam = 2, MTT = 12 h, kout = 0.1 1/h
+    R0   = 100  * exp(eta 0.2)                                          biomarker units
+
+Random numbers come from numpy's PCG64 generator, whose streams are the same on every
+platform, so a seed fixes the patients everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .model import TYPICAL_PARAMS, Params
+
+#: Between-patient variability: SD of the log-normal eta for each parameter that has one.
+ETA_SD = {"ka": 0.3, "CL": 0.3, "V": 0.3, "R0": 0.2}
+
+#: Demographic covariate names and units.
+COVARIATE_UNITS = {"WT": "kg", "AGE": "years", "SEX": "0 = male, 1 = female"}
+COVARIATE_NAMES = tuple(COVARIATE_UNITS)
+
+
+@dataclass(frozen=True)
+class Population:
+    """N virtual patients: demographics (``WT`` kg, ``AGE`` years, ``SEX`` 1 = female),
+    the individual parameters and the etas that produced them."""
+
+    ids: np.ndarray
+    covariates: pd.DataFrame
+    params: Params
+    etas: pd.DataFrame
+
+    @property
+    def n_patients(self) -> int:
+        return self.ids.size
+
+    def table(self) -> pd.DataFrame:
+        """One row per patient: ID, covariates and individual parameters."""
+        df = pd.DataFrame({"ID": self.ids})
+        df = pd.concat([df, self.covariates.reset_index(drop=True)], axis=1)
+        for k, v in self.params.as_dict().items():
+            df[k] = v
+        return df
+
+
+def check_covariates(covariates: Mapping[str, object] | pd.DataFrame) -> dict[str, np.ndarray]:
+    """Validate WT (kg), AGE (years) and SEX (0/1) arrays; return them as float arrays."""
+    out = {}
+    for name in COVARIATE_NAMES:
+        if name not in covariates:
+            raise ValueError(f"missing covariate {name!r}; expected {list(COVARIATE_NAMES)}")
+        a = np.asarray(covariates[name], dtype=float).reshape(-1)
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"covariate {name!r} contains NaN or inf")
+        out[name] = a
+    sizes = {a.size for a in out.values()}
+    if len(sizes) != 1:
+        raise ValueError(f"covariates have different lengths: { {k: v.size for k, v in out.items()} }")
+    if np.any(out["WT"] <= 0):
+        raise ValueError("covariate 'WT' must be > 0 kg")
+    if np.any(out["AGE"] <= 0):
+        raise ValueError("covariate 'AGE' must be > 0 years")
+    if not np.all(np.isin(out["SEX"], (0.0, 1.0))):
+        raise ValueError("covariate 'SEX' must be 0 (male) or 1 (female)")
+    return out
+
+
+def individual_params(
+    covariates: Mapping[str, object] | pd.DataFrame,
+    etas: Mapping[str, object] | None = None,
+    typical: Mapping[str, float] = TYPICAL_PARAMS,
+) -> Params:
+    """Apply the covariate model and etas to typical values.
+
+    ``etas`` maps parameter names in :data:`ETA_SD` to arrays (missing ones are 0, i.e.
+    the covariate-predicted typical patient).
+    """
+    cov = check_covariates(covariates)
+    etas = {} if etas is None else {k: etas[k] for k in etas}
+    unknown = set(etas) - set(ETA_SD)
+    if unknown:
+        raise ValueError(f"no between-patient variability is defined for {sorted(unknown)}")
+    n = cov["WT"].size
+
+    def eta(name: str) -> np.ndarray:
+        e = np.asarray(etas.get(name, np.zeros(n)), dtype=float).reshape(-1)
+        if e.size != n or not np.all(np.isfinite(e)):
+            raise ValueError(f"eta for {name!r} must be {n} finite numbers")
+        return np.exp(e)
+
+    wt, age, sex = cov["WT"], cov["AGE"], cov["SEX"]
+    t = typical
+    return Params(
+        ka=t["ka"] * eta("ka"),
+        CL=t["CL"] * (wt / 70) ** 0.75 * (age / 45) ** -0.3 * eta("CL"),
+        V=t["V"] * (wt / 70) * eta("V"),
+        Emax=t["Emax"] * (age / 45) ** -0.3 * np.ones(n),
+        EC50=t["EC50"] * (1 - 0.3 * sex),
+        gam=np.full(n, t["gam"]),
+        MTT=np.full(n, t["MTT"]),
+        kout=np.full(n, t["kout"]),
+        R0=t["R0"] * eta("R0"),
+    )
+
+
+def sample_population(n: int, seed: int, first_id: int = 1) -> Population:
+    """Sample ``n`` virtual patients from ``seed`` (IDs ``first_id`` .. ``first_id + n - 1``)."""
+    if not (isinstance(n, int | np.integer) and n >= 1):
+        raise ValueError(f"n must be a whole number >= 1, got {n!r}")
+    rng = np.random.default_rng(seed)
+    covariates = pd.DataFrame(
+        {
+            "WT": np.clip(rng.normal(75.0, 15.0, n), 40.0, 130.0),
+            "AGE": rng.uniform(18.0, 80.0, n),
+            "SEX": rng.binomial(1, 0.5, n).astype(int),
+        }
+    )
+    etas = pd.DataFrame({k: rng.normal(0.0, sd, n) for k, sd in ETA_SD.items()})
+    params = individual_params(covariates, etas)
+    ids = np.arange(first_id, first_id + n)
+    return Population(ids=ids, covariates=covariates, params=params, etas=etas)

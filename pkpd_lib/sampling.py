@@ -1,0 +1,56 @@
+"""Sampling designs and residual (measurement) error.
+
+Designs cover the 7-day window 0-168 h. Observations carry proportional residual error,
+10% CV on the concentration and 3% CV on PD; they are floored at 0 (a measurement is
+never negative). Models are always scored against the noise-free truth.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Sampling times of the dense design: hourly, 0..168 h (169 points).
+DENSE_TIMES_H = np.arange(0.0, 169.0)
+#: Sampling times of the sparse design (7 points).
+SPARSE_TIMES_H = np.array([0.0, 2.0, 6.0, 24.0, 72.0, 120.0, 168.0])
+#: Proportional residual error (CV) of each observation type.
+RESIDUAL_CV = {"conc": 0.10, "pd": 0.03}
+
+DESIGNS = {"dense": DENSE_TIMES_H, "sparse": SPARSE_TIMES_H}
+
+
+def design_times(design: str) -> np.ndarray:
+    """Sampling times (h) of a named design: ``"dense"`` or ``"sparse"``."""
+    if design not in DESIGNS:
+        raise ValueError(f"unknown sampling design {design!r}; expected one of {sorted(DESIGNS)}")
+    return DESIGNS[design].copy()
+
+
+def add_proportional_error(truth: np.ndarray, cv: float, rng: np.random.Generator) -> np.ndarray:
+    """``truth * (1 + cv * eps)``, eps ~ N(0, 1), floored at 0."""
+    truth = np.asarray(truth, dtype=float)
+    if not np.all(np.isfinite(truth)):
+        raise ValueError("cannot add error to non-finite values")
+    if not (np.isfinite(cv) and cv >= 0):
+        raise ValueError(f"cv must be a finite number >= 0, got {cv!r}")
+    return np.maximum(truth * (1.0 + cv * rng.standard_normal(truth.shape)), 0.0)
+
+
+def observe(
+    conc_mg_L: np.ndarray, pd_values: np.ndarray, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Observed concentration (mg/L) and PD from noise-free arrays of the same shape.
+
+    Concentration errors are drawn first, then PD errors, from one generator seeded with
+    ``seed``, so the same seed always gives the same observations.
+    """
+    conc_mg_L = np.asarray(conc_mg_L, dtype=float)
+    pd_values = np.asarray(pd_values, dtype=float)
+    if conc_mg_L.shape != pd_values.shape:
+        raise ValueError(
+            f"concentration shape {conc_mg_L.shape} differs from PD shape {pd_values.shape}"
+        )
+    rng = np.random.default_rng(seed)
+    conc_obs = add_proportional_error(conc_mg_L, RESIDUAL_CV["conc"], rng)
+    pd_obs = add_proportional_error(pd_values, RESIDUAL_CV["pd"], rng)
+    return conc_obs, pd_obs

@@ -1,0 +1,120 @@
+import numpy as np
+import pytest
+
+from pkpd_lib import model as m
+from pkpd_lib import regimens as reg
+from pkpd_lib.population import sample_population
+
+HOURLY = np.arange(169.0)
+
+
+def analytic_conc(params: m.Params, regimen: reg.Regimen, t: np.ndarray) -> np.ndarray:
+    """One-compartment oral solution by superposition of single doses (mg/L), (N, T)."""
+    ka, ke, v = params.ka[:, None], (params.CL / params.V)[:, None], params.V[:, None]
+    c = np.zeros((params.n_patients, t.size))
+    for td, amt in regimen.doses():
+        dt = t - td
+        after = dt > 0  # a dose at a sampling time is not yet in the sample (trough)
+        dtp = np.where(after, dt, 0.0)
+        c += np.where(after, amt / v * ka / (ka - ke) * (np.exp(-ke * dtp) - np.exp(-ka * dtp)), 0.0)
+    return c
+
+
+@pytest.fixture(scope="module")
+def population():
+    return sample_population(40, seed=7)
+
+
+@pytest.mark.parametrize("regimen", [reg.qd(), reg.bid(), reg.tid(), reg.from_doses([(0, 80), (30.5, 120)])])
+def test_concentration_matches_analytic_solution(population, regimen):
+    sim = m.simulate(population.params, regimen, HOURLY)
+    expected = analytic_conc(population.params, regimen, HOURLY)
+    np.testing.assert_allclose(sim.conc_mg_L, expected, rtol=1e-6, atol=1e-12)
+
+
+def test_value_at_dose_time_is_the_trough():
+    p = m.typical_params(1)
+    sim = m.simulate(p, reg.qd(), np.array([0.0, 24.0, 24.5]))
+    assert sim.conc_mg_L[0, 0] == 0.0
+    assert sim.states["Ag"][0, 0] == 0.0  # the 0 h dose is not yet in the gut
+    # just before the second dose the gut holds only what is left of the first one
+    assert sim.states["Ag"][0, 1] == pytest.approx(100.0 * np.exp(-24.0), abs=1e-6)
+    assert sim.states["Ag"][0, 2] > 50.0  # after it, the new dose is there
+
+
+def test_pd_stays_at_baseline_without_drug(population):
+    tiny = reg.from_doses([(200.0, 1.0)])  # the only dose comes after the window
+    sim = m.simulate(population.params, tiny, HOURLY)
+    np.testing.assert_allclose(sim.pd, population.params.R0[:, None] * np.ones((1, HOURLY.size)), rtol=1e-9)
+    assert np.all(sim.conc_mg_L == 0.0)
+
+
+def test_pk_is_linear_in_dose(population):
+    low = m.simulate(population.params, reg.qd(50.0), HOURLY)
+    high = m.simulate(population.params, reg.qd(150.0), HOURLY)
+    np.testing.assert_allclose(high.conc_mg_L, 3 * low.conc_mg_L, rtol=1e-6, atol=1e-12)
+    assert np.all(high.pd[:, 1:] > low.pd[:, 1:])  # but PD is not linear: it saturates
+
+
+def test_pd_is_delayed_behind_concentration():
+    sim = m.simulate(m.typical_params(1), reg.from_doses([(0.0, 100.0)]), np.arange(0.0, 97.0, 0.25))
+    t_cmax = sim.times_h[np.argmax(sim.conc_mg_L[0])]
+    t_pdmax = sim.times_h[np.argmax(sim.pd[0])]
+    assert t_cmax < 5.0
+    assert t_pdmax > t_cmax + 10.0  # transit chain (MTT 12 h) plus turnover
+
+
+def test_vectorised_equals_per_patient(population):
+    regimens = [reg.qd(), reg.bid(), reg.tid()] * 13 + [reg.from_doses([(5, 60)])]
+    together = m.simulate(population.params, regimens, HOURLY)
+    for i in range(0, population.n_patients, 7):
+        alone = m.simulate(population.params.subset([i]), regimens[i], HOURLY)
+        np.testing.assert_allclose(together.pd[i], alone.pd[0], rtol=1e-7)
+        np.testing.assert_allclose(together.conc_mg_L[i], alone.conc_mg_L[0], rtol=1e-6, atol=1e-12)
+        for name in m.STATE_NAMES:
+            np.testing.assert_allclose(together.states[name][i], alone.states[name][0], rtol=1e-6, atol=1e-9)
+
+
+def test_params_from_mapping_and_object():
+    d = {k: np.array([v]) for k, v in m.TYPICAL_PARAMS.items()}
+    a = m.simulate(d, reg.qd(), HOURLY)
+    b = m.simulate(m.typical_params(1), reg.qd(), HOURLY)
+    np.testing.assert_array_equal(a.pd, b.pd)
+
+
+@pytest.mark.parametrize(
+    "times, message",
+    [
+        ([0, 2, 1], "strictly increasing"),
+        ([0, 1, 1], "strictly increasing"),
+        ([-1, 0], ">= 0"),
+        ([0, np.nan], "finite"),
+        ([], "non-empty"),
+        ([[0, 1]], "1-D"),
+    ],
+)
+def test_bad_times_raise(times, message):
+    with pytest.raises(ValueError, match=message):
+        m.simulate(m.typical_params(1), reg.qd(), np.array(times, dtype=float))
+
+
+def test_bad_params_raise():
+    good = dict(m.TYPICAL_PARAMS)
+    with pytest.raises(ValueError, match="missing PK/PD parameter"):
+        m.simulate({k: v for k, v in good.items() if k != "CL"}, reg.qd(), HOURLY)
+    with pytest.raises(ValueError, match="unknown PK/PD parameter"):
+        m.simulate({**good, "F": 1.0}, reg.qd(), HOURLY)
+    with pytest.raises(ValueError, match="'V' contains NaN"):
+        m.simulate({**good, "V": np.nan}, reg.qd(), HOURLY)
+    with pytest.raises(ValueError, match="'CL' must be > 0"):
+        m.simulate({**good, "CL": -1.0}, reg.qd(), HOURLY)
+    with pytest.raises(ValueError, match="shape"):
+        m.simulate({**good, "CL": np.ones(3), "V": np.ones(2)}, reg.qd(), HOURLY)
+
+
+def test_bad_regimen_arguments_raise():
+    p = m.typical_params(2)
+    with pytest.raises(ValueError, match="2 patients"):
+        m.simulate(p, [reg.qd()] * 3, HOURLY)
+    with pytest.raises(TypeError, match="Regimen"):
+        m.simulate(p, [(0, 100)] * 2, HOURLY)

@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+
+from pkpd_lib import regimens as reg
+
+
+def test_named_regimens_split_the_daily_dose():
+    for name, n_per_day in reg.DOSES_PER_DAY.items():
+        r = reg.named(name, daily_dose_mg=100.0, days=7)
+        assert len(r) == 7 * n_per_day
+        assert r.total_mg == pytest.approx(700.0)
+        np.testing.assert_allclose(np.diff(r.times_h), 24.0 / n_per_day)
+        assert r.times_h[0] == 0.0
+        assert r.name == name
+
+
+def test_tid_amounts_and_times():
+    r = reg.tid()
+    np.testing.assert_allclose(r.amounts_mg, 100.0 / 3)
+    np.testing.assert_allclose(r.times_h[:4], [0, 8, 16, 24])
+
+
+def test_named_is_case_insensitive_and_rejects_unknown():
+    assert reg.named("bid") == reg.bid()
+    with pytest.raises(ValueError, match="unknown regimen 'QID'"):
+        reg.named("QID")
+
+
+def test_explicit_schedule_missed_dose_and_dose_change():
+    r = reg.from_doses([(0, 100), (24, 100), (72, 150)], name="missed day 3")
+    assert r.doses() == [(0.0, 100.0), (24.0, 100.0), (72.0, 150.0)]
+    assert r.total_mg == 350.0
+
+
+@pytest.mark.parametrize(
+    "doses, message",
+    [
+        ([], "no doses"),
+        ([(24, 100), (0, 100)], "sorted"),
+        ([(-1, 100)], ">= 0 h"),
+        ([(0, -5)], "> 0 mg"),
+        ([(0, 0)], "> 0 mg"),
+        ([(0, float("nan"))], "finite"),
+        ([(float("inf"), 10)], "finite"),
+        ([(0, 1, 2)], "pair"),
+    ],
+)
+def test_bad_schedules_raise_clear_errors(doses, message):
+    with pytest.raises(ValueError, match=message):
+        reg.from_doses(doses)
+
+
+def test_bad_repeated_arguments():
+    with pytest.raises(ValueError, match="daily_dose_mg"):
+        reg.repeated(-100, 1, 7)
+    with pytest.raises(ValueError, match="doses_per_day"):
+        reg.repeated(100, 0, 7)
+    with pytest.raises(ValueError, match="days"):
+        reg.repeated(100, 1, 2.5)
+
+
+def test_regimen_arrays_are_read_only():
+    r = reg.qd()
+    with pytest.raises(ValueError):
+        r.amounts_mg[0] = 1e6
