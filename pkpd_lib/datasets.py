@@ -63,7 +63,11 @@ class Dataset:
             states={k: v[:, idx] for k, v in self.truth.states.items()},
         )
         return replace(
-            self, times_h=times_h, truth=truth, conc_obs=self.conc_obs[:, idx], pd_obs=self.pd_obs[:, idx]
+            self,
+            times_h=times_h,
+            truth=truth,
+            conc_obs=self.conc_obs[:, idx],
+            pd_obs=self.pd_obs[:, idx],
         )
 
 
@@ -115,7 +119,9 @@ def baseline_pd(data: Dataset, kind: str = "true") -> np.ndarray:
     raise ValueError(f"unknown baseline kind {kind!r}; expected 'true' or 'observed'")
 
 
-def network_inputs(data: Dataset, baseline: str = "true", time_input: bool = False) -> dict[str, np.ndarray]:
+def network_inputs(
+    data: Dataset, baseline: str = "true", time_input: bool = False
+) -> dict[str, np.ndarray]:
     """Inputs of the sequence networks, keyed by feature name.
 
     ``"conc"``: observed concentrations (N, T) in mg/L; ``"time_h"`` (only if
@@ -217,7 +223,9 @@ def check_nonmem(table: pd.DataFrame) -> None:
             raise ValueError("TIME must be sorted within each ID")
 
 
-def observations_from_nonmem(table: pd.DataFrame, cmt: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def observations_from_nonmem(
+    table: pd.DataFrame, cmt: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pivot the observations of compartment ``cmt`` to arrays.
 
     Returns ``(ids, times_h, dv)`` with ``dv`` of shape (N, T); every ID must be sampled

@@ -76,7 +76,9 @@ class Params:
     R0: np.ndarray
 
     def __post_init__(self) -> None:
-        arrays = {f.name: np.atleast_1d(np.asarray(getattr(self, f.name), float)) for f in fields(self)}
+        arrays = {
+            f.name: np.atleast_1d(np.asarray(getattr(self, f.name), float)) for f in fields(self)
+        }
         n = max(a.size for a in arrays.values())
         for name, a in arrays.items():
             if a.ndim != 1 or a.size not in (1, n):

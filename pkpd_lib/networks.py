@@ -24,6 +24,7 @@ process's stderr and would pollute notebook outputs).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import time
@@ -106,7 +107,9 @@ def _per_step_inputs(raw, n_times: int, block: int, mean: float, variance: float
     if pad:
         x = keras.layers.ZeroPadding1D((pad, 0), name=f"{name}_pad")(x)
     x = keras.layers.Reshape(((n_times + pad) // block, block), name=f"{name}_blocks")(x)
-    return keras.layers.Normalization(axis=None, mean=mean, variance=variance, name=f"{name}_scale")(x)
+    return keras.layers.Normalization(
+        axis=None, mean=mean, variance=variance, name=f"{name}_scale"
+    )(x)
 
 
 def build_network(
@@ -120,10 +123,14 @@ def build_network(
     pad = (-n_times) % block
     n_steps = (n_times + pad) // block
     inputs = {CONC_INPUT: keras.Input((n_times,), name=CONC_INPUT)}
-    steps = [_per_step_inputs(inputs[CONC_INPUT], n_times, block, *stats[CONC_INPUT], name=CONC_INPUT)]
+    steps = [
+        _per_step_inputs(inputs[CONC_INPUT], n_times, block, *stats[CONC_INPUT], name=CONC_INPUT)
+    ]
     if config.time_input:
         inputs[TIME_INPUT] = keras.Input((n_times,), name=TIME_INPUT)
-        steps.append(_per_step_inputs(inputs[TIME_INPUT], n_times, block, *stats[TIME_INPUT], TIME_INPUT))
+        steps.append(
+            _per_step_inputs(inputs[TIME_INPUT], n_times, block, *stats[TIME_INPUT], TIME_INPUT)
+        )
     for feat in config.static_features:
         inputs[feat] = keras.Input((1,), name=feat)
     static = keras.layers.Concatenate(name="static")([inputs[f] for f in config.static_features])
@@ -147,7 +154,9 @@ def build_network(
     return keras.Model(inputs=inputs, outputs=pd_out, name=name or f"lstm_{config.label}")
 
 
-def scaling_stats(x: Mapping[str, np.ndarray], y_pd: np.ndarray, static_features=STATIC_FEATURES) -> dict:
+def scaling_stats(
+    x: Mapping[str, np.ndarray], y_pd: np.ndarray, static_features=STATIC_FEATURES
+) -> dict:
     """Means and variances of the training inputs, and the scale of the fractional change."""
     stats = {}
     for key in (CONC_INPUT, TIME_INPUT):
@@ -194,7 +203,8 @@ def check_inputs(model: keras.Model, x: Mapping[str, object]) -> dict[str, np.nd
             a = a[:, None]
         if a.ndim != 1 + len(shape) or a.shape[1:] != shape:
             raise ValueError(
-                f"feature {name!r} has shape {a.shape}; model {model.name!r} expects (N, {', '.join(map(str, shape))})"
+                f"feature {name!r} has shape {a.shape}; model {model.name!r} expects "
+                f"(N, {', '.join(map(str, shape))})"
             )
         if n is not None and a.shape[0] != n:
             raise ValueError(f"feature {name!r} has {a.shape[0]} patients, others have {n}")
@@ -222,6 +232,18 @@ def predict_pd(model: keras.Model, x: Mapping[str, object], batch_size: int = 25
     """
     checked = check_inputs(model, x)
     return np.asarray(model.predict(checked, batch_size=batch_size, verbose=0), dtype=float)
+
+
+class _EpochTimer(keras.callbacks.Callback):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seconds: list[float] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._t0)
 
 
 class EpochReport(keras.callbacks.Callback):
@@ -259,6 +281,7 @@ class TrainingResult:
     best_epoch: int
     seconds: float
     seed: int
+    epoch_seconds: list[float] = field(default_factory=list)
 
     @property
     def epochs_run(self) -> int:
@@ -298,9 +321,13 @@ def train_network(
     model = build_network(config, n_times, stats)
     tx, vx = check_inputs(model, train_x), check_inputs(model, val_x)
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="mse")
+    timer = _EpochTimer()
     callbacks = [
+        timer,
         keras.callbacks.EarlyStopping(patience=config.patience, restore_best_weights=True),
-        keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=max(config.patience // 3, 1), min_lr=1e-5),
+        keras.callbacks.ReduceLROnPlateau(
+            factor=0.5, patience=max(config.patience // 3, 1), min_lr=1e-5
+        ),
     ]
     if report_every:
         callbacks.append(EpochReport(report_every, label))
@@ -325,7 +352,7 @@ def train_network(
             f"{min(history['val_loss']):.3f} at epoch {best_epoch}",
             flush=True,
         )
-    return TrainingResult(model, config, history, best_epoch, seconds, seed)
+    return TrainingResult(model, config, history, best_epoch, seconds, seed, timer.seconds)
 
 
 def save_model(model: keras.Model, path: str | Path) -> Path:
@@ -348,3 +375,70 @@ def load_model(path: str | Path) -> keras.Model:
 
 def config_to_json(config: NetworkConfig) -> str:
     return json.dumps(asdict(config), sort_keys=True)
+
+
+# --- reproducible training with an on-disk cache --------------------------------------
+
+#: Where trained models are cached between notebooks (inside the build folder, never committed).
+DEFAULT_CACHE = Path(__file__).resolve().parent.parent / "_build" / "model_cache"
+
+
+def _fingerprint(config: NetworkConfig, seed: int, arrays) -> str:
+    h = hashlib.sha256()
+    h.update(config_to_json(config).encode())
+    h.update(f"seed={seed};keras={keras.__version__};tf={tf.__version__}".encode())
+    for a in arrays:
+        if isinstance(a, Mapping):
+            for k in sorted(a):
+                h.update(k.encode())
+                h.update(np.ascontiguousarray(a[k], dtype="float32").tobytes())
+        else:
+            h.update(np.ascontiguousarray(a, dtype="float32").tobytes())
+    return h.hexdigest()[:16]
+
+
+def train_or_load(
+    config: NetworkConfig,
+    train_x,
+    train_y,
+    val_x,
+    val_y,
+    seed: int = 0,
+    cache_dir: str | Path | None = DEFAULT_CACHE,
+    report_every: int | None = 10,
+    label: str = "",
+) -> TrainingResult:
+    """:func:`train_network`, or the identical model trained earlier with the same
+    configuration, seed, data and library versions, loaded from ``cache_dir``.
+
+    Training is deterministic, so a cached model is the model this call would train; the
+    cache only saves time when several chapters need the same model. ``cache_dir=None``
+    always trains.
+    """
+    if cache_dir is None:
+        return train_network(config, train_x, train_y, val_x, val_y, seed, report_every, label)
+    key = _fingerprint(config, seed, (train_x, train_y, val_x, val_y))
+    path = Path(cache_dir) / f"{config.label}_seed{seed}_{key}.keras"
+    meta = path.with_suffix(".json")
+    if path.is_file() and meta.is_file():
+        info = json.loads(meta.read_text())
+        if report_every:
+            print(f"{label}loaded the model trained earlier ({info['epochs_run']} epochs)")
+        return TrainingResult(
+            load_model(path), config, info["history"], info["best_epoch"], info["seconds"], seed
+        )
+    result = train_network(config, train_x, train_y, val_x, val_y, seed, report_every, label)
+    save_model(result.model, path)
+    meta.write_text(
+        json.dumps(
+            {
+                "history": result.history,
+                "best_epoch": result.best_epoch,
+                "seconds": result.seconds,
+                "epochs_run": result.epochs_run,
+                "config": asdict(config),
+                "seed": seed,
+            }
+        )
+    )
+    return result

@@ -70,7 +70,9 @@ def check_covariates(covariates: Mapping[str, object] | pd.DataFrame) -> dict[st
         out[name] = a
     sizes = {a.size for a in out.values()}
     if len(sizes) != 1:
-        raise ValueError(f"covariates have different lengths: { {k: v.size for k, v in out.items()} }")
+        raise ValueError(
+            f"covariates have different lengths: { {k: v.size for k, v in out.items()} }"
+        )
     if np.any(out["WT"] <= 0):
         raise ValueError("covariate 'WT' must be > 0 kg")
     if np.any(out["AGE"] <= 0):

@@ -104,7 +104,9 @@ def from_doses(doses: Iterable[tuple[float, float]], name: str = "custom") -> Re
     return Regimen(np.asarray(times, dtype=float), np.asarray(amounts, dtype=float), name=name)
 
 
-def repeated(daily_dose_mg: float, doses_per_day: int, days: int, name: str | None = None) -> Regimen:
+def repeated(
+    daily_dose_mg: float, doses_per_day: int, days: int, name: str | None = None
+) -> Regimen:
     """Equal doses at equal intervals: ``doses_per_day`` doses a day for ``days`` days.
 
     The daily dose is split evenly, so QD, BID and TID of the same ``daily_dose_mg`` give

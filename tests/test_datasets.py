@@ -10,7 +10,9 @@ from pkpd_lib.sampling import SPARSE_TIMES_H
 
 @pytest.fixture(scope="module")
 def small():
-    return ds.simulate_dataset(sample_population(5, seed=2), reg.bid(), np.arange(0.0, 169.0, 6.0), obs_seed=9)
+    return ds.simulate_dataset(
+        sample_population(5, seed=2), reg.bid(), np.arange(0.0, 169.0, 6.0), obs_seed=9
+    )
 
 
 def test_nonmem_table_layout(small):
@@ -68,7 +70,9 @@ def test_study_design_and_sparse_is_a_subset_of_dense():
     np.testing.assert_array_equal(sparse["train"].pd_obs, dense["train"].pd_obs[:, idx])
     # the same test patients under all three regimens, never among the training patients
     for r in ("BID", "TID"):
-        np.testing.assert_array_equal(dense[f"test_{r}"].population.ids, dense["test_QD"].population.ids)
+        np.testing.assert_array_equal(
+            dense[f"test_{r}"].population.ids, dense["test_QD"].population.ids
+        )
     assert not set(dense["train"].population.ids) & set(dense["test_QD"].population.ids)
     assert not set(dense["train"].population.ids) & set(dense["val"].population.ids)
 

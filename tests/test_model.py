@@ -16,7 +16,9 @@ def analytic_conc(params: m.Params, regimen: reg.Regimen, t: np.ndarray) -> np.n
         dt = t - td
         after = dt > 0  # a dose at a sampling time is not yet in the sample (trough)
         dtp = np.where(after, dt, 0.0)
-        c += np.where(after, amt / v * ka / (ka - ke) * (np.exp(-ke * dtp) - np.exp(-ka * dtp)), 0.0)
+        c += np.where(
+            after, amt / v * ka / (ka - ke) * (np.exp(-ke * dtp) - np.exp(-ka * dtp)), 0.0
+        )
     return c
 
 
@@ -25,7 +27,9 @@ def population():
     return sample_population(40, seed=7)
 
 
-@pytest.mark.parametrize("regimen", [reg.qd(), reg.bid(), reg.tid(), reg.from_doses([(0, 80), (30.5, 120)])])
+@pytest.mark.parametrize(
+    "regimen", [reg.qd(), reg.bid(), reg.tid(), reg.from_doses([(0, 80), (30.5, 120)])]
+)
 def test_concentration_matches_analytic_solution(population, regimen):
     sim = m.simulate(population.params, regimen, HOURLY)
     expected = analytic_conc(population.params, regimen, HOURLY)
@@ -45,7 +49,9 @@ def test_value_at_dose_time_is_the_trough():
 def test_pd_stays_at_baseline_without_drug(population):
     tiny = reg.from_doses([(200.0, 1.0)])  # the only dose comes after the window
     sim = m.simulate(population.params, tiny, HOURLY)
-    np.testing.assert_allclose(sim.pd, population.params.R0[:, None] * np.ones((1, HOURLY.size)), rtol=1e-9)
+    np.testing.assert_allclose(
+        sim.pd, population.params.R0[:, None] * np.ones((1, HOURLY.size)), rtol=1e-9
+    )
     assert np.all(sim.conc_mg_L == 0.0)
 
 
@@ -57,7 +63,9 @@ def test_pk_is_linear_in_dose(population):
 
 
 def test_pd_is_delayed_behind_concentration():
-    sim = m.simulate(m.typical_params(1), reg.from_doses([(0.0, 100.0)]), np.arange(0.0, 97.0, 0.25))
+    sim = m.simulate(
+        m.typical_params(1), reg.from_doses([(0.0, 100.0)]), np.arange(0.0, 97.0, 0.25)
+    )
     t_cmax = sim.times_h[np.argmax(sim.conc_mg_L[0])]
     t_pdmax = sim.times_h[np.argmax(sim.pd[0])]
     assert t_cmax < 5.0
@@ -72,7 +80,9 @@ def test_vectorised_equals_per_patient(population):
         np.testing.assert_allclose(together.pd[i], alone.pd[0], rtol=1e-7)
         np.testing.assert_allclose(together.conc_mg_L[i], alone.conc_mg_L[0], rtol=1e-6, atol=1e-12)
         for name in m.STATE_NAMES:
-            np.testing.assert_allclose(together.states[name][i], alone.states[name][0], rtol=1e-6, atol=1e-9)
+            np.testing.assert_allclose(
+                together.states[name][i], alone.states[name][0], rtol=1e-6, atol=1e-9
+            )
 
 
 def test_params_from_mapping_and_object():

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _split(spec: str) -> tuple[str, str]:
     name = re.match(r"[A-Za-z0-9_.\-]+", spec).group(0)
-    return name.lower().replace("_", "-"), spec[len(name):].replace(" ", "")
+    return name.lower().replace("_", "-"), spec[len(name) :].replace(" ", "")
 
 
 def test_environment_yml_matches_pyproject():

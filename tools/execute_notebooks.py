@@ -19,10 +19,17 @@ import nbclient
 def execute(md_path: Path) -> float:
     nb = jupytext.read(md_path)
     nb.metadata.setdefault("jupytext", {})["formats"] = "ipynb,md:myst"
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     t0 = time.perf_counter()
     nbclient.NotebookClient(
-        nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(md_path.parent)}}
+        nb,
+        timeout=1800,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(md_path.parent)}},
     ).execute()
     seconds = time.perf_counter() - t0
     jupytext.write(nb, md_path.with_suffix(".ipynb"))

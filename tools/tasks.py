@@ -61,9 +61,20 @@ def book() -> None:
 def test() -> None:
     setup()
     run(
-        PY, "-m", "pytest", "tests", "book/chapters",
-        "--nbval", "--nbval-current-env", "--nbval-sanitize-with", "tools/nbval_sanitize.cfg",
-        "--nbval-cell-timeout", "1800", "-p", "no:cacheprovider", *sys.argv[2:],
+        PY,
+        "-m",
+        "pytest",
+        "tests",
+        "book/chapters",
+        "--nbval",
+        "--nbval-current-env",
+        "--nbval-sanitize-with",
+        "tools/nbval_sanitize.cfg",
+        "--nbval-cell-timeout",
+        "1800",
+        "-p",
+        "no:cacheprovider",
+        *sys.argv[2:],
         env=env(),
     )
 

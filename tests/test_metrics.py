@@ -1,0 +1,29 @@
+import numpy as np
+import pytest
+
+from pkpd_lib import metrics
+
+
+def test_rmse_and_relative_rmse():
+    truth = np.array([[100.0, 110.0, 130.0]])
+    pred = truth + np.array([[0.0, 3.0, -4.0]])
+    assert metrics.rmse(pred, truth) == pytest.approx(np.sqrt(25 / 3))
+    # effect size: mean |truth - 100| = 40/3
+    assert metrics.relative_rmse(pred, truth, [100.0]) == pytest.approx(np.sqrt(25 / 3) / (40 / 3))
+
+
+def test_score_table_reference_is_own_qd_curve():
+    t = np.linspace(0, 1, 5)
+    truths = {"QD": 100 + 10 * t[None], "BID": 100 + 20 * t[None]}
+    preds = {"QD": truths["QD"], "BID": truths["QD"]}  # a regimen-blind "model"
+    table = metrics.score_table(preds, truths, np.array([100.0]))
+    assert table.loc["QD", "rel_RMSE_%"] == 0
+    assert table.loc["BID", "ratio"] == pytest.approx(1.0)
+    assert table.loc["BID", "RMSE"] == pytest.approx(table.loc["BID", "ref_RMSE"])
+
+
+def test_shape_mismatch_and_nan_raise():
+    with pytest.raises(ValueError, match="shape"):
+        metrics.rmse(np.ones(3), np.ones(4))
+    with pytest.raises(ValueError, match="finite"):
+        metrics.rmse(np.array([np.nan]), np.array([1.0]))

@@ -1,0 +1,126 @@
+"""Keras networks: construction, feature checks, saving, reproducible training, CLI.
+
+Uses small synthetic data sets so the whole file runs in seconds."""
+
+import json
+
+import numpy as np
+import pytest
+
+from pkpd_lib import datasets, study
+from pkpd_lib import networks as nw
+from pkpd_lib import regimens as reg
+from pkpd_lib.population import sample_population
+
+
+@pytest.fixture(scope="module")
+def small():
+    times = np.arange(0.0, 49.0)
+    train = datasets.simulate_dataset(sample_population(64, seed=1), reg.qd(), times, obs_seed=1)
+    val = datasets.simulate_dataset(sample_population(16, seed=2), reg.qd(), times, obs_seed=2)
+    return datasets.network_inputs(train), train.pd_obs, datasets.network_inputs(val), val.pd_obs
+
+
+CONFIG = nw.NetworkConfig(
+    units=(4,), block=4, batch_size=16, learning_rate=1e-2, max_epochs=3, patience=2
+)
+
+
+@pytest.fixture(scope="module")
+def trained(small):
+    return nw.train_network(CONFIG, *small, seed=3, report_every=None)
+
+
+def test_model_takes_raw_inputs_and_returns_pd(trained, small):
+    x = small[0]
+    pred = nw.predict_pd(trained.model, x)
+    assert pred.shape == small[1].shape
+    assert pred.dtype == np.float64
+    # the output is BASE_PD * (1 + f): before any drug, f is the same for all patients,
+    # so PD at 0 h is proportional to the baseline
+    ratio = pred[:, 0] / x["BASE_PD"]
+    np.testing.assert_allclose(ratio, ratio[0], rtol=1e-4)
+
+
+def test_padding_handles_any_length(small):
+    for block in (1, 4, 5):
+        stats = nw.scaling_stats(small[0], small[1])
+        m = nw.build_network(nw.NetworkConfig(units=(3,), block=block), 49, stats)
+        assert m.output_shape == (None, 49)
+
+
+def test_same_seed_same_weights(small, trained):
+    again = nw.train_network(CONFIG, *small, seed=3, report_every=None)
+    for a, b in zip(trained.model.get_weights(), again.model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    other = nw.train_network(CONFIG, *small, seed=4, report_every=None)
+    assert not all(
+        np.array_equal(a, b)
+        for a, b in zip(trained.model.get_weights(), other.model.get_weights(), strict=True)
+    )
+
+
+def test_training_history_and_report(small, capsys):
+    r = nw.train_network(CONFIG, *small, seed=0, report_every=2, label="[t] ")
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("[t] epoch    2")
+    assert "stopped after" in out[-1]
+    assert set(r.history) >= {"loss", "val_loss", "lr"}
+    assert 1 <= r.best_epoch <= r.epochs_run <= CONFIG.max_epochs
+
+
+def test_save_and_load_round_trip(trained, small, tmp_path):
+    path = nw.save_model(trained.model, tmp_path / "m.keras")
+    loaded = nw.load_model(path)
+    np.testing.assert_array_equal(
+        nw.predict_pd(loaded, small[0]), nw.predict_pd(trained.model, small[0])
+    )
+    with pytest.raises(ValueError, match=r"\.keras"):
+        nw.save_model(trained.model, tmp_path / "m.h5")
+    with pytest.raises(FileNotFoundError):
+        nw.load_model(tmp_path / "missing.keras")
+
+
+def test_wrong_features_raise_clear_errors(trained, small, tmp_path):
+    model = nw.load_model(nw.save_model(trained.model, tmp_path / "m.keras"))
+    x = dict(small[0])
+    with pytest.raises(ValueError, match=r"missing \['WT'\]"):
+        nw.predict_pd(model, {k: v for k, v in x.items() if k != "WT"})
+    with pytest.raises(ValueError, match=r"unexpected \['HEIGHT'\]"):
+        nw.predict_pd(model, {**x, "HEIGHT": x["WT"]})
+    with pytest.raises(TypeError, match="mapping"):
+        nw.predict_pd(model, np.column_stack([x["BASE_PD"], x["WT"], x["AGE"], x["SEX"]]))
+    with pytest.raises(ValueError, match=r"'conc' has shape \(64, 48\)"):
+        nw.predict_pd(model, {**x, "conc": x["conc"][:, :48]})
+    with pytest.raises(ValueError, match="'AGE' contains NaN"):
+        nw.predict_pd(model, {**x, "AGE": np.where(np.arange(64) == 5, np.nan, x["AGE"])})
+    with pytest.raises(ValueError, match="16 patients"):
+        nw.predict_pd(model, {**x, "WT": x["WT"][:16]})
+    with pytest.raises(ValueError, match=">= 0 mg/L"):
+        nw.predict_pd(model, {**x, "conc": -x["conc"]})
+    with pytest.raises(ValueError, match="SEX"):
+        nw.predict_pd(model, {**x, "SEX": x["SEX"] + 2})
+
+
+def test_train_or_load_reuses_identical_model(small, tmp_path):
+    a = nw.train_or_load(CONFIG, *small, seed=5, cache_dir=tmp_path, report_every=None)
+    b = nw.train_or_load(CONFIG, *small, seed=5, cache_dir=tmp_path, report_every=None)
+    assert len(list(tmp_path.glob("*.keras"))) == 1
+    assert b.history == a.history
+    np.testing.assert_array_equal(
+        nw.predict_pd(a.model, small[0]), nw.predict_pd(b.model, small[0])
+    )
+
+
+def test_cli_trains_and_saves_a_usable_model(tmp_path, capsys):
+    from pkpd_lib.__main__ import main
+
+    assert main(["train", "--design", "sparse", "--out", str(tmp_path), "--max-epochs", "2"]) == 0
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    assert report["design"] == "sparse" and report["epochs_run"] == 2
+    assert set(report["test"]) == {"QD", "BID", "TID"}
+    model = nw.load_model(tmp_path / "model.keras")
+    data = study.study_data("sparse")
+    pred = nw.predict_pd(model, data.test_x["TID"])
+    assert pred.shape == data.test_truth["TID"].shape
+    assert np.all(np.isfinite(pred))
