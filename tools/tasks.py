@@ -60,6 +60,9 @@ def book() -> None:
 
 def test() -> None:
     setup()
+    lint = ("pkpd_lib", "tests", "tools", "benchmarks")
+    run(PY, "-m", "ruff", "check", *lint, "book/chapters")
+    run(PY, "-m", "ruff", "format", "--check", *lint)
     run(
         PY,
         "-m",
