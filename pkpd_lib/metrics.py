@@ -1,7 +1,7 @@
 """Error metrics against the noise-free truth.
 
 * RMSE of predicted vs true PD over all patients and times (biomarker units).
-* Relative RMSE = RMSE / mean |true PD - baseline|: error as a fraction of the drug
+* Relative RMSE = RMSE / mean absolute (true PD - baseline): error as a fraction of the drug
   effect, so it means the same whatever the baseline level.
 * The regimen-blind reference: for BID/TID, each test patient's own true QD curve used
   as the "prediction". A model extrapolates only if it is far below this reference.
@@ -31,7 +31,7 @@ def rmse(pred, truth) -> float:
 
 
 def effect_size(truth, baseline) -> float:
-    """Mean |true PD - baseline| over all patients and times: the size of the drug effect."""
+    """Mean absolute (true PD - baseline) over all patients and times: the drug effect size."""
     truth = np.asarray(truth, float)
     baseline = np.asarray(baseline, float).reshape(-1, *([1] * (truth.ndim - 1)))
     return float(np.mean(np.abs(truth - baseline)))
