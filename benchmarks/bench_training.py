@@ -11,7 +11,6 @@ accuracy.
 import sys
 from dataclasses import replace
 
-from pkpd_lib import networks as nw
 from pkpd_lib import study
 
 
@@ -22,41 +21,22 @@ def main(quick: bool = False) -> None:
         f"{'set-up':8s} {'units':6s} {'block':>5s} {'batch':>5s} {'lr':>7s} {'s/epoch':>8s}"
         + ("" if quick else f" {'epochs':>6s} {'total s':>8s} {'val rel RMSE %':>15s}")
     )
+    fresh = {"seed": 0, "cache_dir": None, "report_every": None}  # never from the cache
     per_epoch = {}
     for name, config in configs.items():
-        timing = nw.train_network(
-            replace(config, max_epochs=4),
-            data.train_x,
-            data.train_y,
-            data.val_x,
-            data.val_y,
-            seed=0,
-            report_every=None,
-        )
+        timing = study.fit(data, replace(config, max_epochs=4), **fresh)
         # epoch 1 includes graph tracing: time the others
-        per_epoch[name] = (timing.seconds - _first_epoch(timing)) / (timing.epochs_run - 1)
+        per_epoch[name] = (timing.seconds - timing.epoch_seconds[0]) / (timing.epochs_run - 1)
         line = (
             f"{name:8s} {config.label:6s} {config.block:5d} {config.batch_size:5d} "
             f"{config.learning_rate:7.0e} {per_epoch[name]:8.3f}"
         )
         if not quick:
-            full = nw.train_network(
-                config,
-                data.train_x,
-                data.train_y,
-                data.val_x,
-                data.val_y,
-                seed=0,
-                report_every=None,
-            )
+            full = study.fit(data, config, **fresh)
             val = study.validation_rel_rmse(full.model, data)
             line += f" {full.epochs_run:6d} {full.seconds:8.1f} {val:15.2f}"
         print(line, flush=True)
     print(f"speed-up per epoch: {per_epoch['naive'] / per_epoch['chosen']:.1f}x")
-
-
-def _first_epoch(result) -> float:
-    return result.epoch_seconds[0]
 
 
 if __name__ == "__main__":
