@@ -2,7 +2,8 @@
 """The project's commands. Needs only Python 3.11+; everything else goes into ./.venv.
 
     python3 tools/tasks.py book      # set up, then build the rendered book into _build/html
-    python3 tools/tasks.py test      # set up, then run every test (unit tests and nbval)
+    python3 tools/tasks.py test      # set up, build the book, run every test (unit,
+                                     # property, browser and nbval)
     python3 tools/tasks.py execute   # re-execute every notebook from its text twin
     python3 tools/tasks.py bench     # run the benchmarks
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -58,11 +60,28 @@ def book() -> None:
     print(f"book: {ROOT / '_build' / 'html' / 'index.html'}")
 
 
+def ensure_chromium() -> None:
+    """Install Debian's chromium for the browser test when it is missing (root or sudo)."""
+    if os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser"):
+        return
+    if shutil.which("apt-get") is None:
+        sys.exit("the browser test needs Chromium: install it, or set CHROMIUM=/path/to/it")
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    t0 = time.perf_counter()
+    quiet = {"stdout": subprocess.DEVNULL}
+    run(*sudo, "apt-get", "update", "-qq", **quiet)
+    run(*sudo, "apt-get", "install", "-y", "-qq", "chromium", **quiet)
+    print(f"chromium installed in {time.perf_counter() - t0:.0f} s", flush=True)
+
+
 def test() -> None:
+    """Lint, build the book, then pytest: unit, property, browser and nbval tests."""
     setup()
+    ensure_chromium()
     lint = ("pkpd_lib", "tests", "tools", "benchmarks")
     run(PY, "-m", "ruff", "check", *lint, "book/chapters")
     run(PY, "-m", "ruff", "format", "--check", *lint)
+    book()
     run(
         PY,
         "-m",
@@ -78,7 +97,7 @@ def test() -> None:
         "-p",
         "no:cacheprovider",
         *sys.argv[2:],
-        env=env(),
+        env={**env(), "PKPD_REQUIRE_BROWSER": "1"},
     )
 
 
