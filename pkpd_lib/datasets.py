@@ -33,14 +33,16 @@ STATIC_FEATURES = ("BASE_PD", "WT", "AGE", "SEX")
 
 @dataclass(frozen=True)
 class Dataset:
-    """Virtual patients under one regimen, sampled at ``times_h``.
+    """Virtual patients under one regimen (or one each), sampled at ``times_h``.
 
-    ``truth`` holds the noise-free simulation; ``conc_obs`` (mg/L) and ``pd_obs``
-    (biomarker units) are the observations with residual error, each (N, T).
+    ``regimen`` is one :class:`~pkpd_lib.regimens.Regimen` shared by all patients or a
+    tuple of one per patient. ``truth`` holds the noise-free simulation; ``conc_obs``
+    (mg/L) and ``pd_obs`` (biomarker units) are the observations with residual error,
+    each (N, T).
     """
 
     population: Population
-    regimen: reg.Regimen
+    regimen: reg.Regimen | tuple[reg.Regimen, ...]
     times_h: np.ndarray
     truth: Simulation
     conc_obs: np.ndarray
@@ -49,6 +51,13 @@ class Dataset:
     @property
     def n_patients(self) -> int:
         return self.population.n_patients
+
+    @property
+    def regimens(self) -> list[reg.Regimen]:
+        """Each patient's regimen."""
+        if isinstance(self.regimen, reg.Regimen):
+            return [self.regimen] * self.n_patients
+        return list(self.regimen)
 
     def at_times(self, times_h) -> Dataset:
         """The same patients and observations restricted to a subset of the sampling times."""
@@ -72,28 +81,45 @@ class Dataset:
 
 
 def simulate_dataset(
-    population: Population, regimen: reg.Regimen, times_h=DENSE_TIMES_H, obs_seed: int = 0
+    population: Population,
+    regimen: reg.Regimen | list[reg.Regimen],
+    times_h=DENSE_TIMES_H,
+    obs_seed: int = 0,
 ) -> Dataset:
-    """Simulate ``population`` under ``regimen`` and add residual error from ``obs_seed``."""
+    """Simulate ``population`` under ``regimen`` (one, or one per patient) and add
+    residual error from ``obs_seed``."""
+    if not isinstance(regimen, reg.Regimen):
+        regimen = tuple(regimen)
     truth = simulate(population.params, regimen, times_h)
     conc_obs, pd_obs = observe(truth.conc_mg_L, truth.pd, seed=obs_seed)
     return Dataset(population, regimen, truth.times_h, truth, conc_obs, pd_obs)
 
 
-def study_datasets(design: str = "dense", daily_dose_mg: float = 100.0) -> dict[str, Dataset]:
+def study_datasets(
+    design: str = "dense", daily_dose_mg: float = 100.0, train_regimen: str = "QD"
+) -> dict[str, Dataset]:
     """The study's data sets for a sampling design.
 
-    Keys: ``"train"`` and ``"val"`` (QD), and ``"test_QD"``, ``"test_BID"``,
-    ``"test_TID"`` (the same 200 test patients under each regimen). Everything is
-    simulated on the hourly grid and then restricted to the design's times, so the
-    sparse observations are a subset of the dense ones.
+    Keys: ``"train"`` and ``"val"`` (QD; or with ``train_regimen="random"`` each patient
+    on its own randomised schedule, :func:`pkpd_lib.regimens.random_schedules`), and
+    ``"test_QD"``, ``"test_BID"``, ``"test_TID"`` (the same 200 test patients under each
+    regimen). Everything is simulated on the hourly grid and then restricted to the
+    design's times, so the sparse observations are a subset of the dense ones.
     """
     times = design_times(design)
     out = {}
     for split in ("train", "val"):
         pop_seed, obs_seed = STUDY_SEEDS[split]
         pop = sample_population(STUDY_SIZES[split], pop_seed, first_id=1 + 10000 * pop_seed)
-        out[split] = simulate_dataset(pop, reg.qd(daily_dose_mg), DENSE_TIMES_H, obs_seed)
+        if train_regimen == "random":
+            regimen = reg.random_schedules(
+                pop.n_patients, seed=pop_seed + 7, daily_dose_mg=daily_dose_mg
+            )
+        elif train_regimen == "QD":
+            regimen = reg.qd(daily_dose_mg)
+        else:
+            raise ValueError(f"unknown train_regimen {train_regimen!r}; expected 'QD' or 'random'")
+        out[split] = simulate_dataset(pop, regimen, DENSE_TIMES_H, obs_seed)
     pop_seed, obs_seed = STUDY_SEEDS["test"]
     pop = sample_population(STUDY_SIZES["test"], pop_seed, first_id=1 + 10000 * pop_seed)
     for k, name in enumerate(("QD", "BID", "TID")):
@@ -151,16 +177,18 @@ def to_nonmem(data: Dataset) -> pd.DataFrame:
     """
     pop, n, t = data.population, data.n_patients, data.times_h
     cov = pop.covariates.reset_index(drop=True)
+    regs = data.regimens
+    counts = [len(r) for r in regs]
     doses = pd.DataFrame(
         {
-            "ID": np.repeat(pop.ids, len(data.regimen)),
-            "TIME": np.tile(data.regimen.times_h, n),
-            "AMT": np.tile(data.regimen.amounts_mg, n),
+            "ID": np.repeat(pop.ids, counts),
+            "TIME": np.concatenate([r.times_h for r in regs]),
+            "AMT": np.concatenate([r.amounts_mg for r in regs]),
             "EVID": 1,
             "MDV": 1,
             "CMT": CMT_DEPOT,
             "DV": 0.0,
-            "_patient": np.repeat(np.arange(n), len(data.regimen)),
+            "_patient": np.repeat(np.arange(n), counts),
         }
     )
     obs = []
@@ -239,3 +267,84 @@ def observations_from_nonmem(
     if wide.isna().any().any():
         raise ValueError("patients are not all sampled at the same times")
     return wide.index.to_numpy(), wide.columns.to_numpy(dtype=float), wide.to_numpy()
+
+
+# --- each patient's own sampling times ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Samples:
+    """Observations at each patient's own sampling times, drawn from an hourly ``data``.
+
+    ``times_h``, ``conc_obs`` (mg/L), ``pd_obs`` and ``pd_true`` (biomarker units) are
+    (N, K): row i holds patient i's K samples in time order.
+    """
+
+    data: Dataset
+    times_h: np.ndarray
+    conc_obs: np.ndarray
+    pd_obs: np.ndarray
+    pd_true: np.ndarray
+
+
+def sample_at(data: Dataset, times_h) -> Samples:
+    """Pick each patient's samples from ``data``: ``times_h`` is (K,) for a shared design or
+    (N, K) for each patient's own times; every time must be one of ``data.times_h``."""
+    t = np.asarray(times_h, dtype=float)
+    t = np.broadcast_to(t, (data.n_patients, t.shape[-1])) if t.ndim == 1 else t
+    if t.ndim != 2 or t.shape[0] != data.n_patients:
+        raise ValueError(f"times_h must be (K,) or ({data.n_patients}, K), got {t.shape}")
+    if np.any(np.diff(t, axis=1) <= 0):
+        raise ValueError("each patient's sampling times must be strictly increasing")
+    idx = np.searchsorted(data.times_h, t)
+    if np.any(idx >= data.times_h.size) or not np.array_equal(data.times_h[idx], t):
+        raise ValueError("requested times are not all among this data set's sampling times")
+    rows = np.arange(data.n_patients)[:, None]
+    return Samples(
+        data, t.copy(), data.conc_obs[rows, idx], data.pd_obs[rows, idx], data.truth.pd[rows, idx]
+    )
+
+
+def dose_history(regimens: list[reg.Regimen], times_h) -> tuple[np.ndarray, np.ndarray]:
+    """Hours since the last dose given strictly before each time, and its amount (mg).
+
+    ``times_h`` is (N, K), one row per regimen. Before the first dose both are 0 (a
+    sample at a dose time is the trough, taken before that dose).
+    """
+    t = np.asarray(times_h, dtype=float)
+    if t.ndim != 2 or t.shape[0] != len(regimens):
+        raise ValueError(f"times_h must be ({len(regimens)}, K), got {t.shape}")
+    since, amount = np.zeros_like(t), np.zeros_like(t)
+    for i, r in enumerate(regimens):
+        j = np.searchsorted(r.times_h, t[i], side="left") - 1  # last dose strictly before
+        has = j >= 0
+        since[i, has] = t[i, has] - r.times_h[j[has]]
+        amount[i, has] = r.amounts_mg[j[has]]
+    return since, amount
+
+
+def sequence_inputs(
+    samples: Samples, baseline: str = "true", dose_inputs: bool = False
+) -> dict[str, np.ndarray]:
+    """Inputs of a network that reads the K samples as a K-step sequence: ``conc``,
+    ``time_h``, optionally the dose history (``hours_since_dose``, ``last_dose_mg``), and
+    the static features."""
+    x = network_inputs(samples.data, baseline=baseline)
+    x["conc"] = samples.conc_obs.astype("float32")
+    x["time_h"] = samples.times_h.astype("float32")
+    if dose_inputs:
+        since, amount = dose_history(samples.data.regimens, samples.times_h)
+        x["hours_since_dose"] = since.astype("float32")
+        x["last_dose_mg"] = amount.astype("float32")
+    return x
+
+
+def masked_targets(samples: Samples, grid_h=DENSE_TIMES_H) -> np.ndarray:
+    """Observed PD placed on ``grid_h`` (N, G), NaN where the patient was not sampled."""
+    grid = np.asarray(grid_h, dtype=float)
+    idx = np.searchsorted(grid, samples.times_h)
+    if np.any(idx >= grid.size) or not np.array_equal(grid[idx], samples.times_h):
+        raise ValueError("sampling times are not all on the grid")
+    out = np.full((samples.times_h.shape[0], grid.size), np.nan)
+    np.put_along_axis(out, idx, samples.pd_obs, axis=1)
+    return out

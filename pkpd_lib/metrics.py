@@ -76,3 +76,28 @@ def summarize_seeds(tables: Mapping[int, pd.DataFrame]) -> pd.DataFrame:
     """Mean, SD, min and max over seeds of every column of per-seed score tables."""
     stacked = pd.concat(tables, names=["seed"])
     return stacked.groupby(level="regimen", sort=False).agg(["mean", "std", "min", "max"])
+
+
+def ensemble_interval(members, level: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+    """Central ``level`` interval of an ensemble's predictions.
+
+    ``members`` is (M, N, T): M networks' predictions (e.g. trained from different
+    seeds). The interval is the empirical quantiles (1 - level)/2 and (1 + level)/2 over
+    the members; with few members it is close to their range.
+    """
+    members = np.asarray(members, float)
+    if members.ndim < 2 or members.shape[0] < 2:
+        raise ValueError("an ensemble needs at least 2 members along the first axis")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be between 0 and 1, got {level!r}")
+    lo, hi = np.quantile(members, [(1 - level) / 2, (1 + level) / 2], axis=0)
+    return lo, hi
+
+
+def coverage(lower, upper, truth) -> float:
+    """Fraction of true values inside [lower, upper] (all patients and times)."""
+    lower, truth = _pair(lower, truth)
+    upper, _ = _pair(upper, truth)
+    if np.any(lower > upper):
+        raise ValueError("lower bounds must not exceed upper bounds")
+    return float(np.mean((truth >= lower) & (truth <= upper)))

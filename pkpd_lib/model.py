@@ -198,6 +198,60 @@ def _dose_matrix(regimens: Sequence[Regimen], n: int) -> tuple[np.ndarray, np.nd
     return event_times, amounts
 
 
+def integrate_with_doses(
+    rhs,
+    y0: np.ndarray,
+    regimen: Regimen | Sequence[Regimen],
+    times_h,
+    dose_state: int = 0,
+    *,
+    rtol: float = 1e-9,
+    atol: float = 1e-12,
+) -> np.ndarray:
+    """Integrate a vectorised ODE for N patients with bolus doses; (S, N, T) states.
+
+    ``rhs(t, y)`` takes and returns the flat state vector of S states x N patients
+    (state-major, as ``y0.ravel()`` of the (S, N) array ``y0``). Each dose is added to
+    state ``dose_state`` of its patient; integration (DOP853) runs piecewise between
+    dose events. At an output time equal to a dose time the state just before the dose
+    is reported (the trough). Any model with bolus doses can reuse this.
+    """
+    y = np.array(y0, dtype=float)
+    if y.ndim != 2:
+        raise ValueError(f"y0 must be (states, patients), got shape {y.shape}")
+    n_states, n = y.shape
+    times = _check_times(times_h)
+    regimens = [regimen] * n if isinstance(regimen, Regimen) else list(regimen)
+    event_times, amounts = _dose_matrix(regimens, n)
+    out = np.empty((n_states, n, times.size))
+    t_now, done = 0.0, 0  # done: how many output times are filled
+    # Segment ends: every dose time, then the last output time. Each output time is filled
+    # by the segment that ends at or after it, so a time equal to a dose time gets the
+    # state just before that dose.
+    for t_end, dose in [*zip(event_times, amounts, strict=True), (times[-1], None)]:
+        if done == times.size:
+            break
+        n_seg = int(np.searchsorted(times, t_end, side="right")) - done
+        if t_end > t_now:
+            seg_times = times[done : done + n_seg]
+            t_eval = seg_times if n_seg and seg_times[-1] == t_end else np.append(seg_times, t_end)
+            sol = solve_ivp(
+                rhs, (t_now, t_end), y.ravel(), method="DOP853", t_eval=t_eval, rtol=rtol, atol=atol
+            )
+            if not sol.success:  # pragma: no cover - integrator failure is exceptional
+                raise RuntimeError(f"ODE integration failed on {t_now}-{t_end} h: {sol.message}")
+            seg = sol.y.reshape(n_states, n, t_eval.size)
+            out[:, :, done : done + n_seg] = seg[:, :, :n_seg]
+            y = seg[:, :, -1].copy()
+            t_now = float(t_end)
+        else:  # outputs at this very time (t == 0 before the first dose)
+            out[:, :, done : done + n_seg] = y[:, :, None]
+        done += n_seg
+        if dose is not None:
+            y[dose_state] += dose
+    return out
+
+
 def simulate(
     params: Params | Mapping[str, object],
     regimen: Regimen | Sequence[Regimen],
@@ -227,41 +281,13 @@ def simulate(
         Concentration C (mg/L), PD (biomarker units) and all six states, each (N, T).
     """
     p = as_params(params)
-    n = p.n_patients
-    times = _check_times(times_h)
-    regimens = [regimen] * n if isinstance(regimen, Regimen) else list(regimen)
-    event_times, amounts = _dose_matrix(regimens, n)
-
-    rhs = _rhs(p)
-    y = np.zeros((6, n))
-    y[5] = p.R0
-    out = np.empty((6, n, times.size))
-    t_now, done = 0.0, 0  # done: how many output times are filled
-    # Segment ends: every dose time, then the last output time. Each output time is filled
-    # by the segment that ends at or after it, so a time equal to a dose time gets the
-    # state just before that dose.
-    for t_end, dose in [*zip(event_times, amounts, strict=True), (times[-1], None)]:
-        if done == times.size:
-            break
-        n_seg = int(np.searchsorted(times, t_end, side="right")) - done
-        if t_end > t_now:
-            seg_times = times[done : done + n_seg]
-            t_eval = seg_times if n_seg and seg_times[-1] == t_end else np.append(seg_times, t_end)
-            sol = solve_ivp(
-                rhs, (t_now, t_end), y.ravel(), method="DOP853", t_eval=t_eval, rtol=rtol, atol=atol
-            )
-            if not sol.success:  # pragma: no cover - integrator failure is exceptional
-                raise RuntimeError(f"ODE integration failed on {t_now}-{t_end} h: {sol.message}")
-            seg = sol.y.reshape(6, n, t_eval.size)
-            out[:, :, done : done + n_seg] = seg[:, :, :n_seg]
-            y = seg[:, :, -1].copy()
-            t_now = float(t_end)
-        else:  # outputs at this very time (t == 0 before the first dose)
-            out[:, :, done : done + n_seg] = y[:, :, None]
-        done += n_seg
-        if dose is not None:
-            y[0] += dose
+    y0 = np.zeros((len(STATE_NAMES), p.n_patients))
+    y0[STATE_NAMES.index("R")] = p.R0
+    out = integrate_with_doses(_rhs(p), y0, regimen, times_h, rtol=rtol, atol=atol)
     states = {name: out[i] for i, name in enumerate(STATE_NAMES)}
     return Simulation(
-        times_h=times, conc_mg_L=states["Ac"] / p.V[:, None], pd=states["R"], states=states
+        times_h=_check_times(times_h),
+        conc_mg_L=states["Ac"] / p.V[:, None],
+        pd=states["R"],
+        states=states,
     )

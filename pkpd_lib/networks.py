@@ -4,7 +4,9 @@ Design (one model, every size):
 
 * Inputs, each a named Keras input so a saved model knows its features:
   ``conc`` (N, T) concentrations in mg/L; optionally ``time_h`` (N, T) sampling times
-  in h (for designs whose time points are not the model's fixed grid); and the static
+  in h (for designs whose time points are not the model's fixed grid); optionally the
+  dose history at each time point, ``hours_since_dose`` (h) and ``last_dose_mg`` (mg);
+  and the static
   features ``BASE_PD`` (biomarker units), ``WT`` (kg), ``AGE`` (years), ``SEX``
   (1 = female), each (N, 1).
 * Scaling lives in the model: Normalization layers with the training data's mean and
@@ -16,6 +18,9 @@ Design (one model, every size):
   fewer, wider steps, which trains several times faster on a CPU.
 * Output: the network predicts the fractional change from baseline ``f``; the model
   returns ``PD = BASE_PD * (1 + f)`` in biomarker units.
+* Loss: mean squared error. Targets may hold NaN where PD was not observed (e.g. an
+  hourly input with PD sampled at a few hours); the loss then averages over the observed
+  entries only.
 
 TensorFlow is imported here with its native start-up notices silenced (they go to the
 process's stderr and would pollute notebook outputs).
@@ -62,6 +67,9 @@ with _silence_native_stderr():
 
 CONC_INPUT = "conc"
 TIME_INPUT = "time_h"
+#: Per-step dose-history inputs (``NetworkConfig.dose_inputs``): hours since the last
+#: dose given strictly before the time point, and that dose's amount in mg (0 before any).
+DOSE_INPUTS = ("hours_since_dose", "last_dose_mg")
 
 
 @dataclass(frozen=True)
@@ -70,7 +78,8 @@ class NetworkConfig:
 
     ``units``: LSTM units per layer, e.g. ``(16,)`` or ``(16, 16)``. ``block``: time
     points per LSTM step (see the module docstring). ``time_input``: feed sampling times
-    as a second per-step channel. Training: Adam at ``learning_rate`` (halved on
+    as a per-step channel. ``dose_inputs``: feed the dose history (:data:`DOSE_INPUTS`)
+    as per-step channels. Training: Adam at ``learning_rate`` (halved on
     plateaus), ``batch_size`` patients per step, at most ``max_epochs`` epochs, early
     stopping after ``patience`` epochs without a better validation loss.
     """
@@ -78,6 +87,7 @@ class NetworkConfig:
     units: tuple[int, ...] = (16,)
     block: int = 4
     time_input: bool = False
+    dose_inputs: bool = False
     batch_size: int = 32
     learning_rate: float = 1e-2
     max_epochs: int = 150
@@ -91,6 +101,15 @@ class NetworkConfig:
             raise ValueError(f"units must list at least one layer of >= 1 unit, got {self.units}")
         if self.block < 1:
             raise ValueError(f"block must be >= 1, got {self.block}")
+
+    @property
+    def step_inputs(self) -> tuple[str, ...]:
+        """Names of the per-step (N, T) inputs, in the order they are concatenated."""
+        return (
+            (CONC_INPUT,)
+            + ((TIME_INPUT,) if self.time_input else ())
+            + (DOSE_INPUTS if self.dose_inputs else ())
+        )
 
     @property
     def label(self) -> str:
@@ -122,15 +141,10 @@ def build_network(
     block = config.block
     pad = (-n_times) % block
     n_steps = (n_times + pad) // block
-    inputs = {CONC_INPUT: keras.Input((n_times,), name=CONC_INPUT)}
-    steps = [
-        _per_step_inputs(inputs[CONC_INPUT], n_times, block, *stats[CONC_INPUT], name=CONC_INPUT)
-    ]
-    if config.time_input:
-        inputs[TIME_INPUT] = keras.Input((n_times,), name=TIME_INPUT)
-        steps.append(
-            _per_step_inputs(inputs[TIME_INPUT], n_times, block, *stats[TIME_INPUT], TIME_INPUT)
-        )
+    inputs, steps = {}, []
+    for key in config.step_inputs:
+        inputs[key] = keras.Input((n_times,), name=key)
+        steps.append(_per_step_inputs(inputs[key], n_times, block, *stats[key], name=key))
     for feat in config.static_features:
         inputs[feat] = keras.Input((1,), name=feat)
     static = keras.layers.Concatenate(name="static")([inputs[f] for f in config.static_features])
@@ -159,15 +173,15 @@ def scaling_stats(
 ) -> dict:
     """Means and variances of the training inputs, and the scale of the fractional change."""
     stats = {}
-    for key in (CONC_INPUT, TIME_INPUT):
+    for key in (CONC_INPUT, TIME_INPUT, *DOSE_INPUTS):
         if key in x:
             stats[key] = (float(np.mean(x[key])), float(np.var(x[key])))
     static = np.stack([np.asarray(x[f], float).reshape(-1) for f in static_features], axis=1)
     stats["static_mean"] = static.mean(axis=0)
     stats["static_var"] = np.maximum(static.var(axis=0), 1e-12)
     frac = y_pd / np.asarray(x["BASE_PD"], float).reshape(-1, 1) - 1.0
-    stats["frac_offset"] = float(frac.mean())
-    stats["frac_scale"] = float(frac.std())
+    stats["frac_offset"] = float(np.nanmean(frac))
+    stats["frac_scale"] = float(np.nanstd(frac))
     return stats
 
 
@@ -213,6 +227,8 @@ def check_inputs(model: keras.Model, x: Mapping[str, object]) -> dict[str, np.nd
             raise ValueError(f"feature {name!r} contains NaN or inf")
         if name == CONC_INPUT and np.any(a < 0):
             raise ValueError("concentrations must be >= 0 mg/L")
+        if name in (TIME_INPUT, *DOSE_INPUTS) and np.any(a < 0):
+            raise ValueError(f"feature {name!r} must be >= 0")
         if name == "BASE_PD" and np.any(a <= 0):
             raise ValueError("baseline PD must be > 0")
         if name == "SEX" and not np.all(np.isin(a, (0.0, 1.0))):
@@ -226,8 +242,9 @@ def predict_pd(model: keras.Model, x: Mapping[str, object], batch_size: int = 25
 
     ``x`` maps each of the model's feature names to an array: ``conc`` (N, T) in mg/L on
     the model's time grid (for the book's dense models, hourly 0..168 h), ``time_h``
-    (N, T) in h if the model has that input, and ``BASE_PD``, ``WT`` (kg), ``AGE``
-    (years), ``SEX`` (1 = female), each (N,). :func:`pkpd_lib.datasets.network_inputs`
+    (N, T) in h and the dose history (:data:`DOSE_INPUTS`) if the model has those
+    inputs, and ``BASE_PD``, ``WT`` (kg), ``AGE`` (years), ``SEX`` (1 = female), each
+    (N,). :func:`pkpd_lib.datasets.network_inputs`
     builds such a mapping from any simulated data set.
     """
     checked = check_inputs(model, x)
@@ -292,6 +309,16 @@ class TrainingResult:
         return self.seconds / self.epochs_run
 
 
+@keras.saving.register_keras_serializable(package="pkpd_lib")
+def masked_mse(y_true, y_pred):
+    """Mean squared error over the entries of ``y_true`` that are not NaN (per patient)."""
+    ops = keras.ops
+    seen = ops.logical_not(ops.isnan(y_true))
+    err = ops.where(seen, y_pred - ops.where(seen, y_true, 0.0), 0.0)
+    n_seen = ops.maximum(ops.sum(ops.cast(seen, y_pred.dtype), axis=-1), 1.0)
+    return ops.sum(err * err, axis=-1) / n_seen
+
+
 def set_seed(seed: int) -> None:
     """Seed Python, NumPy and TensorFlow and make TensorFlow's ops deterministic."""
     keras.utils.set_random_seed(int(seed))
@@ -310,17 +337,24 @@ def train_network(
 ) -> TrainingResult:
     """Build and train a network reproducibly from ``seed``.
 
-    Targets are observed PD (biomarker units), (N, T). Loss: mean squared error. Adam,
+    Targets are observed PD (biomarker units), (N, T); NaN marks a time point without a
+    PD observation. Loss: mean squared error (:func:`masked_mse` if any target is NaN). Adam,
     learning rate halved after ``patience // 3`` epochs without improvement, early
     stopping after ``config.patience`` epochs with the best weights restored. With the
     same seed, data and machine the weights are bit-identical.
     """
+    train_y, val_y = np.asarray(train_y, float), np.asarray(val_y, float)
+    for name, y in (("train_y", train_y), ("val_y", val_y)):
+        if np.isinf(y).any() or np.isnan(y).all(axis=1).any():
+            raise ValueError(f"{name} must be finite, with at least one observation per patient")
     set_seed(seed)
-    n_times = np.asarray(train_y).shape[1]
+    n_times = train_y.shape[1]
     stats = scaling_stats(train_x, np.asarray(train_y, float), config.static_features)
     model = build_network(config, n_times, stats)
     tx, vx = check_inputs(model, train_x), check_inputs(model, val_x)
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="mse")
+    masked = bool(np.isnan(train_y).any() or np.isnan(val_y).any())
+    loss = masked_mse if masked else "mse"
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss)
     timer = _EpochTimer()
     callbacks = [
         timer,

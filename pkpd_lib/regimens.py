@@ -146,3 +146,37 @@ def bid(daily_dose_mg: float = 100.0, days: int = 7) -> Regimen:
 def tid(daily_dose_mg: float = 100.0, days: int = 7) -> Regimen:
     """Thrice daily: ``daily_dose_mg / 3`` every 8 h."""
     return named("TID", daily_dose_mg, days)
+
+
+def random_schedules(
+    n: int,
+    seed: int,
+    daily_dose_mg: float = 100.0,
+    days: int = 7,
+    gap_h: tuple[int, int] = (6, 30),
+) -> list[Regimen]:
+    """``n`` randomised schedules, one per patient, for training on varied dosing.
+
+    Each schedule starts at 0 h; the gaps between doses are whole hours drawn uniformly
+    from ``gap_h`` (inclusive), and each dose is ``daily_dose_mg * gap / 24`` for the gap
+    that follows it, so the average rate is ``daily_dose_mg`` a day. Doses stop before
+    ``24 * days`` h. Whole-hour times keep the vectorised simulation fast.
+    """
+    if not (isinstance(n, int | np.integer) and n >= 1):
+        raise ValueError(f"n must be a whole number >= 1, got {n!r}")
+    lo, hi = gap_h
+    if not (1 <= lo <= hi):
+        raise ValueError(
+            f"gap_h must be (low, high) whole hours with 1 <= low <= high, got {gap_h}"
+        )
+    if not np.isfinite(daily_dose_mg) or daily_dose_mg <= 0:
+        raise ValueError(f"daily_dose_mg must be a finite number > 0, got {daily_dose_mg!r}")
+    rng = np.random.default_rng(seed)
+    end = 24.0 * days
+    out = []
+    for _ in range(n):
+        gaps = rng.integers(lo, hi + 1, size=int(end // lo) + 1).astype(float)
+        times = np.concatenate([[0.0], np.cumsum(gaps)[:-1]])
+        keep = times < end
+        out.append(Regimen(times[keep], daily_dose_mg * gaps[keep] / 24.0, name="random"))
+    return out

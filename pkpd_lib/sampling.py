@@ -54,3 +54,23 @@ def observe(
     conc_obs = add_proportional_error(conc_mg_L, RESIDUAL_CV["conc"], rng)
     pd_obs = add_proportional_error(pd_values, RESIDUAL_CV["pd"], rng)
     return conc_obs, pd_obs
+
+
+def uneven_times(n_patients: int, seed: int, n_samples: int = 7, t_max_h: int = 168) -> np.ndarray:
+    """Randomly uneven sampling: each patient's own ``n_samples`` whole-hour times (N, K).
+
+    Every patient has a pre-dose sample at 0 h; the other ``n_samples - 1`` times are
+    drawn without replacement from 1..``t_max_h`` h and sorted.
+    """
+    if not (isinstance(n_patients, int | np.integer) and n_patients >= 1):
+        raise ValueError(f"n_patients must be a whole number >= 1, got {n_patients!r}")
+    if not (2 <= n_samples <= t_max_h + 1):
+        raise ValueError(f"n_samples must be between 2 and {t_max_h + 1}, got {n_samples}")
+    rng = np.random.default_rng(seed)
+    later = np.stack(
+        [
+            np.sort(rng.choice(np.arange(1, t_max_h + 1), n_samples - 1, replace=False))
+            for _ in range(n_patients)
+        ]
+    )
+    return np.concatenate([np.zeros((n_patients, 1)), later.astype(float)], axis=1)

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from . import datasets, metrics
+from . import datasets, metrics, pkfit
 from . import networks as nw
+from . import regimens as reg
 
 REGIMENS = ("QD", "BID", "TID")
 
@@ -98,3 +99,35 @@ def validation_rel_rmse(model, data: StudyData) -> float:
     pred = nw.predict_pd(model, data.val_x)
     base = np.asarray(data.val_x["BASE_PD"], float)
     return 100 * metrics.relative_rmse(pred, data.val_truth, base)
+
+
+def scenario(
+    data: StudyData, regimen: reg.Regimen, obs_seed: int = 9000
+) -> tuple[dict, np.ndarray]:
+    """The test patients of ``data`` under any ``regimen``: network inputs (observed
+    concentrations on the design's grid) and the noise-free PD truth, (N, T)."""
+    population = data.sets["test_QD"].population
+    times = data.sets["test_QD"].times_h
+    dense = datasets.simulate_dataset(population, regimen, datasets.DENSE_TIMES_H, obs_seed)
+    d = dense.at_times(times)
+    time_input = "time_h" in data.test_x["QD"]
+    return datasets.network_inputs(d, time_input=time_input), d.truth.pd
+
+
+def ensemble_predict(models, x) -> np.ndarray:
+    """Predictions of every model in ``models`` for inputs ``x``, stacked: (M, N, T)."""
+    return np.stack([nw.predict_pd(m, x) for m in models])
+
+
+def hybrid_inputs(samples: datasets.Samples) -> tuple[dict, pkfit.PKFit]:
+    """Inputs for an hourly network from sparse samples: each patient's PK is fitted
+    (empirical Bayes, :func:`pkpd_lib.pkfit.fit_individual_pk`) to the sampled
+    concentrations and the fitted model's hourly concentration (0..168 h) replaces the
+    ``conc`` input. Returns the inputs and the fit."""
+    d = samples.data
+    fit = pkfit.fit_individual_pk(
+        samples.conc_obs, samples.times_h, d.regimens, d.population.covariates
+    )
+    x = datasets.network_inputs(d)
+    x["conc"] = pkfit.reconstructed_conc(fit, d.regimens, datasets.DENSE_TIMES_H).astype("float32")
+    return x, fit
