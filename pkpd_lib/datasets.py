@@ -85,18 +85,24 @@ def simulate_dataset(
     regimen: reg.Regimen | list[reg.Regimen],
     times_h=DENSE_TIMES_H,
     obs_seed: int = 0,
+    simulator=simulate,
 ) -> Dataset:
     """Simulate ``population`` under ``regimen`` (one, or one per patient) and add
-    residual error from ``obs_seed``."""
+    residual error from ``obs_seed``. ``simulator`` is the default model's
+    :func:`~pkpd_lib.model.simulate` or a variant with its signature."""
     if not isinstance(regimen, reg.Regimen):
         regimen = tuple(regimen)
-    truth = simulate(population.params, regimen, times_h)
+    truth = simulator(population.params, regimen, times_h)
     conc_obs, pd_obs = observe(truth.conc_mg_L, truth.pd, seed=obs_seed)
     return Dataset(population, regimen, truth.times_h, truth, conc_obs, pd_obs)
 
 
 def study_datasets(
-    design: str = "dense", daily_dose_mg: float = 100.0, train_regimen: str = "QD"
+    design: str = "dense",
+    daily_dose_mg: float = 100.0,
+    train_regimen: str = "QD",
+    simulator=simulate,
+    extra_eta_sd: dict[str, float] | None = None,
 ) -> dict[str, Dataset]:
     """The study's data sets for a sampling design.
 
@@ -105,12 +111,17 @@ def study_datasets(
     ``"test_QD"``, ``"test_BID"``, ``"test_TID"`` (the same 200 test patients under each
     regimen). Everything is simulated on the hourly grid and then restricted to the
     design's times, so the sparse observations are a subset of the dense ones.
+    ``simulator`` and ``extra_eta_sd`` select a model variant (see
+    :mod:`pkpd_lib.variants`) and extra between-patient variability
+    (:func:`pkpd_lib.population.sample_population`).
     """
     times = design_times(design)
     out = {}
     for split in ("train", "val"):
         pop_seed, obs_seed = STUDY_SEEDS[split]
-        pop = sample_population(STUDY_SIZES[split], pop_seed, first_id=1 + 10000 * pop_seed)
+        pop = sample_population(
+            STUDY_SIZES[split], pop_seed, 1 + 10000 * pop_seed, extra_eta_sd=extra_eta_sd
+        )
         if train_regimen == "random":
             regimen = reg.random_schedules(
                 pop.n_patients, seed=pop_seed + 7, daily_dose_mg=daily_dose_mg
@@ -119,12 +130,14 @@ def study_datasets(
             regimen = reg.qd(daily_dose_mg)
         else:
             raise ValueError(f"unknown train_regimen {train_regimen!r}; expected 'QD' or 'random'")
-        out[split] = simulate_dataset(pop, regimen, DENSE_TIMES_H, obs_seed)
+        out[split] = simulate_dataset(pop, regimen, DENSE_TIMES_H, obs_seed, simulator)
     pop_seed, obs_seed = STUDY_SEEDS["test"]
-    pop = sample_population(STUDY_SIZES["test"], pop_seed, first_id=1 + 10000 * pop_seed)
+    pop = sample_population(
+        STUDY_SIZES["test"], pop_seed, 1 + 10000 * pop_seed, extra_eta_sd=extra_eta_sd
+    )
     for k, name in enumerate(("QD", "BID", "TID")):
         out[f"test_{name}"] = simulate_dataset(
-            pop, reg.named(name, daily_dose_mg), DENSE_TIMES_H, obs_seed + k
+            pop, reg.named(name, daily_dose_mg), DENSE_TIMES_H, obs_seed + k, simulator
         )
     return {k: v.at_times(times) for k, v in out.items()}
 

@@ -64,6 +64,9 @@ with _silence_native_stderr():
     import tensorflow as tf
 
     tf.config.list_physical_devices()
+    # "N out of the last M calls triggered tf.function retracing" is noise here: predicting
+    # with several models of different input shapes retraces by design.
+    tf.get_logger().setLevel("ERROR")
 
 CONC_INPUT = "conc"
 TIME_INPUT = "time_h"

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .model import TYPICAL_PARAMS, Params
+from .model import PARAM_NAMES, TYPICAL_PARAMS, Params
 
 #: Between-patient variability: SD of the log-normal eta for each parameter that has one.
 ETA_SD = {"ka": 0.3, "CL": 0.3, "V": 0.3, "R0": 0.2}
@@ -89,14 +89,16 @@ def individual_params(
 ) -> Params:
     """Apply the covariate model and etas to typical values.
 
-    ``etas`` maps parameter names in :data:`ETA_SD` to arrays (missing ones are 0, i.e.
-    the covariate-predicted typical patient).
+    ``etas`` maps parameter names to arrays of log deviations (missing ones are 0, i.e.
+    the covariate-predicted typical patient). The default model has etas on the
+    parameters in :data:`ETA_SD`; variants may add etas on any parameter (e.g. unexplained
+    between-patient PD variability on ``EC50``).
     """
     cov = check_covariates(covariates)
     etas = {} if etas is None else {k: etas[k] for k in etas}
-    unknown = set(etas) - set(ETA_SD)
+    unknown = set(etas) - set(PARAM_NAMES)
     if unknown:
-        raise ValueError(f"no between-patient variability is defined for {sorted(unknown)}")
+        raise ValueError(f"etas given for unknown parameter(s) {sorted(unknown)}")
     n = cov["WT"].size
 
     def eta(name: str) -> np.ndarray:
@@ -111,17 +113,24 @@ def individual_params(
         ka=t["ka"] * eta("ka"),
         CL=t["CL"] * (wt / 70) ** 0.75 * (age / 45) ** -0.3 * eta("CL"),
         V=t["V"] * (wt / 70) * eta("V"),
-        Emax=t["Emax"] * (age / 45) ** -0.3 * np.ones(n),
-        EC50=t["EC50"] * (1 - 0.3 * sex),
-        gam=np.full(n, t["gam"]),
-        MTT=np.full(n, t["MTT"]),
-        kout=np.full(n, t["kout"]),
+        Emax=t["Emax"] * (age / 45) ** -0.3 * eta("Emax"),
+        EC50=t["EC50"] * (1 - 0.3 * sex) * eta("EC50"),
+        gam=t["gam"] * eta("gam"),
+        MTT=t["MTT"] * eta("MTT"),
+        kout=t["kout"] * eta("kout"),
         R0=t["R0"] * eta("R0"),
     )
 
 
-def sample_population(n: int, seed: int, first_id: int = 1) -> Population:
-    """Sample ``n`` virtual patients from ``seed`` (IDs ``first_id`` .. ``first_id + n - 1``)."""
+def sample_population(
+    n: int, seed: int, first_id: int = 1, extra_eta_sd: Mapping[str, float] | None = None
+) -> Population:
+    """Sample ``n`` virtual patients from ``seed`` (IDs ``first_id`` .. ``first_id + n - 1``).
+
+    ``extra_eta_sd`` adds between-patient variability beyond the default model's, e.g.
+    ``{"EC50": 0.3}``. Those etas are drawn after all others, so the patients' covariates
+    and default etas are the same with or without them.
+    """
     if not (isinstance(n, int | np.integer) and n >= 1):
         raise ValueError(f"n must be a whole number >= 1, got {n!r}")
     rng = np.random.default_rng(seed)
@@ -133,6 +142,12 @@ def sample_population(n: int, seed: int, first_id: int = 1) -> Population:
         }
     )
     etas = pd.DataFrame({k: rng.normal(0.0, sd, n) for k, sd in ETA_SD.items()})
+    for k, sd in (extra_eta_sd or {}).items():
+        if k in etas:
+            raise ValueError(f"{k!r} already has between-patient variability in the default model")
+        if not (np.isfinite(sd) and sd >= 0):
+            raise ValueError(f"extra_eta_sd[{k!r}] must be a finite SD >= 0, got {sd!r}")
+        etas[k] = rng.normal(0.0, sd, n)
     params = individual_params(covariates, etas)
     ids = np.arange(first_id, first_id + n)
     return Population(ids=ids, covariates=covariates, params=params, etas=etas)

@@ -6,12 +6,13 @@ every model in the book is trained and scored the same way.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from . import datasets, metrics, pkfit
+from . import datasets, metrics, pkfit, sampling
 from . import networks as nw
 from . import regimens as reg
 
@@ -52,12 +53,15 @@ class StudyData:
 
 
 def study_data(
-    design: str = "dense", baseline: str = "true", time_input: bool | None = None
+    design: str = "dense", baseline: str = "true", time_input: bool | None = None, **variant
 ) -> StudyData:
-    """Simulate the study's data sets for ``design`` and convert them for the networks."""
+    """Simulate the study's data sets for ``design`` and convert them for the networks.
+
+    ``variant`` is passed to :func:`pkpd_lib.datasets.study_datasets` (e.g. ``simulator``,
+    ``extra_eta_sd``, ``train_regimen``)."""
     if time_input is None:
         time_input = CHOSEN[design].time_input
-    sets = datasets.study_datasets(design)
+    sets = datasets.study_datasets(design, **variant)
 
     def x(d):
         return datasets.network_inputs(d, baseline=baseline, time_input=time_input)
@@ -131,3 +135,80 @@ def hybrid_inputs(samples: datasets.Samples) -> tuple[dict, pkfit.PKFit]:
     x = datasets.network_inputs(d)
     x["conc"] = pkfit.reconstructed_conc(fit, d.regimens, datasets.DENSE_TIMES_H).astype("float32")
     return x, fit
+
+
+# --- sparse and uneven sampling (the chapter "Sparse data that extrapolates") -----------
+
+#: Seeds of each split's random sampling times in the uneven design.
+UNEVEN_SEEDS = {"train": 11, "val": 12, "test": 13}
+
+#: Sequence network with the dose history as extra per-step inputs.
+SEQUENCE_WITH_DOSES = nw.NetworkConfig(
+    units=(16, 16), block=1, time_input=True, dose_inputs=True, batch_size=32, learning_rate=1e-2
+)
+
+
+def design_samples(sets: dict[str, datasets.Dataset], design: str) -> dict[str, datasets.Samples]:
+    """Observations of hourly data sets under a sparse design.
+
+    ``"sparse"``: the study's 7 times for everyone. ``"uneven"``: each patient's own 7
+    random whole hours (0 h and 6 later ones, :func:`pkpd_lib.sampling.uneven_times`);
+    a test patient keeps the same times under every regimen.
+    """
+    out = {}
+    for name, d in sets.items():
+        if design == "sparse":
+            times = sampling.SPARSE_TIMES_H
+        elif design == "uneven":
+            seed = UNEVEN_SEEDS[name.split("_")[0]]
+            times = sampling.uneven_times(d.n_patients, seed=seed)
+        else:
+            raise ValueError(f"unknown sparse design {design!r}; expected 'sparse' or 'uneven'")
+        out[name] = datasets.sample_at(d, times)
+    return out
+
+
+@dataclass
+class SparseRun:
+    """Test predictions of a sparse-trained method: at each test patient's sampled times
+    (N, K) per regimen, on the hourly grid (N, 169) where the method has one, and the
+    wall time of fitting and training in seconds."""
+
+    at_samples: dict[str, np.ndarray]
+    hourly: dict[str, np.ndarray] | None
+    seconds: float
+
+
+def run_sparse_method(
+    kind: str, samples: dict[str, datasets.Samples], dose_inputs: bool = False, seed: int = 0
+) -> SparseRun:
+    """Train one method on ``samples["train"]`` / ``["val"]`` and predict the test sets.
+
+    ``kind="sequence"``: the K samples as a K-step sequence (chapter 6's network, plus the
+    dose history if ``dose_inputs``). ``kind="hybrid"``: each patient's PK is fitted to
+    the sparse concentrations and the hourly network (``CHOSEN["dense"]``) reads the
+    fitted hourly profile; its loss uses only the sampled PD (NaN elsewhere).
+    """
+    t0 = time.perf_counter()
+    if kind == "sequence":
+        config = SEQUENCE_WITH_DOSES if dose_inputs else CHOSEN["sparse"]
+        x = {k: datasets.sequence_inputs(s, dose_inputs=dose_inputs) for k, s in samples.items()}
+        y_train, y_val = samples["train"].pd_obs, samples["val"].pd_obs
+    elif kind == "hybrid":
+        config = CHOSEN["dense"]
+        x = {k: hybrid_inputs(s)[0] for k, s in samples.items()}
+        y_train, y_val = (datasets.masked_targets(samples[k]) for k in ("train", "val"))
+    else:
+        raise ValueError(f"unknown method kind {kind!r}; expected 'sequence' or 'hybrid'")
+    run = nw.train_or_load(
+        config, x["train"], y_train, x["val"], y_val, seed=seed, report_every=None
+    )
+    preds = {r: nw.predict_pd(run.model, x[f"test_{r}"]) for r in REGIMENS}
+    if kind == "sequence":
+        return SparseRun(preds, None, time.perf_counter() - t0)
+    rows = np.arange(samples["test_QD"].times_h.shape[0])[:, None]
+    at = {
+        r: p[rows, np.searchsorted(datasets.DENSE_TIMES_H, samples[f"test_{r}"].times_h)]
+        for r, p in preds.items()
+    }
+    return SparseRun(at, preds, time.perf_counter() - t0)
