@@ -161,8 +161,13 @@ def test_math_is_typeset_in_model_chapter(browser_context):
 
 def test_search_finds_the_model_chapter(browser_context):
     page, problems = _open(browser_context, (HTML / "search.html").as_uri() + "?q=turnover")
+    # results are appended one by one; Sphinx reports when the search has finished
+    page.wait_for_function(
+        "() => (document.querySelector('#search-results')?.textContent || '')"
+        ".includes('Search finished')",
+        timeout=30_000,
+    )
     results = page.locator("#search-results ul.search li")
-    results.first.wait_for(timeout=20_000)
     hrefs = [
         results.nth(i).locator("a").first.get_attribute("href") for i in range(results.count())
     ]

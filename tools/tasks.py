@@ -56,7 +56,15 @@ def env() -> dict[str, str]:
 
 def book() -> None:
     setup()
-    run(PY.parent / "jupyter-book", "build", ".", "--warningiserror", "--keep-going", env=env())
+    run(
+        PY.parent / "jupyter-book",
+        "build",
+        ".",
+        "--all",
+        "--warningiserror",
+        "--keep-going",
+        env=env(),
+    )
     print(f"book: {ROOT / '_build' / 'html' / 'index.html'}")
 
 
