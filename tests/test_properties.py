@@ -1,11 +1,11 @@
-"""Property-based tests (hypothesis) for regimens and the simulator."""
+"""Property-based tests (hypothesis) for regimens, the simulator and the closed-form PK."""
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pkpd_lib import model
+from pkpd_lib import model, pkfit
 from pkpd_lib import regimens as reg
 
 TIMES = np.arange(0.0, 97.0, 2.0)
@@ -94,3 +94,27 @@ def test_unsorted_or_negative_times_always_raise(times):
         times = times[::-1]
     with pytest.raises(ValueError, match="dose times"):
         reg.from_doses([(t, 10.0) for t in times])
+
+
+@FAST
+@given(schedules(), st.floats(0.2, 3.0), st.floats(5.0, 40.0), st.floats(20.0, 120.0))
+def test_closed_form_pk_matches_the_ode(regimen, ka, cl, v):
+    """The closed-form PK used by the empirical Bayes fits is the simulator's PK."""
+    p = model.Params(ka, cl, v, 1.0, 0.5, 2.0, 12.0, 0.1, 100.0)
+    ode = model.simulate(p, regimen, TIMES).conc_mg_L
+    closed = pkfit.one_compartment_conc([ka], [cl], [v], regimen, TIMES)
+    np.testing.assert_allclose(closed, ode, rtol=1e-6, atol=1e-9)
+
+
+@FAST
+@given(
+    st.integers(0, 10_000),
+    st.integers(1, 12).flatmap(lambda lo: st.tuples(st.just(lo), st.integers(lo, 36))),
+    st.floats(10.0, 500.0),
+)
+def test_random_schedules_average_the_daily_dose(seed, gap_h, daily_dose):
+    for r in reg.random_schedules(3, seed=seed, daily_dose_mg=daily_dose, gap_h=gap_h):
+        gaps = np.diff(r.times_h)
+        assert np.all((gaps >= gap_h[0]) & (gaps <= gap_h[1]))
+        np.testing.assert_allclose(r.amounts_mg[:-1], daily_dose * gaps / 24)
+        assert r.times_h[-1] < 168

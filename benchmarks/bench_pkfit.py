@@ -1,0 +1,44 @@
+"""Benchmark: empirical Bayes PK fits of 1000 patients from the sparse design, all
+patients in one least-squares problem with a block-diagonal Jacobian sparsity, against
+one fit per patient.
+
+Run: python3 tools/tasks.py bench   (or python benchmarks/bench_pkfit.py [N])
+"""
+
+import sys
+import time
+
+import numpy as np
+
+from pkpd_lib import datasets, pkfit
+from pkpd_lib import regimens as reg
+from pkpd_lib.population import sample_population
+from pkpd_lib.sampling import DENSE_TIMES_H, SPARSE_TIMES_H
+
+
+def main(n: int = 1000) -> None:
+    pop = sample_population(n, seed=1)
+    data = datasets.simulate_dataset(pop, reg.qd(), DENSE_TIMES_H, obs_seed=2)
+    sparse = data.at_times(SPARSE_TIMES_H)
+    cov = pop.covariates
+    t0 = time.perf_counter()
+    joint = pkfit.fit_individual_pk(sparse.conc_obs, SPARSE_TIMES_H, reg.qd(), cov)
+    vectorised = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    single = [
+        pkfit.fit_individual_pk(
+            sparse.conc_obs[i : i + 1], SPARSE_TIMES_H, reg.qd(), cov.iloc[i : i + 1]
+        ).params.to_numpy()[0]
+        for i in range(n)
+    ]
+    loop = time.perf_counter() - t0
+    diff = np.max(np.abs(np.log(joint.params.to_numpy() / np.array(single))))
+    print(f"empirical Bayes ka, CL, V of {n} patients from {SPARSE_TIMES_H.size} samples each")
+    print(f"  one joint problem: {vectorised:8.2f} s")
+    print(f"  per-patient fits : {loop:8.2f} s")
+    print(f"  speed-up         : {loop / vectorised:8.1f} x")
+    print(f"  largest |log ratio| between the two estimates: {diff:.1e}")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 1000)
