@@ -77,3 +77,16 @@ def test_fit_rejects_bad_input(patients, conc, match):
 def test_closed_form_rejects_unsorted_times():
     with pytest.raises(ValueError, match="increasing"):
         pkfit.one_compartment_conc([1.0], [15.0], [50.0], reg.qd(), np.array([5.0, 2.0]))
+
+
+def test_joint_fit_is_as_good_as_separate_fits(patients):
+    data = datasets.simulate_dataset(patients, reg.qd(), DENSE_TIMES_H, obs_seed=3)
+    sparse = data.at_times(SPARSE_TIMES_H)
+    cov = patients.covariates
+    joint = pkfit.fit_individual_pk(sparse.conc_obs, SPARSE_TIMES_H, reg.qd(), cov)
+    assert joint.objective.shape == (60,)
+    for i in range(0, 60, 12):
+        one = pkfit.fit_individual_pk(
+            sparse.conc_obs[i : i + 1], SPARSE_TIMES_H, reg.qd(), cov.iloc[i : i + 1]
+        )
+        assert joint.objective[i] <= one.objective[0] + 1e-6
