@@ -31,6 +31,16 @@ STUDY_SIZES = {"train": 1000, "val": 200, "test": 200}
 STATIC_FEATURES = ("BASE_PD", "WT", "AGE", "SEX")
 
 
+def grid_index(grid_h, times_h) -> np.ndarray:
+    """Positions of ``times_h`` (any shape) in the sorted 1-D ``grid_h``; raises
+    ``ValueError`` unless every time is one of the grid's times."""
+    grid, times = np.asarray(grid_h, dtype=float), np.asarray(times_h, dtype=float)
+    idx = np.searchsorted(grid, times)
+    if np.any(idx >= grid.size) or not np.array_equal(grid[idx], times):
+        raise ValueError("requested times are not all among the sampling times of the grid")
+    return idx
+
+
 @dataclass(frozen=True)
 class Dataset:
     """Virtual patients under one regimen (or one each), sampled at ``times_h``.
@@ -55,16 +65,12 @@ class Dataset:
     @property
     def regimens(self) -> list[reg.Regimen]:
         """Each patient's regimen."""
-        if isinstance(self.regimen, reg.Regimen):
-            return [self.regimen] * self.n_patients
-        return list(self.regimen)
+        return reg.per_patient(self.regimen, self.n_patients)
 
     def at_times(self, times_h) -> Dataset:
         """The same patients and observations restricted to a subset of the sampling times."""
         times_h = np.asarray(times_h, dtype=float)
-        idx = np.searchsorted(self.times_h, times_h)
-        if np.any(idx >= self.times_h.size) or not np.array_equal(self.times_h[idx], times_h):
-            raise ValueError("requested times are not all among this data set's sampling times")
+        idx = grid_index(self.times_h, times_h)
         truth = Simulation(
             times_h=times_h,
             conc_mg_L=self.truth.conc_mg_L[:, idx],
@@ -309,9 +315,7 @@ def sample_at(data: Dataset, times_h) -> Samples:
         raise ValueError(f"times_h must be (K,) or ({data.n_patients}, K), got {t.shape}")
     if np.any(np.diff(t, axis=1) <= 0):
         raise ValueError("each patient's sampling times must be strictly increasing")
-    idx = np.searchsorted(data.times_h, t)
-    if np.any(idx >= data.times_h.size) or not np.array_equal(data.times_h[idx], t):
-        raise ValueError("requested times are not all among this data set's sampling times")
+    idx = grid_index(data.times_h, t)
     rows = np.arange(data.n_patients)[:, None]
     return Samples(
         data, t.copy(), data.conc_obs[rows, idx], data.pd_obs[rows, idx], data.truth.pd[rows, idx]
@@ -354,10 +358,7 @@ def sequence_inputs(
 
 def masked_targets(samples: Samples, grid_h=DENSE_TIMES_H) -> np.ndarray:
     """Observed PD placed on ``grid_h`` (N, G), NaN where the patient was not sampled."""
-    grid = np.asarray(grid_h, dtype=float)
-    idx = np.searchsorted(grid, samples.times_h)
-    if np.any(idx >= grid.size) or not np.array_equal(grid[idx], samples.times_h):
-        raise ValueError("sampling times are not all on the grid")
-    out = np.full((samples.times_h.shape[0], grid.size), np.nan)
+    idx = grid_index(grid_h, samples.times_h)
+    out = np.full((samples.times_h.shape[0], np.size(grid_h)), np.nan)
     np.put_along_axis(out, idx, samples.pd_obs, axis=1)
     return out

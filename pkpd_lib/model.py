@@ -23,7 +23,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 from scipy.integrate import solve_ivp
 
-from .regimens import Regimen
+from .regimens import Regimen, per_patient
 
 #: Parameter names, in the order used throughout the package, with their units.
 PARAM_UNITS = {
@@ -186,11 +186,6 @@ def _check_times(times_h) -> np.ndarray:
 
 def _dose_matrix(regimens: Sequence[Regimen], n: int) -> tuple[np.ndarray, np.ndarray]:
     """Union of dose times (E,) and per-patient amounts (E, N), 0 where a patient has none."""
-    if len(regimens) != n:
-        raise ValueError(f"got {len(regimens)} regimens for {n} patients; give one or one each")
-    for r in regimens:
-        if not isinstance(r, Regimen):
-            raise TypeError(f"expected a Regimen, got {type(r).__name__}")
     event_times = np.unique(np.concatenate([r.times_h for r in regimens]))
     amounts = np.zeros((event_times.size, n))
     for j, r in enumerate(regimens):
@@ -221,8 +216,7 @@ def integrate_with_doses(
         raise ValueError(f"y0 must be (states, patients), got shape {y.shape}")
     n_states, n = y.shape
     times = _check_times(times_h)
-    regimens = [regimen] * n if isinstance(regimen, Regimen) else list(regimen)
-    event_times, amounts = _dose_matrix(regimens, n)
+    event_times, amounts = _dose_matrix(per_patient(regimen, n), n)
     out = np.empty((n_states, n, times.size))
     t_now, done = 0.0, 0  # done: how many output times are filled
     # Segment ends: every dose time, then the last output time. Each output time is filled
@@ -284,10 +278,18 @@ def simulate(
     y0 = np.zeros((len(STATE_NAMES), p.n_patients))
     y0[STATE_NAMES.index("R")] = p.R0
     out = integrate_with_doses(_rhs(p), y0, regimen, times_h, rtol=rtol, atol=atol)
-    states = {name: out[i] for i, name in enumerate(STATE_NAMES)}
+    return simulation_from_states(times_h, STATE_NAMES, out, p.V, observed="R")
+
+
+def simulation_from_states(
+    times_h, state_names: Sequence[str], out: np.ndarray, V, observed: str
+) -> Simulation:
+    """Wrap integrated states (S, N, T) of a model with a central amount ``"Ac"`` (mg) and
+    volume ``V`` (L, (N,)) as a :class:`Simulation` whose PD is state ``observed``."""
+    states = {name: out[i] for i, name in enumerate(state_names)}
     return Simulation(
         times_h=_check_times(times_h),
-        conc_mg_L=states["Ac"] / p.V[:, None],
-        pd=states["R"],
+        conc_mg_L=states["Ac"] / np.asarray(V, float)[:, None],
+        pd=states[observed],
         states=states,
     )

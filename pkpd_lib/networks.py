@@ -352,7 +352,7 @@ def train_network(
             raise ValueError(f"{name} must be finite, with at least one observation per patient")
     set_seed(seed)
     n_times = train_y.shape[1]
-    stats = scaling_stats(train_x, np.asarray(train_y, float), config.static_features)
+    stats = scaling_stats(train_x, train_y, config.static_features)
     model = build_network(config, n_times, stats)
     tx, vx = check_inputs(model, train_x), check_inputs(model, val_x)
     masked = bool(np.isnan(train_y).any() or np.isnan(val_y).any())

@@ -20,7 +20,7 @@ from scipy.optimize import least_squares
 from scipy.sparse import lil_matrix
 
 from .population import ETA_SD, individual_params
-from .regimens import Regimen
+from .regimens import Regimen, per_patient
 from .sampling import RESIDUAL_CV
 
 PK_PARAMS = ("ka", "CL", "V")
@@ -28,12 +28,7 @@ PK_PARAMS = ("ka", "CL", "V")
 
 def _dose_arrays(regimens: Regimen | Sequence[Regimen], n: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-patient dose times (N, E) and amounts (N, E), zero-padded to the longest."""
-    regs = [regimens] * n if isinstance(regimens, Regimen) else list(regimens)
-    if len(regs) != n:
-        raise ValueError(f"got {len(regs)} regimens for {n} patients; give one or one each")
-    for r in regs:
-        if not isinstance(r, Regimen):
-            raise TypeError(f"expected a Regimen, got {type(r).__name__}")
+    regs = per_patient(regimens, n)
     e = max(len(r) for r in regs)
     times, amounts = np.zeros((n, e)), np.zeros((n, e))
     for i, r in enumerate(regs):
@@ -63,8 +58,12 @@ def one_compartment_conc(ka, CL, V, regimens, times_h) -> np.ndarray:
     """
     ka, cl, v = (np.atleast_1d(np.asarray(a, float)) for a in (ka, CL, V))
     n = ka.size
-    t = _times_per_patient(times_h, n)
-    dose_t, dose_amt = _dose_arrays(regimens, n)
+    return _superposed_conc(ka, cl, v, *_dose_arrays(regimens, n), _times_per_patient(times_h, n))
+
+
+def _superposed_conc(ka, cl, v, dose_t, dose_amt, t) -> np.ndarray:
+    """:func:`one_compartment_conc` on checked arrays: dose times and amounts (N, E) from
+    :func:`_dose_arrays`, sampling times (N, T)."""
     ke = cl / v
     dt = t[:, :, None] - dose_t[:, None, :]  # (N, T, E)
     after = dt > 0
@@ -129,11 +128,12 @@ def fit_individual_pk(
     omega = np.array([ETA_SD[k] for k in PK_PARAMS])
     used = conc > 0
     log_obs = np.log(np.where(used, conc, 1.0))
+    dose_t, dose_amt = _dose_arrays(regimens, n)  # once, not on every evaluation
 
     def residuals(flat_eta: np.ndarray) -> np.ndarray:
         eta = flat_eta.reshape(n, 3)
         p = base * np.exp(eta)
-        pred = one_compartment_conc(p[:, 0], p[:, 1], p[:, 2], regimens, t)
+        pred = _superposed_conc(p[:, 0], p[:, 1], p[:, 2], dose_t, dose_amt, t)
         res = np.where(used, (log_obs - np.log(np.maximum(pred, 1e-12))) / residual_cv, 0.0)
         return np.concatenate([res, eta / omega], axis=1).ravel()
 

@@ -148,6 +148,17 @@ def tid(daily_dose_mg: float = 100.0, days: int = 7) -> Regimen:
     return named("TID", daily_dose_mg, days)
 
 
+def per_patient(regimen: Regimen | Iterable[Regimen], n: int) -> list[Regimen]:
+    """``regimen`` as a list of ``n`` regimens: one shared by all patients, or one each."""
+    regs = [regimen] * n if isinstance(regimen, Regimen) else list(regimen)
+    if len(regs) != n:
+        raise ValueError(f"got {len(regs)} regimens for {n} patients; give one or one each")
+    for r in regs:
+        if not isinstance(r, Regimen):
+            raise TypeError(f"expected a Regimen, got {type(r).__name__}")
+    return regs
+
+
 def random_schedules(
     n: int,
     seed: int,

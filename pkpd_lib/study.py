@@ -208,7 +208,7 @@ def run_sparse_method(
         return SparseRun(preds, None, time.perf_counter() - t0)
     rows = np.arange(samples["test_QD"].times_h.shape[0])[:, None]
     at = {
-        r: p[rows, np.searchsorted(datasets.DENSE_TIMES_H, samples[f"test_{r}"].times_h)]
+        r: p[rows, datasets.grid_index(datasets.DENSE_TIMES_H, samples[f"test_{r}"].times_h)]
         for r, p in preds.items()
     }
     return SparseRun(at, preds, time.perf_counter() - t0)

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .model import STATE_NAMES, Params, Simulation, _check_times, _rhs, as_params
+from .model import STATE_NAMES, Params, Simulation, _rhs, as_params, simulation_from_states
 from .model import integrate_with_doses as _integrate
 from .regimens import Regimen
 
@@ -52,10 +52,4 @@ def simulate_chained(
     y0 = np.zeros((7, n))
     y0[5] = y0[6] = p.R0
     out = _integrate(rhs, y0, regimen, times_h)
-    states = {name: out[i] for i, name in enumerate(CHAINED_STATE_NAMES)}
-    return Simulation(
-        times_h=_check_times(times_h),
-        conc_mg_L=states["Ac"] / p.V[:, None],
-        pd=states["R2"],
-        states=states,
-    )
+    return simulation_from_states(times_h, CHAINED_STATE_NAMES, out, p.V, observed="R2")
