@@ -3,40 +3,125 @@
 Trains the book's chosen network for the design from scratch and writes
 ``DIR/model.keras`` and ``DIR/metrics.json`` (test scores per regimen, configuration,
 training history).
+
+What it guarantees about files: every argument and the output folder are checked before
+any simulation or training starts, and a problem ends the program with a one-line
+message and exit code 2; an existing model or metrics file is only replaced with
+``--overwrite``; both files are written completely beside their final names and renamed
+into place together at the end, so an interrupted run (Ctrl-C: exit code 130) leaves the
+folder as it was.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
+OUTPUTS = ("model.keras", "metrics.json")
+MAX_SEED = 2**32 - 1
 
-def main(argv=None) -> int:
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be between 0 and {MAX_SEED}, got {value}")
+    return value
+
+
+def _folder(text: str) -> Path:
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"must name a folder, got {text!r}")
+    return Path(text)
+
+
+def output_problem(out: Path, overwrite: bool) -> str | None:
+    """Why ``out`` cannot receive the outputs, or None if it can."""
+    if out.exists() and not out.is_dir():
+        return f"--out {out} exists and is not a folder"
+    existing = [name for name in OUTPUTS if (out / name).exists()]
+    if existing and not overwrite:
+        return f"--out {out} already holds {', '.join(existing)}; pass --overwrite to replace"
+    ancestor = out
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"--out {out} lies under {ancestor}, which is a file"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"--out {out}: no permission to write in {ancestor}"
+    return None
+
+
+def parse(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m pkpd_lib", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser(
         "train", help="train the book's chosen model and save it with its metrics"
     )
     train.add_argument("--design", choices=("dense", "sparse"), required=True)
-    train.add_argument("--out", type=Path, required=True, help="output folder")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--max-epochs", type=int, default=None, help="cap the epochs (quick runs)")
+    train.add_argument("--out", type=_folder, required=True, help="output folder")
+    train.add_argument("--seed", type=_seed, default=0, help=f"0 to {MAX_SEED} (default 0)")
+    train.add_argument("--max-epochs", type=_positive_int, default=None, help="cap the epochs")
+    train.add_argument(
+        "--overwrite", action="store_true", help="replace model.keras/metrics.json in --out"
+    )
     args = parser.parse_args(argv)
+    problem = output_problem(args.out, args.overwrite)
+    if problem:
+        train.error(problem)
+    return args
 
+
+def _write_outputs(out: Path, model, report: dict, overwrite: bool) -> None:
+    """Write both files beside their final names, then rename both into place; a Ctrl-C
+    during the renames is held back until both are done."""
+    from . import networks as nw
+    from .files import atomic_path
+
+    out.mkdir(parents=True, exist_ok=True)
+    held, previous = [], signal.getsignal(signal.SIGINT)
+    try:
+        with (
+            atomic_path(out / OUTPUTS[0], overwrite) as model_tmp,
+            atomic_path(out / OUTPUTS[1], overwrite) as metrics_tmp,
+        ):
+            nw.save_model(model, model_tmp, overwrite=True)
+            metrics_tmp.write_text(json.dumps(report, indent=2))
+            signal.signal(signal.SIGINT, lambda *_: held.append(True))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if held:
+        print("interrupt received while renaming: both files were completed", file=sys.stderr)
+
+
+def train(args: argparse.Namespace) -> int:
     from . import networks as nw
     from . import study
 
     config = study.CHOSEN[args.design]
     if args.max_epochs is not None:
         config = nw.NetworkConfig(**{**asdict(config), "max_epochs": args.max_epochs})
+    print(f"simulating the {args.design} study's patients ...", flush=True)
     data = study.study_data(args.design)
     print(f"training {config.label} on the {args.design} design, seed {args.seed}", flush=True)
     result = study.fit(data, config, seed=args.seed, cache_dir=None)
-    args.out.mkdir(parents=True, exist_ok=True)
-    nw.save_model(result.model, args.out / "model.keras")
     scores = study.evaluate(result.model, data)
     report = {
         "design": args.design,
@@ -49,10 +134,19 @@ def main(argv=None) -> int:
         "test": json.loads(scores.to_json(orient="index")),
         "history": result.history,
     }
-    (args.out / "metrics.json").write_text(json.dumps(report, indent=2))
+    _write_outputs(args.out, result.model, report, args.overwrite)
     print(scores.round(2).to_string())
-    print(f"wrote {args.out / 'model.keras'} and {args.out / 'metrics.json'}")
+    print(f"wrote {args.out / OUTPUTS[0]} and {args.out / OUTPUTS[1]}")
     return 0
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    try:
+        return train(args)
+    except KeyboardInterrupt:
+        print("interrupted: nothing was written", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from .datasets import STATIC_FEATURES
+from .files import atomic_path, exclusive_lock, write_text_atomic
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
@@ -83,8 +84,11 @@ class NetworkConfig:
     points per LSTM step (see the module docstring). ``time_input``: feed sampling times
     as a per-step channel. ``dose_inputs``: feed the dose history (:data:`DOSE_INPUTS`)
     as per-step channels. Training: Adam at ``learning_rate`` (halved on
-    plateaus), ``batch_size`` patients per step, at most ``max_epochs`` epochs, early
-    stopping after ``patience`` epochs without a better validation loss.
+    plateaus), ``batch_size`` patients per step; training ends by early stopping once
+    ``patience`` epochs pass without the validation loss falling by at least
+    ``min_delta`` (PD units squared; the loss itself sits near 15, the variance of the
+    3% PD measurement error, so 0.005 is a plateau), and ``max_epochs`` is only a
+    safety cap.
     """
 
     units: tuple[int, ...] = (16,)
@@ -93,8 +97,9 @@ class NetworkConfig:
     dose_inputs: bool = False
     batch_size: int = 32
     learning_rate: float = 1e-2
-    max_epochs: int = 150
+    max_epochs: int = 300
     patience: int = 15
+    min_delta: float = 0.005
     static_features: tuple[str, ...] = field(default=STATIC_FEATURES)
 
     def __post_init__(self) -> None:
@@ -102,8 +107,16 @@ class NetworkConfig:
         object.__setattr__(self, "static_features", tuple(self.static_features))
         if not self.units or min(self.units) < 1:
             raise ValueError(f"units must list at least one layer of >= 1 unit, got {self.units}")
-        if self.block < 1:
-            raise ValueError(f"block must be >= 1, got {self.block}")
+        for name in ("block", "batch_size", "max_epochs", "patience"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if not np.isfinite(self.learning_rate) or self.learning_rate <= 0:
+            raise ValueError(
+                f"learning_rate must be a finite number > 0, got {self.learning_rate!r}"
+            )
+        if not np.isfinite(self.min_delta) or self.min_delta < 0:
+            raise ValueError(f"min_delta must be a finite number >= 0, got {self.min_delta!r}")
 
     @property
     def step_inputs(self) -> tuple[str, ...]:
@@ -343,7 +356,8 @@ def train_network(
     Targets are observed PD (biomarker units), (N, T); NaN marks a time point without a
     PD observation. Loss: mean squared error (:func:`masked_mse` if any target is NaN). Adam,
     learning rate halved after ``patience // 3`` epochs without improvement, early
-    stopping after ``config.patience`` epochs with the best weights restored. With the
+    stopping after ``config.patience`` epochs without a decrease of at least
+    ``config.min_delta``, with the best weights restored. With the
     same seed, data and machine the weights are bit-identical.
     """
     train_y, val_y = np.asarray(train_y, float), np.asarray(val_y, float)
@@ -361,7 +375,9 @@ def train_network(
     timer = _EpochTimer()
     callbacks = [
         timer,
-        keras.callbacks.EarlyStopping(patience=config.patience, restore_best_weights=True),
+        keras.callbacks.EarlyStopping(
+            patience=config.patience, min_delta=config.min_delta, restore_best_weights=True
+        ),
         keras.callbacks.ReduceLROnPlateau(
             factor=0.5, patience=max(config.patience // 3, 1), min_lr=1e-5
         ),
@@ -392,13 +408,18 @@ def train_network(
     return TrainingResult(model, config, history, best_epoch, seconds, seed, timer.seconds)
 
 
-def save_model(model: keras.Model, path: str | Path) -> Path:
-    """Save to a ``.keras`` file (architecture, weights and scaling)."""
+def save_model(model: keras.Model, path: str | Path, overwrite: bool = False) -> Path:
+    """Save to a ``.keras`` file (architecture, weights and scaling), atomically.
+
+    The file is written beside ``path`` and renamed into place when complete, so an
+    interrupted save never leaves a partial model. An existing file is replaced only
+    with ``overwrite=True``.
+    """
     path = Path(path)
     if path.suffix != ".keras":
         raise ValueError(f"model files must end in .keras, got {path.name!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    model.save(path)
+    with atomic_path(path, overwrite) as tmp:
+        model.save(tmp)
     return path
 
 
@@ -407,6 +428,8 @@ def load_model(path: str | Path) -> keras.Model:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no model file at {path}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty (0 bytes): not a saved model")
     return keras.saving.load_model(path, safe_mode=True, compile=False)
 
 
@@ -416,8 +439,18 @@ def config_to_json(config: NetworkConfig) -> str:
 
 # --- reproducible training with an on-disk cache --------------------------------------
 
-#: Where trained models are cached between notebooks (inside the build folder, never committed).
-DEFAULT_CACHE = Path(__file__).resolve().parent.parent / "_build" / "model_cache"
+#: Environment variable that names the folder of cached models (the book's commands set
+#: it to ``_build/model_cache``).
+CACHE_ENV = "PKPD_MODEL_CACHE"
+
+
+def default_cache_dir() -> Path:
+    """Folder of cached trained models: ``$PKPD_MODEL_CACHE`` if set, else the user's
+    cache folder (``$XDG_CACHE_HOME`` or ``~/.cache``) under ``pkpd_lib/models``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "pkpd_lib" / "models"
 
 
 def _fingerprint(config: NetworkConfig, seed: int, arrays) -> str:
@@ -441,7 +474,7 @@ def train_or_load(
     val_x,
     val_y,
     seed: int = 0,
-    cache_dir: str | Path | None = DEFAULT_CACHE,
+    cache_dir: str | Path | None = "default",
     report_every: int | None = 10,
     label: str = "",
 ) -> TrainingResult:
@@ -449,13 +482,24 @@ def train_or_load(
     configuration, seed, data and library versions, loaded from ``cache_dir``.
 
     Training is deterministic, so a cached model is the model this call would train; the
-    cache only saves time when several chapters need the same model. ``cache_dir=None``
-    always trains.
+    cache only saves time when several chapters need the same model. ``cache_dir``:
+    ``"default"`` is :func:`default_cache_dir`; ``None`` always trains. Processes that
+    need the same model at once (notebooks run side by side) train it once: the others
+    wait for it and load it.
     """
     if cache_dir is None:
         return train_network(config, train_x, train_y, val_x, val_y, seed, report_every, label)
+    if cache_dir == "default":
+        cache_dir = default_cache_dir()
     key = _fingerprint(config, seed, (train_x, train_y, val_x, val_y))
     path = Path(cache_dir) / f"{config.label}_seed{seed}_{key}.keras"
+    with exclusive_lock(path.with_suffix(".lock")):
+        return _train_or_load_locked(
+            path, config, train_x, train_y, val_x, val_y, seed, report_every, label
+        )
+
+
+def _train_or_load_locked(path, config, train_x, train_y, val_x, val_y, seed, report_every, label):
     meta = path.with_suffix(".json")
     if path.is_file() and meta.is_file():
         info = json.loads(meta.read_text())
@@ -465,8 +509,9 @@ def train_or_load(
             load_model(path), config, info["history"], info["best_epoch"], info["seconds"], seed
         )
     result = train_network(config, train_x, train_y, val_x, val_y, seed, report_every, label)
-    save_model(result.model, path)
-    meta.write_text(
+    save_model(result.model, path, overwrite=True)
+    write_text_atomic(
+        meta,
         json.dumps(
             {
                 "history": result.history,
@@ -476,6 +521,7 @@ def train_or_load(
                 "config": asdict(config),
                 "seed": seed,
             }
-        )
+        ),
+        overwrite=True,
     )
     return result

@@ -13,7 +13,7 @@ TEXTS = sorted(CHAPTERS.glob("*.md"))
 
 
 def _cells(nb):
-    return [(c.cell_type, c.source.strip()) for c in nb.cells]
+    return [(c.cell_type, c.source.strip(), c.metadata.get("tags", [])) for c in nb.cells]
 
 
 def test_every_text_has_a_notebook_and_back():

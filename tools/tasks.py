@@ -4,7 +4,12 @@
     python3 tools/tasks.py book      # set up, then build the rendered book into _build/html
     python3 tools/tasks.py test      # set up, build the book, run every test (unit,
                                      # property, browser and nbval)
+    python3 tools/tasks.py test --quick   # the edit loop: lint, unit and property
+                                     # tests, and the notebooks that train nothing
     python3 tools/tasks.py execute   # re-execute every notebook from its text twin
+    python3 tools/tasks.py portability book/chapters/10_richer_pd.ipynb
+                                     # re-run notebooks from an empty model cache with
+                                     # oneDNN held to other CPU ISAs and on one core
     python3 tools/tasks.py bench     # run the benchmarks
 
 Set-up is skipped when .venv already matches pyproject.toml.
@@ -17,6 +22,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import venv
 from pathlib import Path
@@ -47,9 +53,24 @@ def setup() -> None:
     print(f"set-up done in {time.perf_counter() - t0:.0f} s", flush=True)
 
 
+#: Notebooks run side by side, each kernel with one TensorFlow thread: faster than one
+#: notebook on two threads on a 2-core machine, and a network's training no longer
+#: depends on the number of cores (thread count changes the order of some sums).
+WORKERS = 2
+ONE_THREAD = {
+    "TF_NUM_INTRAOP_THREADS": "1",
+    "TF_NUM_INTEROP_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+}
+#: Notebooks that train no network: the quick tier runs them.
+TRAIN_NOTHING = ("01_mechanistic_model.ipynb", "02_virtual_patients.ipynb")
+
+
 def env() -> dict[str, str]:
     e = dict(os.environ)
     e.update(PYTHONHASHSEED="0", TF_CPP_MIN_LOG_LEVEL="3", TF_ENABLE_ONEDNN_OPTS="0")
+    e.update(ONE_THREAD)
+    e.setdefault("PKPD_MODEL_CACHE", str(ROOT / "_build" / "model_cache"))
     e["PATH"] = f"{PY.parent}{os.pathsep}{e.get('PATH', '')}"
     return e
 
@@ -82,20 +103,13 @@ def ensure_chromium() -> None:
     print(f"chromium installed in {time.perf_counter() - t0:.0f} s", flush=True)
 
 
-def test() -> None:
-    """Lint, build the book, then pytest: unit, property, browser and nbval tests."""
-    setup()
-    ensure_chromium()
-    lint = ("pkpd_lib", "tests", "tools", "benchmarks")
-    run(PY, "-m", "ruff", "check", *lint, "book/chapters")
-    run(PY, "-m", "ruff", "format", "--check", *lint)
-    book()
-    run(
+def pytest_args(*paths: str | Path, workers: int = WORKERS) -> list:
+    """pytest over ``paths`` with nbval (notebooks compared per :mod:`book.conftest`)."""
+    return [
         PY,
         "-m",
         "pytest",
-        "tests",
-        "book/chapters",
+        *paths,
         "--nbval",
         "--nbval-current-env",
         "--nbval-sanitize-with",
@@ -104,16 +118,75 @@ def test() -> None:
         "1800",
         "-p",
         "no:cacheprovider",
-        *sys.argv[2:],
+        "--doctest-modules",
+        # a notebook's cells share one kernel, so each file stays on one worker
+        *(("-n", str(workers), "--dist", "loadfile") if workers > 1 else ()),
+    ]
+
+
+def lint() -> None:
+    paths = ("pkpd_lib", "tests", "tools", "benchmarks", "book/conftest.py")
+    run(PY, "-m", "ruff", "check", *paths, "book/chapters")
+    run(PY, "-m", "ruff", "format", "--check", *paths)
+
+
+def test() -> None:
+    """Lint, build the book, then pytest: unit, property, browser and nbval tests.
+
+    ``--quick``: lint, unit and property tests (browser test skipped) and the notebooks
+    that train nothing; for the edit loop. CI runs the full command.
+    """
+    setup()
+    extra = [a for a in sys.argv[2:] if a != "--quick"]
+    if "--quick" in sys.argv[2:]:
+        lint()
+        notebooks = [CHAPTERS / name for name in TRAIN_NOTHING]
+        run(*pytest_args("tests", "pkpd_lib", *notebooks), *extra, env=env())
+        return
+    ensure_chromium()
+    lint()
+    book()
+    # notebooks first: the long ones start while the unit tests fill the gaps
+    run(
+        *pytest_args("book", "tests", "pkpd_lib"),
+        *extra,
         env={**env(), "PKPD_REQUIRE_BROWSER": "1"},
     )
+
+
+def portability() -> None:
+    """Re-run notebooks (default: every chapter) with nbval from an empty model cache,
+    once per emulated machine: oneDNN held to SSE4.1 and to AVX2, and one core."""
+    setup()
+    targets = sys.argv[2:] or [str(p) for p in sorted(CHAPTERS.glob("*.ipynb"))]
+    machines = {
+        "oneDNN SSE4.1": ({"ONEDNN_MAX_CPU_ISA": "SSE41"}, []),
+        "oneDNN AVX2": ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, []),
+        "one core": ({}, ["taskset", "-c", "0"]),
+    }
+    for name, (variables, prefix) in machines.items():
+        with tempfile.TemporaryDirectory() as cache:
+            print(f"== {name}", flush=True)
+            t0 = time.perf_counter()
+            run(
+                *prefix,
+                *pytest_args(*targets, workers=1 if prefix else WORKERS),
+                env={**env(), **variables, "PKPD_MODEL_CACHE": cache},
+            )
+            print(f"== {name}: passed in {time.perf_counter() - t0:.0f} s", flush=True)
 
 
 def execute() -> None:
     """Re-execute every chapter from its MyST text twin and rewrite the paired .ipynb."""
     setup()
     targets = sys.argv[2:] or sorted(str(p) for p in CHAPTERS.glob("*.md"))
-    run(PY, str(ROOT / "tools" / "execute_notebooks.py"), *targets, env=env())
+    run(
+        PY,
+        str(ROOT / "tools" / "execute_notebooks.py"),
+        f"--workers={WORKERS}",
+        *targets,
+        env=env(),
+    )
 
 
 def bench() -> None:
@@ -122,7 +195,14 @@ def bench() -> None:
         run(PY, script, env=env())
 
 
-COMMANDS = {"book": book, "test": test, "execute": execute, "bench": bench, "setup": setup}
+COMMANDS = {
+    "book": book,
+    "test": test,
+    "execute": execute,
+    "portability": portability,
+    "bench": bench,
+    "setup": setup,
+}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:

@@ -1,0 +1,54 @@
+"""nbval, with trained networks' numbers compared within a tolerance.
+
+nbval compares a fresh kernel's outputs with the stored ones character for character.
+That is right for simulation and data tables, which are exact by construction, but not
+for the score of a trained network, which moves on another CPU (see
+:mod:`pkpd_lib.reproducibility`). A code cell tagged ``trained-scores`` is compared
+with :func:`pkpd_lib.reproducibility.numbers_match` instead: the same words, tables and
+verdicts, every number within ``SCORE_RTOL``. Untagged cells stay exact. The claims
+themselves are assertions in the notebooks and hold on any machine.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from nbval.plugin import IPyNbCell
+
+from pkpd_lib.reproducibility import TRAINED_TAG, numbers_match
+
+_exact_compare = IPyNbCell.compare_outputs
+
+
+def _text_fields(output) -> list[tuple[object, str]]:
+    """(container, key) of every text an output holds: stream text and text/* data."""
+    if "text" in output:
+        return [(output, "text")]
+    data = output.get("data", {})
+    return [(data, key) for key in data if key.startswith("text/")]
+
+
+def within_tolerance(fresh: list, stored: list) -> list:
+    """A copy of ``fresh`` in which each text that matches its stored twin within the
+    tolerance is replaced by that twin, so nbval's exact comparison passes there and
+    still shows every difference that is not within the tolerance."""
+    fresh = copy.deepcopy(fresh)
+    for new, old in zip(fresh, stored, strict=False):
+        if new.get("output_type") != old.get("output_type"):
+            continue
+        for (box, key), (old_box, old_key) in zip(
+            _text_fields(new), _text_fields(old), strict=False
+        ):
+            if key == old_key and isinstance(box[key], str) and isinstance(old_box[key], str):
+                if numbers_match(old_box[key], box[key]):
+                    box[key] = old_box[key]
+    return fresh
+
+
+def _compare_outputs(self, test, ref, skip_compare=None):
+    if TRAINED_TAG in self.cell.metadata.get("tags", []):
+        test = within_tolerance(test, ref)
+    return _exact_compare(self, test, ref, skip_compare)
+
+
+IPyNbCell.compare_outputs = _compare_outputs
