@@ -20,28 +20,31 @@ from pkpd_lib.reproducibility import TRAINED_TAG, numbers_match
 _exact_compare = IPyNbCell.compare_outputs
 
 
-def _text_fields(output) -> list[tuple[object, str]]:
-    """(container, key) of every text an output holds: stream text and text/* data."""
+def _texts(output) -> dict[str, tuple[object, str]]:
+    """Every text an output holds, by kind: stream text and each text/* MIME type,
+    mapped to its (container, key)."""
     if "text" in output:
-        return [(output, "text")]
+        return {"stream": (output, "text")}
     data = output.get("data", {})
-    return [(data, key) for key in data if key.startswith("text/")]
+    return {key: (data, key) for key in data if key.startswith("text/")}
 
 
 def within_tolerance(fresh: list, stored: list) -> list:
-    """A copy of ``fresh`` in which each text that matches its stored twin within the
-    tolerance is replaced by that twin, so nbval's exact comparison passes there and
-    still shows every difference that is not within the tolerance."""
+    """A copy of ``fresh`` in which each text that matches its stored twin (same output,
+    same kind) within the tolerance is replaced by that twin, so nbval's exact
+    comparison passes there and still shows every difference that is not within it."""
     fresh = copy.deepcopy(fresh)
     for new, old in zip(fresh, stored, strict=False):
         if new.get("output_type") != old.get("output_type"):
             continue
-        for (box, key), (old_box, old_key) in zip(
-            _text_fields(new), _text_fields(old), strict=False
-        ):
-            if key == old_key and isinstance(box[key], str) and isinstance(old_box[key], str):
-                if numbers_match(old_box[key], box[key]):
-                    box[key] = old_box[key]
+        old_texts = _texts(old)
+        for kind, (box, key) in _texts(new).items():
+            if kind not in old_texts:
+                continue
+            old_box, old_key = old_texts[kind]
+            if isinstance(box[key], str) and isinstance(old_box[old_key], str):
+                if numbers_match(old_box[old_key], box[key]):
+                    box[key] = old_box[old_key]
     return fresh
 
 

@@ -27,7 +27,7 @@ import pandas as pd
 from scipy.optimize import least_squares
 
 from .datasets import Dataset
-from .model import Params, integrate_with_doses, simulate
+from .model import EFFECT_COMPARTMENT, TRANSIT_TURNOVER, simulate_structure
 from .pkfit import PKFit, fit_individual_pk
 from .population import check_covariates
 from .sampling import RESIDUAL_CV
@@ -38,6 +38,8 @@ STRUCTURES = {
     "turnover": {"Emax": 0.5, "EC50": 1.0, "gam": 1.0, "MTT": 6.0, "kout": 0.2},
     "effect_compartment": {"Emax": 0.5, "EC50": 1.0, "gam": 1.0, "ke0": 0.1},
 }
+#: The model structure (:mod:`pkpd_lib.model`) behind each PD structure's name.
+MODEL_STRUCTURES = {"turnover": TRANSIT_TURNOVER, "effect_compartment": EFFECT_COMPARTMENT}
 COVARIATE_EFFECTS = {"Emax_AGE": (0.0, (-3.0, 3.0)), "EC50_SEX": (0.0, (-0.9, 0.9))}
 
 
@@ -58,7 +60,7 @@ def _check_structure(structure: str) -> None:
         raise ValueError(f"unknown PD structure {structure!r}; expected one of {list(STRUCTURES)}")
 
 
-def predict_pd(
+def predict_pd_from_pk(
     structure: str,
     theta: Mapping[str, float],
     pk_params: pd.DataFrame,
@@ -67,26 +69,22 @@ def predict_pd(
     regimens,
     times_h,
 ) -> np.ndarray:
-    """PD (biomarker units), (N, T), of N patients with individual PK ``pk_params``
-    (columns ka 1/h, CL L/h, V L), covariates, baselines and regimens."""
+    """PD (biomarker units), (N, T), that the population PD model ``structure`` with
+    parameters ``theta`` predicts for N patients with individual PK ``pk_params``
+    (columns ka 1/h, CL L/h, V L), covariates, baselines and regimens. The structures
+    are :data:`pkpd_lib.model.TRANSIT_TURNOVER` and
+    :data:`pkpd_lib.model.EFFECT_COMPARTMENT`."""
     _check_structure(structure)
     cov = check_covariates(covariates)
     r0 = np.asarray(baseline_pd, float).reshape(-1)
     emax = theta["Emax"] * (cov["AGE"] / 45) ** theta["Emax_AGE"]
     ec50 = theta["EC50"] * (1 - theta["EC50_SEX"] * cov["SEX"])
-    ka, cl, v = (pk_params[k].to_numpy(float) for k in ("ka", "CL", "V"))
-    if structure == "turnover":
-        p = Params(ka, cl, v, emax, ec50, theta["gam"], theta["MTT"], theta["kout"], r0)
-        return simulate(p, regimens, times_h, rtol=1e-6, atol=1e-9).pd
-    n, ke, ke0, gam = ka.size, cl / v, theta["ke0"], theta["gam"]
-
-    def rhs(_t, y):
-        ag, ac, ce = y.reshape(3, n)
-        return np.concatenate((-ka * ag, ka * ag - ke * ac, ke0 * (ac / v - ce)))
-
-    ce = integrate_with_doses(rhs, np.zeros((3, n)), regimens, times_h, rtol=1e-6, atol=1e-9)[2]
-    ce_g = np.maximum(ce, 0.0) ** gam
-    return r0[:, None] * (1 + emax[:, None] * ce_g / (ec50[:, None] ** gam + ce_g))
+    pk = {k: pk_params[k].to_numpy(float) for k in ("ka", "CL", "V")}
+    shared = {k: theta[k] for k in STRUCTURES[structure] if k not in ("Emax", "EC50")}
+    params = {**pk, **shared, "Emax": emax, "EC50": ec50, "R0": r0}
+    return simulate_structure(
+        MODEL_STRUCTURES[structure], params, regimens, times_h, rtol=1e-6, atol=1e-9
+    ).pd
 
 
 def fit_population_pd(
@@ -121,7 +119,7 @@ def fit_population_pd(
         }
 
     def residuals(x):
-        pred = predict_pd(
+        pred = predict_pd_from_pk(
             structure, theta_of(x), pk_params, covariates, baseline_pd, regimens, times_h
         )
         return ((y - pred) / scale).ravel()
@@ -154,7 +152,7 @@ def predict_dataset(fit: PDFit, data: Dataset) -> np.ndarray:
     """Predict the PD (N, T) of new patients from what the networks also see: their
     observed concentrations (PK fitted by empirical Bayes), covariates and baseline."""
     pk = fit_individual_pk(data.conc_obs, data.times_h, data.regimens, data.population.covariates)
-    return predict_pd(
+    return predict_pd_from_pk(
         fit.structure,
         fit.theta,
         pk.params,

@@ -13,11 +13,19 @@ PD: sigmoid Emax drive -> 3 transit compartments -> indirect response (stimulate
 
 All patients are integrated together as one vectorised ODE system (6 states per patient),
 piecewise between dose events, with scipy's ``solve_ivp``.
+
+Every model structure of the book lives here, each a :class:`Structure` (parameters,
+states, a right-hand side, the initial state and how PD is read from the states)
+simulated by the one dosed integrator, :func:`simulate_structure`: the default
+(:data:`TRANSIT_TURNOVER`), the richer-PD variant with a second turnover
+(:data:`SECOND_TURNOVER`) and the effect-compartment model of the classical comparison
+(:data:`EFFECT_COMPARTMENT`). To add one, build a :class:`Structure` and pass it to
+:func:`add_structure`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -51,6 +59,15 @@ TYPICAL_PARAMS = {
     "kout": 0.1,
     "R0": 100.0,
 }
+
+#: A patient whose fastest rate constant exceeds this (1/h) is stiff for the explicit
+#: integrator: it is integrated apart, with an implicit method, so it cannot slow the rest.
+STIFF_RATE_PER_H = 50.0
+#: Rate constants above this (1/h), i.e. half-lives below one second, are refused as
+#: implausible (usually a unit error, e.g. V in mL).
+MAX_RATE_PER_H = 3600.0 * np.log(2.0)
+#: Output times beyond this (h, about 114 years) are refused.
+MAX_TIME_H = 1e6
 
 #: State names, in the order of the ODE state vector.
 STATE_NAMES = ("Ag", "Ac", "T1", "T2", "T3", "R")
@@ -106,7 +123,13 @@ class Params:
 
 
 def as_params(params: Params | Mapping[str, object] | object) -> Params:
-    """Coerce a :class:`Params`, a mapping or any object with the parameter attributes."""
+    """Coerce a :class:`Params`, a mapping or any object with the parameter attributes.
+
+    Examples
+    --------
+    >>> as_params({**TYPICAL_PARAMS, "ka": [1.0, 2.0]}).n_patients
+    2
+    """
     if isinstance(params, Params):
         return params
     if isinstance(params, Mapping):
@@ -127,7 +150,13 @@ def as_params(params: Params | Mapping[str, object] | object) -> Params:
 
 
 def typical_params(n: int = 1) -> Params:
-    """The typical-value parameters, repeated for ``n`` identical patients."""
+    """The typical-value parameters, repeated for ``n`` identical patients.
+
+    Examples
+    --------
+    >>> typical_params(2).CL.tolist()
+    [15.0, 15.0]
+    """
     return Params(**{k: np.full(n, v) for k, v in TYPICAL_PARAMS.items()})
 
 
@@ -146,15 +175,15 @@ class Simulation:
     states: dict[str, np.ndarray]
 
 
-def _rhs(p: Params):
-    ka, ke, ktr = p.ka, p.CL / p.V, 3.0 / p.MTT
-    emax, ec50_g, gam = p.Emax, p.EC50**p.gam, p.gam
-    kout, kin = p.kout, p.kout * p.R0
-    inv_v = 1.0 / p.V
-    n = p.n_patients
+def _transit_turnover_rhs(p: Mapping[str, np.ndarray]):
+    ka, ke, ktr = p["ka"], p["CL"] / p["V"], 3.0 / p["MTT"]
+    emax, ec50_g, gam = p["Emax"], p["EC50"] ** p["gam"], p["gam"]
+    kout, kin = p["kout"], p["kout"] * p["R0"]
+    inv_v = 1.0 / p["V"]
+    n = ka.size
 
     def rhs(_t: float, y: np.ndarray) -> np.ndarray:
-        ag, ac, t1, t2, t3, r = y.reshape(6, n)
+        ag, ac, t1, t2, t3, r = y[: 6 * n].reshape(6, n)
         c_g = np.maximum(ac * inv_v, 0.0) ** gam
         effect = emax * c_g / (ec50_g + c_g)
         return np.concatenate(
@@ -179,6 +208,8 @@ def _check_times(times_h) -> np.ndarray:
         raise ValueError("times_h must be finite (found NaN or inf)")
     if np.any(times < 0):
         raise ValueError("times_h must be >= 0 h (the simulation starts at 0 h)")
+    if np.any(times > MAX_TIME_H):
+        raise ValueError(f"times_h must be at most {MAX_TIME_H:g} h, got {times.max():g}")
     if np.any(np.diff(times) <= 0):
         raise ValueError("times_h must be strictly increasing")
     return times
@@ -202,14 +233,17 @@ def integrate_with_doses(
     *,
     rtol: float = 1e-9,
     atol: float = 1e-12,
+    method: str = "DOP853",
 ) -> np.ndarray:
     """Integrate a vectorised ODE for N patients with bolus doses; (S, N, T) states.
 
     ``rhs(t, y)`` takes and returns the flat state vector of S states x N patients
     (state-major, as ``y0.ravel()`` of the (S, N) array ``y0``). Each dose is added to
-    state ``dose_state`` of its patient; integration (DOP853) runs piecewise between
-    dose events. At an output time equal to a dose time the state just before the dose
-    is reported (the trough). Any model with bolus doses can reuse this.
+    state ``dose_state`` of its patient; integration (``method`` of scipy's
+    ``solve_ivp``: explicit DOP853 by default; ``"LSODA"``, which turns implicit when
+    needed, for stiff patients) runs piecewise between dose events. At an output time
+    equal to a dose time the state just before the dose is reported (the trough). Any
+    model with bolus doses can reuse this.
     """
     y = np.array(y0, dtype=float)
     if y.ndim != 2:
@@ -230,7 +264,7 @@ def integrate_with_doses(
             seg_times = times[done : done + n_seg]
             t_eval = seg_times if n_seg and seg_times[-1] == t_end else np.append(seg_times, t_end)
             sol = solve_ivp(
-                rhs, (t_now, t_end), y.ravel(), method="DOP853", t_eval=t_eval, rtol=rtol, atol=atol
+                rhs, (t_now, t_end), y.ravel(), method=method, t_eval=t_eval, rtol=rtol, atol=atol
             )
             if not sol.success:  # pragma: no cover - integrator failure is exceptional
                 raise RuntimeError(f"ODE integration failed on {t_now}-{t_end} h: {sol.message}")
@@ -246,6 +280,195 @@ def integrate_with_doses(
     return out
 
 
+@dataclass(frozen=True)
+class Structure:
+    """A model structure, simulated by :func:`simulate_structure`.
+
+    ``parameters``: names of the per-patient parameters it reads (each > 0; ``ka``,
+    ``CL`` and ``V`` are always among them: doses go into the depot ``Ag``, and the
+    concentration is ``Ac / V``). ``states``: state names, starting ``("Ag", "Ac")``.
+    ``make_rhs(p)``: given a mapping of (N,) parameter arrays, the vectorised right-hand
+    side ``rhs(t, y)`` over the flat state vector (state-major, S x N). ``initial(p)``:
+    the (S, N) state at 0 h. ``pd(states, p)``: the observed PD (N, T) from the states
+    (each (N, T)). ``rates(p)``: its first-order rate constants (1/h), by name, which
+    decide which patients are stiff.
+    """
+
+    name: str
+    parameters: tuple[str, ...]
+    states: tuple[str, ...]
+    make_rhs: Callable[[Mapping[str, np.ndarray]], Callable]
+    initial: Callable[[Mapping[str, np.ndarray]], np.ndarray]
+    pd: Callable[[Mapping[str, np.ndarray], Mapping[str, np.ndarray]], np.ndarray]
+    rates: Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
+    description: str = ""
+
+
+#: Every model structure by name (see :func:`add_structure`).
+STRUCTURES: dict[str, Structure] = {}
+
+
+def add_structure(structure: Structure) -> Structure:
+    """Register ``structure`` under its name (names are unique) and return it."""
+    if structure.name in STRUCTURES:
+        raise ValueError(f"a structure named {structure.name!r} exists already")
+    if structure.states[:2] != ("Ag", "Ac") or not {"ka", "CL", "V"} <= set(structure.parameters):
+        raise ValueError("a structure starts with states ('Ag', 'Ac') and reads ka, CL and V")
+    STRUCTURES[structure.name] = structure
+    return structure
+
+
+def _pk_rates(p) -> dict[str, np.ndarray]:
+    return {"ka": p["ka"], "CL/V": p["CL"] / p["V"]}
+
+
+def _turnover_initial(p) -> np.ndarray:
+    y0 = np.zeros((len(STATE_NAMES), p["ka"].size))
+    y0[STATE_NAMES.index("R")] = p["R0"]
+    return y0
+
+
+TRANSIT_TURNOVER = add_structure(
+    Structure(
+        name="transit_turnover",
+        parameters=PARAM_NAMES,
+        states=STATE_NAMES,
+        make_rhs=_transit_turnover_rhs,
+        initial=_turnover_initial,
+        pd=lambda states, p: states["R"],
+        rates=lambda p: {**_pk_rates(p), "3/MTT": 3.0 / p["MTT"], "kout": p["kout"]},
+        description="the default model: sigmoid Emax -> 3 transit compartments -> turnover",
+    )
+)
+
+
+def _second_turnover_rhs(p):
+    base, kout2, n = _transit_turnover_rhs(p), p["kout2"], p["ka"].size
+
+    def rhs(t: float, y: np.ndarray) -> np.ndarray:
+        r, r2 = y[5 * n : 6 * n], y[6 * n :]
+        return np.concatenate((base(t, y), kout2 * (r - r2)))
+
+    return rhs
+
+
+def _second_turnover_initial(p) -> np.ndarray:
+    y0 = np.zeros((len(STATE_NAMES) + 1, p["ka"].size))
+    y0[5] = y0[6] = p["R0"]
+    return y0
+
+
+#: The richer-PD variant: the default model's ``R`` drives a second biomarker ``R2``
+#: (observed) through a second turnover, ``dR2/dt = kout2 * (R - R2)``, ``R2(0) = R0``.
+SECOND_TURNOVER = add_structure(
+    Structure(
+        name="second_turnover",
+        parameters=(*PARAM_NAMES, "kout2"),
+        states=(*STATE_NAMES, "R2"),
+        make_rhs=_second_turnover_rhs,
+        initial=_second_turnover_initial,
+        pd=lambda states, p: states["R2"],
+        rates=lambda p: {**TRANSIT_TURNOVER.rates(p), "kout2": p["kout2"]},
+        description="the default model with a second turnover after R (richer PD)",
+    )
+)
+
+
+def _effect_compartment_rhs(p):
+    ka, ke, ke0, v, n = p["ka"], p["CL"] / p["V"], p["ke0"], p["V"], p["ka"].size
+
+    def rhs(_t, y):
+        ag, ac, ce = y.reshape(3, n)
+        return np.concatenate((-ka * ag, ka * ag - ke * ac, ke0 * (ac / v - ce)))
+
+    return rhs
+
+
+def _effect_compartment_pd(states, p) -> np.ndarray:
+    gam = p["gam"][:, None]
+    ce_g = np.maximum(states["Ce"], 0.0) ** gam
+    emax, ec50, r0 = p["Emax"][:, None], p["EC50"][:, None], p["R0"][:, None]
+    return r0 * (1 + emax * ce_g / (ec50**gam + ce_g))
+
+
+#: A simpler PD structure (misspecified for the default drug): an effect compartment
+#: (``ke0`` 1/h) and a direct sigmoid Emax, ``PD = R0 (1 + Emax Ce^g / (EC50^g + Ce^g))``.
+EFFECT_COMPARTMENT = add_structure(
+    Structure(
+        name="effect_compartment",
+        parameters=("ka", "CL", "V", "Emax", "EC50", "gam", "ke0", "R0"),
+        states=("Ag", "Ac", "Ce"),
+        make_rhs=_effect_compartment_rhs,
+        initial=lambda p: np.zeros((3, p["ka"].size)),
+        pd=_effect_compartment_pd,
+        rates=lambda p: {**_pk_rates(p), "ke0": p["ke0"]},
+        description="effect compartment and direct sigmoid Emax on the biomarker",
+    )
+)
+
+
+def structure_params(structure: Structure, params: Mapping[str, object]) -> dict[str, np.ndarray]:
+    """The parameters ``structure`` reads, as (N,) float arrays, each finite and > 0."""
+    missing = [k for k in structure.parameters if k not in params]
+    if missing:
+        raise ValueError(f"structure {structure.name!r} needs parameter(s) {missing}")
+    arrays = {k: np.atleast_1d(np.asarray(params[k], float)) for k in structure.parameters}
+    n = max(a.size for a in arrays.values())
+    for name, a in arrays.items():
+        if a.ndim != 1 or a.size not in (1, n):
+            raise ValueError(f"parameter {name!r} has shape {a.shape}; expected () or ({n},)")
+        if not np.all(np.isfinite(a)) or np.any(a <= 0):
+            raise ValueError(f"parameter {name!r} must be finite and > 0")
+    return {k: np.broadcast_to(a, (n,)).astype(float) for k, a in arrays.items()}
+
+
+def simulate_structure(
+    structure: Structure | str,
+    params: Params | Mapping[str, object],
+    regimen: Regimen | Sequence[Regimen],
+    times_h,
+    *,
+    rtol: float = 1e-9,
+    atol: float = 1e-12,
+) -> Simulation:
+    """Simulate any :class:`Structure` for N patients (see :func:`simulate`).
+
+    Patients that :func:`stiff_patients` flags are integrated apart with LSODA, so one
+    stiff patient cannot slow the others (integrated with DOP853).
+    """
+    if isinstance(structure, str):
+        if structure not in STRUCTURES:
+            raise ValueError(f"unknown structure {structure!r}; expected one of {list(STRUCTURES)}")
+        structure = STRUCTURES[structure]
+    if isinstance(params, Params):
+        params = params.as_dict()
+    p = structure_params(structure, params)
+    n = p["ka"].size
+    stiff = stiff_patients(structure.rates(p))
+    regimens = per_patient(regimen, n)
+    out = np.empty((len(structure.states), n, _check_times(times_h).size))
+    for group, method in ((~stiff, "DOP853"), (stiff, "LSODA")):
+        if group.any():
+            q = {k: v[group] for k, v in p.items()}
+            group_regimens = [r for r, g in zip(regimens, group, strict=True) if g]
+            out[:, group] = integrate_with_doses(
+                structure.make_rhs(q),
+                structure.initial(q),
+                group_regimens,
+                times_h,
+                rtol=rtol,
+                atol=atol,
+                method=method,
+            )
+    states = {name: out[i] for i, name in enumerate(structure.states)}
+    return Simulation(
+        times_h=_check_times(times_h),
+        conc_mg_L=states["Ac"] / p["V"][:, None],
+        pd=structure.pd(states, p),
+        states=states,
+    )
+
+
 def simulate(
     params: Params | Mapping[str, object],
     regimen: Regimen | Sequence[Regimen],
@@ -254,7 +477,7 @@ def simulate(
     rtol: float = 1e-9,
     atol: float = 1e-12,
 ) -> Simulation:
-    """Simulate the default PK/PD model for N patients.
+    """Simulate the default PK/PD model (:data:`TRANSIT_TURNOVER`) for N patients.
 
     Parameters
     ----------
@@ -267,29 +490,61 @@ def simulate(
         Strictly increasing output times in hours, >= 0. At a time where a dose is given,
         the reported value is the one just *before* that dose (the trough).
     rtol, atol
-        Tolerances of the integrator (DOP853).
+        Tolerances of the integrator: DOP853 (explicit), and LSODA (switches to an
+        implicit method when stiff) for the patients :func:`stiff_patients` flags, which
+        are integrated apart.
 
     Returns
     -------
     Simulation
         Concentration C (mg/L), PD (biomarker units) and all six states, each (N, T).
+
+    Examples
+    --------
+    >>> from pkpd_lib import regimens
+    >>> sim = simulate(typical_params(), regimens.qd(), [0.0, 2.0, 24.0])
+    >>> sim.pd.round(2)
+    array([[100.  , 100.04, 118.61]])
     """
-    p = as_params(params)
-    y0 = np.zeros((len(STATE_NAMES), p.n_patients))
-    y0[STATE_NAMES.index("R")] = p.R0
-    out = integrate_with_doses(_rhs(p), y0, regimen, times_h, rtol=rtol, atol=atol)
-    return simulation_from_states(times_h, STATE_NAMES, out, p.V, observed="R")
-
-
-def simulation_from_states(
-    times_h, state_names: Sequence[str], out: np.ndarray, V, observed: str
-) -> Simulation:
-    """Wrap integrated states (S, N, T) of a model with a central amount ``"Ac"`` (mg) and
-    volume ``V`` (L, (N,)) as a :class:`Simulation` whose PD is state ``observed``."""
-    states = {name: out[i] for i, name in enumerate(state_names)}
-    return Simulation(
-        times_h=_check_times(times_h),
-        conc_mg_L=states["Ac"] / np.asarray(V, float)[:, None],
-        pd=states[observed],
-        states=states,
+    return simulate_structure(
+        TRANSIT_TURNOVER, as_params(params), regimen, times_h, rtol=rtol, atol=atol
     )
+
+
+def simulate_second_turnover(
+    params: Params | Mapping[str, object],
+    regimen: Regimen | Sequence[Regimen],
+    times_h,
+    kout2: float = 0.05,
+) -> Simulation:
+    """The richer-PD variant (:data:`SECOND_TURNOVER`): the default model whose biomarker
+    ``R`` stimulates a second one, ``R2`` (observed, baseline R0), turned over at
+    ``kout2`` 1/h (default 0.05: a 14 h half-life after R's 7 h). Same signature as
+    :func:`simulate`, so data sets can be built with it.
+
+    Examples
+    --------
+    >>> from pkpd_lib import regimens
+    >>> sim = simulate_second_turnover(typical_params(), regimens.qd(), [0.0, 24.0])
+    >>> bool(sim.pd[0, 1] < simulate(typical_params(), regimens.qd(), [0.0, 24.0]).pd[0, 1])
+    True
+    """
+    if not (np.isfinite(kout2) and kout2 > 0):
+        raise ValueError(f"kout2 must be a finite rate > 0 1/h, got {kout2!r}")
+    p = as_params(params).as_dict()
+    return simulate_structure(SECOND_TURNOVER, {**p, "kout2": kout2}, regimen, times_h)
+
+
+def stiff_patients(rates: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Boolean mask (N,) of patients too stiff for the explicit integrator: any of their
+    first-order ``rates`` (1/h, e.g. ``Structure.rates``) above :data:`STIFF_RATE_PER_H`.
+    Raises ``ValueError`` naming the patient and rate if one is implausible (a half-life
+    below one second)."""
+    for name, rate in rates.items():
+        bad = np.flatnonzero(rate > MAX_RATE_PER_H)
+        if bad.size:
+            raise ValueError(
+                f"patient(s) {bad[:5].tolist()}: {name} = {rate[bad[0]]:.3g} 1/h is a "
+                "half-life below one second; check the parameter's units"
+            )
+    return np.max(np.stack(list(rates.values())), axis=0) > STIFF_RATE_PER_H

@@ -33,13 +33,14 @@ import hashlib
 import json
 import os
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .datasets import STATIC_FEATURES
+from .features import CONC, DOSE_FEATURES, FEATURES, STATIC_FEATURES, TIME, check_values
 from .files import atomic_path, exclusive_lock, write_text_atomic
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -69,11 +70,8 @@ with _silence_native_stderr():
     # with several models of different input shapes retraces by design.
     tf.get_logger().setLevel("ERROR")
 
-CONC_INPUT = "conc"
-TIME_INPUT = "time_h"
-#: Per-step dose-history inputs (``NetworkConfig.dose_inputs``): hours since the last
-#: dose given strictly before the time point, and that dose's amount in mg (0 before any).
-DOSE_INPUTS = ("hours_since_dose", "last_dose_mg")
+#: Names of the inputs (see :mod:`pkpd_lib.features`, where every input is defined).
+CONC_INPUT, TIME_INPUT, DOSE_INPUTS = CONC, TIME, DOSE_FEATURES
 
 
 @dataclass(frozen=True)
@@ -89,6 +87,16 @@ class NetworkConfig:
     ``min_delta`` (PD units squared; the loss itself sits near 15, the variance of the
     3% PD measurement error, so 0.005 is a plateau), and ``max_epochs`` is only a
     safety cap.
+
+    Examples
+    --------
+    >>> config = NetworkConfig(units=(16, 16))
+    >>> config.label, config.step_inputs
+    ('2x16', ('conc',))
+    >>> NetworkConfig(max_epochs=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: max_epochs must be an integer >= 1, got 0
     """
 
     units: tuple[int, ...] = (16,)
@@ -135,6 +143,57 @@ class NetworkConfig:
         return "-".join(str(u) for u in self.units)
 
 
+@keras.saving.register_keras_serializable(package="pkpd_lib")
+class TrainingRange(keras.layers.Layer):
+    """An identity layer that records the range of one input in the training data, so a
+    saved model knows it and :func:`predict_pd` can warn about inputs far outside it."""
+
+    def __init__(self, low: float, high: float, **kwargs):
+        super().__init__(**kwargs)
+        self.low, self.high = float(low), float(high)
+
+    def call(self, x):
+        return x
+
+    def get_config(self):
+        return {**super().get_config(), "low": self.low, "high": self.high}
+
+
+class InputRangeWarning(UserWarning):
+    """Inputs far outside the range a network was trained on (e.g. wrong units)."""
+
+
+def training_ranges(model: keras.Model) -> dict[str, tuple[float, float]]:
+    """The (low, high) range of each input in the model's training data (empty for models
+    saved before ranges were recorded)."""
+    return {
+        layer.name.removesuffix("_range"): (layer.low, layer.high)
+        for layer in model.layers
+        if isinstance(layer, TrainingRange)
+    }
+
+
+def warn_far_outside(model: keras.Model, x: Mapping[str, np.ndarray]) -> None:
+    """Warn (:class:`InputRangeWarning`), naming feature and patients, for inputs more than
+    one training range width below the training minimum or above the maximum."""
+    for name, (low, high) in training_ranges(model).items():
+        if name not in x:
+            continue
+        width = (high - low) or abs(high) or 1.0
+        a = np.asarray(x[name], float).reshape(len(x[name]), -1)
+        far = ((a < low - width) | (a > high + width)).any(axis=1)
+        if far.any():
+            rows = np.flatnonzero(far)
+            warnings.warn(
+                f"{name} is far outside its training range [{low:.4g}, {high:.4g}] for "
+                f"{rows.size} patient(s) (rows {rows[:5].tolist()}"
+                f"{' ...' if rows.size > 5 else ''}): check the units; the network was not "
+                "trained there",
+                InputRangeWarning,
+                stacklevel=3,
+            )
+
+
 def _per_step_inputs(raw, n_times: int, block: int, mean: float, variance: float, name: str):
     """(N, T) raw values -> zero-padded, normalised (N, T/block, block) steps."""
     pad = (-n_times) % block
@@ -157,13 +216,17 @@ def build_network(
     block = config.block
     pad = (-n_times) % block
     n_steps = (n_times + pad) // block
-    inputs, steps = {}, []
+    inputs, seen, steps = {}, {}, []
+    ranges = stats.get("ranges", {})
+    for key in (*config.step_inputs, *config.static_features):
+        shape = (n_times,) if key in config.step_inputs else (1,)
+        inputs[key] = keras.Input(shape, name=key)
+        seen[key] = inputs[key]
+        if key in ranges:
+            seen[key] = TrainingRange(*ranges[key], name=f"{key}_range")(inputs[key])
     for key in config.step_inputs:
-        inputs[key] = keras.Input((n_times,), name=key)
-        steps.append(_per_step_inputs(inputs[key], n_times, block, *stats[key], name=key))
-    for feat in config.static_features:
-        inputs[feat] = keras.Input((1,), name=feat)
-    static = keras.layers.Concatenate(name="static")([inputs[f] for f in config.static_features])
+        steps.append(_per_step_inputs(seen[key], n_times, block, *stats[key], name=key))
+    static = keras.layers.Concatenate(name="static")([seen[f] for f in config.static_features])
     static = keras.layers.Normalization(
         axis=-1, mean=stats["static_mean"], variance=stats["static_var"], name="static_scale"
     )(static)
@@ -187,14 +250,20 @@ def build_network(
 def scaling_stats(
     x: Mapping[str, np.ndarray], y_pd: np.ndarray, static_features=STATIC_FEATURES
 ) -> dict:
-    """Means and variances of the training inputs, and the scale of the fractional change."""
+    """Means and variances of the training inputs, their ranges, and the scale of the
+    fractional change."""
     stats = {}
-    for key in (CONC_INPUT, TIME_INPUT, *DOSE_INPUTS):
+    for key in (f.name for f in FEATURES.values() if f.per_step):
         if key in x:
             stats[key] = (float(np.mean(x[key])), float(np.var(x[key])))
     static = np.stack([np.asarray(x[f], float).reshape(-1) for f in static_features], axis=1)
     stats["static_mean"] = static.mean(axis=0)
     stats["static_var"] = np.maximum(static.var(axis=0), 1e-12)
+    stats["ranges"] = {
+        key: (float(np.min(x[key])), float(np.max(x[key])))
+        for key in (*(f.name for f in FEATURES.values() if f.per_step), *static_features)
+        if key in x
+    }
     frac = y_pd / np.asarray(x["BASE_PD"], float).reshape(-1, 1) - 1.0
     stats["frac_offset"] = float(np.nanmean(frac))
     stats["frac_scale"] = float(np.nanstd(frac))
@@ -238,17 +307,13 @@ def check_inputs(model: keras.Model, x: Mapping[str, object]) -> dict[str, np.nd
             )
         if n is not None and a.shape[0] != n:
             raise ValueError(f"feature {name!r} has {a.shape[0]} patients, others have {n}")
+        if a.shape[0] == 0:
+            raise ValueError(f"feature {name!r} has no patients (0 rows): nothing to predict")
         n = a.shape[0]
-        if not np.all(np.isfinite(a)):
+        if name in FEATURES:
+            check_values(name, a)
+        elif not np.all(np.isfinite(a)):
             raise ValueError(f"feature {name!r} contains NaN or inf")
-        if name == CONC_INPUT and np.any(a < 0):
-            raise ValueError("concentrations must be >= 0 mg/L")
-        if name in (TIME_INPUT, *DOSE_INPUTS) and np.any(a < 0):
-            raise ValueError(f"feature {name!r} must be >= 0")
-        if name == "BASE_PD" and np.any(a <= 0):
-            raise ValueError("baseline PD must be > 0")
-        if name == "SEX" and not np.all(np.isin(a, (0.0, 1.0))):
-            raise ValueError("SEX must be 0 (male) or 1 (female)")
         out[name] = a
     return out
 
@@ -261,9 +326,27 @@ def predict_pd(model: keras.Model, x: Mapping[str, object], batch_size: int = 25
     (N, T) in h and the dose history (:data:`DOSE_INPUTS`) if the model has those
     inputs, and ``BASE_PD``, ``WT`` (kg), ``AGE`` (years), ``SEX`` (1 = female), each
     (N,). :func:`pkpd_lib.datasets.network_inputs`
-    builds such a mapping from any simulated data set.
+    builds such a mapping from any simulated data set. Inputs far outside the training
+    data's range (:func:`warn_far_outside`) give an :class:`InputRangeWarning`.
+
+    Examples
+    --------
+    >>> from pkpd_lib import datasets, population, regimens
+    >>> times = [0.0, 4.0, 8.0, 12.0]
+    >>> data = [
+    ...     datasets.simulate_dataset(population.sample_population(8, seed=s), regimens.qd(), times)
+    ...     for s in (1, 2)
+    ... ]
+    >>> xy = [(datasets.network_inputs(d), d.pd_obs) for d in data]
+    >>> run = train_network(NetworkConfig(units=(2,), max_epochs=1), *xy[0], *xy[1],
+    ...                     report_every=None)
+    >>> predict_pd(run.model, xy[1][0]).shape
+    (8, 4)
     """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
     checked = check_inputs(model, x)
+    warn_far_outside(model, checked)
     return np.asarray(model.predict(checked, batch_size=batch_size, verbose=0), dtype=float)
 
 
@@ -453,10 +536,16 @@ def default_cache_dir() -> Path:
     return Path(root) / "pkpd_lib" / "models"
 
 
+#: Bumped when saved models change form (2: training ranges recorded), so that older
+#: cached models are not reused.
+MODEL_FORMAT = 2
+
+
 def _fingerprint(config: NetworkConfig, seed: int, arrays) -> str:
     h = hashlib.sha256()
     h.update(config_to_json(config).encode())
     h.update(f"seed={seed};keras={keras.__version__};tf={tf.__version__}".encode())
+    h.update(f"format={MODEL_FORMAT}".encode())
     for a in arrays:
         if isinstance(a, Mapping):
             for k in sorted(a):

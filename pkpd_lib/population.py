@@ -25,14 +25,15 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .features import COVARIATES, FEATURES, check_values
 from .model import PARAM_NAMES, TYPICAL_PARAMS, Params
 
 #: Between-patient variability: SD of the log-normal eta for each parameter that has one.
 ETA_SD = {"ka": 0.3, "CL": 0.3, "V": 0.3, "R0": 0.2}
 
-#: Demographic covariate names and units.
-COVARIATE_UNITS = {"WT": "kg", "AGE": "years", "SEX": "0 = male, 1 = female"}
-COVARIATE_NAMES = tuple(COVARIATE_UNITS)
+#: Demographic covariate names and units (defined with the network inputs).
+COVARIATE_NAMES = COVARIATES
+COVARIATE_UNITS = {name: FEATURES[name].unit for name in COVARIATE_NAMES}
 
 
 @dataclass(frozen=True)
@@ -59,26 +60,23 @@ class Population:
 
 
 def check_covariates(covariates: Mapping[str, object] | pd.DataFrame) -> dict[str, np.ndarray]:
-    """Validate WT (kg), AGE (years) and SEX (0/1) arrays; return them as float arrays."""
+    """Validate WT (kg), AGE (years) and SEX (0/1) arrays; return them as float arrays.
+
+    Examples
+    --------
+    >>> check_covariates({"WT": [70], "AGE": [45], "SEX": [1]})["SEX"]
+    array([1.])
+    """
     out = {}
     for name in COVARIATE_NAMES:
         if name not in covariates:
             raise ValueError(f"missing covariate {name!r}; expected {list(COVARIATE_NAMES)}")
-        a = np.asarray(covariates[name], dtype=float).reshape(-1)
-        if not np.all(np.isfinite(a)):
-            raise ValueError(f"covariate {name!r} contains NaN or inf")
-        out[name] = a
+        out[name] = check_values(name, np.asarray(covariates[name], dtype=float).reshape(-1))
     sizes = {a.size for a in out.values()}
     if len(sizes) != 1:
         raise ValueError(
             f"covariates have different lengths: { {k: v.size for k, v in out.items()} }"
         )
-    if np.any(out["WT"] <= 0):
-        raise ValueError("covariate 'WT' must be > 0 kg")
-    if np.any(out["AGE"] <= 0):
-        raise ValueError("covariate 'AGE' must be > 0 years")
-    if not np.all(np.isin(out["SEX"], (0.0, 1.0))):
-        raise ValueError("covariate 'SEX' must be 0 (male) or 1 (female)")
     return out
 
 
@@ -93,6 +91,12 @@ def individual_params(
     the covariate-predicted typical patient). The default model has etas on the
     parameters in :data:`ETA_SD`; variants may add etas on any parameter (e.g. unexplained
     between-patient PD variability on ``EC50``).
+
+    Examples
+    --------
+    >>> p = individual_params({"WT": [70.0, 140.0], "AGE": [45.0, 45.0], "SEX": [0, 0]})
+    >>> (p.V / p.V[0]).tolist()
+    [1.0, 2.0]
     """
     cov = check_covariates(covariates)
     etas = {} if etas is None else {k: etas[k] for k in etas}
@@ -123,13 +127,26 @@ def individual_params(
 
 
 def sample_population(
-    n: int, seed: int, first_id: int = 1, extra_eta_sd: Mapping[str, float] | None = None
+    n: int,
+    seed: int,
+    first_id: int = 1,
+    extra_eta_sd: Mapping[str, float] | None = None,
+    typical: Mapping[str, float] = TYPICAL_PARAMS,
 ) -> Population:
     """Sample ``n`` virtual patients from ``seed`` (IDs ``first_id`` .. ``first_id + n - 1``).
 
     ``extra_eta_sd`` adds between-patient variability beyond the default model's, e.g.
     ``{"EC50": 0.3}``. Those etas are drawn after all others, so the patients' covariates
-    and default etas are the same with or without them.
+    and default etas are the same with or without them. ``typical``: the typical values
+    (another drug; see :data:`pkpd_lib.model.TYPICAL_PARAMS`), with the same covariate
+    model and variability.
+
+    Examples
+    --------
+    >>> from pkpd_lib.model import TYPICAL_PARAMS
+    >>> slow = sample_population(3, seed=1, typical={**TYPICAL_PARAMS, "CL": 5.0})
+    >>> bool((slow.params.CL < sample_population(3, seed=1).params.CL).all())
+    True
     """
     if not (isinstance(n, int | np.integer) and n >= 1):
         raise ValueError(f"n must be a whole number >= 1, got {n!r}")
@@ -148,6 +165,6 @@ def sample_population(
         if not (np.isfinite(sd) and sd >= 0):
             raise ValueError(f"extra_eta_sd[{k!r}] must be a finite SD >= 0, got {sd!r}")
         etas[k] = rng.normal(0.0, sd, n)
-    params = individual_params(covariates, etas)
+    params = individual_params(covariates, etas, typical=typical)
     ids = np.arange(first_id, first_id + n)
     return Population(ids=ids, covariates=covariates, params=params, etas=etas)

@@ -67,6 +67,23 @@ class Regimen:
         return [(float(t), float(a)) for t, a in zip(self.times_h, self.amounts_mg, strict=True)]
 
 
+def _positive_number(value, name: str, unit: str) -> float:
+    """``value`` as a float if it is a real number > 0 (not a string, not a bool)."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | float | np.number):
+        raise TypeError(f"{name} must be a number in {unit}, got {value!r}")
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0 {unit}, got {value!r}")
+    return float(value)
+
+
+def _whole_number(value, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
+        raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+    return int(value)
+
+
 def _validate_schedule(times: np.ndarray, amounts: np.ndarray) -> None:
     if times.size == 0:
         raise ValueError("regimen has no doses: give at least one (time_h, amount_mg) pair")
@@ -95,10 +112,20 @@ def from_doses(doses: Iterable[tuple[float, float]], name: str = "custom") -> Re
     Use it for missed doses, unequal intervals or dose changes. The pairs must already be
     sorted by time: an unsorted schedule is usually a data error, so it is rejected rather
     than silently reordered.
+
+    Examples
+    --------
+    >>> missed = from_doses([(0.0, 100.0), (48.0, 100.0)], name="day 2 missed")
+    >>> missed.doses(), missed.total_mg
+    ([(0.0, 100.0), (48.0, 100.0)], 200.0)
     """
     pairs = list(doses)
-    if any(len(p) != 2 for p in pairs):
-        raise ValueError("each dose must be a (time_h, amount_mg) pair")
+    for p in pairs:
+        if isinstance(p, str | bytes) or not hasattr(p, "__len__") or len(p) != 2:
+            raise ValueError(f"each dose must be a (time_h, amount_mg) pair, got {p!r}")
+        for value, what in zip(p, ("time_h", "amount_mg"), strict=True):
+            if isinstance(value, str | bytes | bool | np.bool_):
+                raise TypeError(f"dose {what} must be a number, got {value!r} in {p!r}")
     times = [p[0] for p in pairs]
     amounts = [p[1] for p in pairs]
     return Regimen(np.asarray(times, dtype=float), np.asarray(amounts, dtype=float), name=name)
@@ -111,13 +138,15 @@ def repeated(
 
     The daily dose is split evenly, so QD, BID and TID of the same ``daily_dose_mg`` give
     the same total exposure. The first dose is at 0 h.
+
+    Examples
+    --------
+    >>> repeated(90.0, 3, days=1).doses()
+    [(0.0, 30.0), (8.0, 30.0), (16.0, 30.0)]
     """
-    if not (isinstance(doses_per_day, int | np.integer) and doses_per_day >= 1):
-        raise ValueError(f"doses_per_day must be a whole number >= 1, got {doses_per_day!r}")
-    if not (isinstance(days, int | np.integer) and days >= 1):
-        raise ValueError(f"days must be a whole number >= 1, got {days!r}")
-    if not np.isfinite(daily_dose_mg) or daily_dose_mg <= 0:
-        raise ValueError(f"daily_dose_mg must be a finite number > 0, got {daily_dose_mg!r}")
+    doses_per_day = _whole_number(doses_per_day, "doses_per_day")
+    days = _whole_number(days, "days")
+    daily_dose_mg = _positive_number(daily_dose_mg, "daily_dose_mg", "mg")
     interval_h = 24.0 / doses_per_day
     n = doses_per_day * days
     times = np.arange(n) * interval_h
@@ -126,7 +155,14 @@ def repeated(
 
 
 def named(regimen: str, daily_dose_mg: float = 100.0, days: int = 7) -> Regimen:
-    """The study's regimens by name: ``"QD"``, ``"BID"`` or ``"TID"`` (case-insensitive)."""
+    """The study's regimens by name: ``"QD"``, ``"BID"`` or ``"TID"`` (case-insensitive).
+
+    Examples
+    --------
+    >>> r = named("bid")
+    >>> r.name, len(r), r.total_mg
+    ('BID', 14, 700.0)
+    """
     key = str(regimen).upper()
     if key not in DOSES_PER_DAY:
         raise ValueError(f"unknown regimen {regimen!r}; expected one of {sorted(DOSES_PER_DAY)}")
@@ -134,22 +170,46 @@ def named(regimen: str, daily_dose_mg: float = 100.0, days: int = 7) -> Regimen:
 
 
 def qd(daily_dose_mg: float = 100.0, days: int = 7) -> Regimen:
-    """Once daily: ``daily_dose_mg`` at 0, 24, 48, ... h."""
+    """Once daily: ``daily_dose_mg`` at 0, 24, 48, ... h.
+
+    Examples
+    --------
+    >>> qd(days=2).doses()
+    [(0.0, 100.0), (24.0, 100.0)]
+    """
     return named("QD", daily_dose_mg, days)
 
 
 def bid(daily_dose_mg: float = 100.0, days: int = 7) -> Regimen:
-    """Twice daily: ``daily_dose_mg / 2`` every 12 h."""
+    """Twice daily: ``daily_dose_mg / 2`` every 12 h.
+
+    Examples
+    --------
+    >>> bid(days=1).doses()
+    [(0.0, 50.0), (12.0, 50.0)]
+    """
     return named("BID", daily_dose_mg, days)
 
 
 def tid(daily_dose_mg: float = 100.0, days: int = 7) -> Regimen:
-    """Thrice daily: ``daily_dose_mg / 3`` every 8 h."""
+    """Thrice daily: ``daily_dose_mg / 3`` every 8 h.
+
+    Examples
+    --------
+    >>> [t for t, _ in tid(days=1).doses()]
+    [0.0, 8.0, 16.0]
+    """
     return named("TID", daily_dose_mg, days)
 
 
 def per_patient(regimen: Regimen | Iterable[Regimen], n: int) -> list[Regimen]:
-    """``regimen`` as a list of ``n`` regimens: one shared by all patients, or one each."""
+    """``regimen`` as a list of ``n`` regimens: one shared by all patients, or one each.
+
+    Examples
+    --------
+    >>> [r.name for r in per_patient(qd(), 2)]
+    ['QD', 'QD']
+    """
     regs = [regimen] * n if isinstance(regimen, Regimen) else list(regimen)
     if len(regs) != n:
         raise ValueError(f"got {len(regs)} regimens for {n} patients; give one or one each")
@@ -172,16 +232,23 @@ def random_schedules(
     from ``gap_h`` (inclusive), and each dose is ``daily_dose_mg * gap / 24`` for the gap
     that follows it, so the average rate is ``daily_dose_mg`` a day. Doses stop before
     ``24 * days`` h. Whole-hour times keep the vectorised simulation fast.
+
+    Examples
+    --------
+    >>> schedules = random_schedules(2, seed=1, days=2)
+    >>> [s.times_h[0] for s in schedules], all(s.times_h[-1] < 48 for s in schedules)
+    ([np.float64(0.0), np.float64(0.0)], True)
     """
-    if not (isinstance(n, int | np.integer) and n >= 1):
-        raise ValueError(f"n must be a whole number >= 1, got {n!r}")
+    n = _whole_number(n, "n")
+    days = _whole_number(days, "days")
+    daily_dose_mg = _positive_number(daily_dose_mg, "daily_dose_mg", "mg")
     lo, hi = gap_h
-    if not (1 <= lo <= hi):
+    if not all(isinstance(g, int | np.integer) and not isinstance(g, bool) for g in gap_h) or not (
+        1 <= lo <= hi
+    ):
         raise ValueError(
             f"gap_h must be (low, high) whole hours with 1 <= low <= high, got {gap_h}"
         )
-    if not np.isfinite(daily_dose_mg) or daily_dose_mg <= 0:
-        raise ValueError(f"daily_dose_mg must be a finite number > 0, got {daily_dose_mg!r}")
     rng = np.random.default_rng(seed)
     end = 24.0 * days
     out = []

@@ -1,8 +1,12 @@
-"""Sampling designs and residual (measurement) error.
+"""Sampling designs, the study's seeds and sizes, and residual (measurement) error.
 
 Designs cover the 7-day window 0-168 h. Observations carry proportional residual error,
 10% CV on the concentration and 3% CV on PD; they are floored at 0 (a measurement is
 never negative). Models are always scored against the noise-free truth.
+
+Every design and every seed of the study is here. To add a design, add an entry to
+:data:`DESIGNS`: a function of the split (``"train"``, ``"val"``, ``"test"``) and the
+number of patients that returns the sampling times, (K,) for everyone or (N, K) each.
 """
 
 from __future__ import annotations
@@ -16,14 +20,35 @@ SPARSE_TIMES_H = np.array([0.0, 2.0, 6.0, 24.0, 72.0, 120.0, 168.0])
 #: Proportional residual error (CV) of each observation type.
 RESIDUAL_CV = {"conc": 0.10, "pd": 0.03}
 
-DESIGNS = {"dense": DENSE_TIMES_H, "sparse": SPARSE_TIMES_H}
+#: The study's data sets: patients per split, and (population seed, observation seed).
+STUDY_SIZES = {"train": 1000, "val": 200, "test": 200}
+STUDY_SEEDS = {"train": (101, 1101), "val": (202, 1202), "test": (303, 1303)}
+#: Seeds of each split's random sampling times in the uneven design.
+UNEVEN_SEEDS = {"train": 11, "val": 12, "test": 13}
+
+#: Designs with one set of times for every patient.
+FIXED_DESIGNS = {"dense": DENSE_TIMES_H, "sparse": SPARSE_TIMES_H}
 
 
 def design_times(design: str) -> np.ndarray:
-    """Sampling times (h) of a named design: ``"dense"`` or ``"sparse"``."""
+    """Sampling times (h) of a design shared by all patients: ``"dense"`` or ``"sparse"``."""
+    if design not in FIXED_DESIGNS:
+        raise ValueError(
+            f"unknown sampling design {design!r} with shared times; "
+            f"expected one of {sorted(FIXED_DESIGNS)} (per-patient designs: {sorted(DESIGNS)})"
+        )
+    return FIXED_DESIGNS[design].copy()
+
+
+def sampling_times(design: str, split: str, n_patients: int) -> np.ndarray:
+    """The sampling times (h) of ``design`` for the ``split``'s ``n_patients``: (K,) when
+    shared, (N, K) when each patient has their own. A test patient keeps the same times
+    under every regimen."""
     if design not in DESIGNS:
         raise ValueError(f"unknown sampling design {design!r}; expected one of {sorted(DESIGNS)}")
-    return DESIGNS[design].copy()
+    if split not in STUDY_SEEDS:
+        raise ValueError(f"unknown split {split!r}; expected one of {sorted(STUDY_SEEDS)}")
+    return DESIGNS[design](split, n_patients)
 
 
 def add_proportional_error(truth: np.ndarray, cv: float, rng: np.random.Generator) -> np.ndarray:
@@ -74,3 +99,11 @@ def uneven_times(n_patients: int, seed: int, n_samples: int = 7, t_max_h: int = 
         ]
     )
     return np.concatenate([np.zeros((n_patients, 1)), later.astype(float)], axis=1)
+
+
+#: Every design by name (see the module docstring to add one).
+DESIGNS = {
+    "dense": lambda split, n: DENSE_TIMES_H.copy(),
+    "sparse": lambda split, n: SPARSE_TIMES_H.copy(),
+    "uneven": lambda split, n: uneven_times(n, seed=UNEVEN_SEEDS[split]),
+}

@@ -139,9 +139,6 @@ def hybrid_inputs(samples: datasets.Samples) -> tuple[dict, pkfit.PKFit]:
 
 # --- sparse and uneven sampling (the chapter "Sparse data that extrapolates") -----------
 
-#: Seeds of each split's random sampling times in the uneven design.
-UNEVEN_SEEDS = {"train": 11, "val": 12, "test": 13}
-
 #: Sequence network with the dose history as extra per-step inputs.
 SEQUENCE_WITH_DOSES = nw.NetworkConfig(
     units=(16, 16), block=1, time_input=True, dose_inputs=True, batch_size=32, learning_rate=1e-2
@@ -153,19 +150,17 @@ def design_samples(sets: dict[str, datasets.Dataset], design: str) -> dict[str, 
 
     ``"sparse"``: the study's 7 times for everyone. ``"uneven"``: each patient's own 7
     random whole hours (0 h and 6 later ones, :func:`pkpd_lib.sampling.uneven_times`);
-    a test patient keeps the same times under every regimen.
+    a test patient keeps the same times under every regimen. Designs and their seeds are
+    defined in :mod:`pkpd_lib.sampling`.
     """
-    out = {}
-    for name, d in sets.items():
-        if design == "sparse":
-            times = sampling.SPARSE_TIMES_H
-        elif design == "uneven":
-            seed = UNEVEN_SEEDS[name.split("_")[0]]
-            times = sampling.uneven_times(d.n_patients, seed=seed)
-        else:
-            raise ValueError(f"unknown sparse design {design!r}; expected 'sparse' or 'uneven'")
-        out[name] = datasets.sample_at(d, times)
-    return out
+    if design == "dense":
+        raise ValueError("design_samples is for sparse designs; expected 'sparse' or 'uneven'")
+    return {
+        name: datasets.sample_at(
+            d, sampling.sampling_times(design, name.split("_")[0], d.n_patients)
+        )
+        for name, d in sets.items()
+    }
 
 
 @dataclass

@@ -4,7 +4,7 @@ per-patient samples, dose history, masked targets and loss, ensemble intervals."
 import numpy as np
 import pytest
 
-from pkpd_lib import datasets, metrics, sampling
+from pkpd_lib import datasets, features, metrics, sampling
 from pkpd_lib import networks as nw
 from pkpd_lib import regimens as reg
 from pkpd_lib.population import sample_population
@@ -54,7 +54,7 @@ def test_sample_at_picks_each_patients_times(hourly):
 
 def test_dose_history_counts_from_the_last_dose_strictly_before():
     r = reg.from_doses([(0, 10), (12, 20)])
-    since, amount = datasets.dose_history([r], np.array([[0.0, 5.0, 12.0, 13.0]]))
+    since, amount = features.dose_history([r], np.array([[0.0, 5.0, 12.0, 13.0]]))
     np.testing.assert_array_equal(since[0], [0, 5, 12, 1])
     np.testing.assert_array_equal(amount[0], [0, 10, 10, 20])
 

@@ -54,9 +54,10 @@ def _missing(reason: str):
 
 
 def _chromium() -> str | None:
-    return (
-        os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    )
+    named = os.environ.get("CHROMIUM")  # a path, or a command name such as google-chrome
+    if named:
+        return shutil.which(named) or named
+    return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def _png_outputs(page: str) -> int:

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pkpd_lib import classical, datasets, model, variants
+from pkpd_lib import classical, datasets, model
 from pkpd_lib import regimens as reg
 from pkpd_lib.population import sample_population
 
@@ -31,18 +31,18 @@ def _pk(pop):
 
 def test_chained_variant_keeps_the_default_states_and_lags_them(patients):
     base = model.simulate(patients.params, reg.qd(), HOURLY)
-    chained = variants.simulate_chained(patients.params, reg.qd(), HOURLY)
+    chained = model.simulate_second_turnover(patients.params, reg.qd(), HOURLY)
     np.testing.assert_allclose(chained.states["R"], base.pd, rtol=1e-7)
     np.testing.assert_allclose(chained.pd[:, 0], patients.params.R0)
     # the second turnover delays the first day's peak
     day1 = slice(0, 24)
     assert np.all(chained.pd[:, day1].argmax(1) >= base.pd[:, day1].argmax(1))
     with pytest.raises(ValueError, match="kout2"):
-        variants.simulate_chained(patients.params, reg.qd(), HOURLY, kout2=0.0)
+        model.simulate_second_turnover(patients.params, reg.qd(), HOURLY, kout2=0.0)
 
 
 def test_datasets_accept_a_variant_and_extra_variability():
-    sets = datasets.study_datasets("sparse", simulator=variants.simulate_chained)
+    sets = datasets.study_datasets("sparse", simulator=model.simulate_second_turnover)
     default = datasets.study_datasets("sparse")
     np.testing.assert_allclose(sets["train"].conc_obs, default["train"].conc_obs, rtol=1e-6)
     assert not np.allclose(sets["train"].truth.pd, default["train"].truth.pd)
@@ -56,7 +56,7 @@ def test_datasets_accept_a_variant_and_extra_variability():
 
 
 def test_turnover_structure_with_true_values_reproduces_the_model(patients):
-    pred = classical.predict_pd(
+    pred = classical.predict_pd_from_pk(
         "turnover",
         TRUE_THETA,
         _pk(patients),
@@ -75,7 +75,7 @@ def test_effect_compartment_reaches_the_direct_effect_at_steady_infusion_like_do
     frequent = reg.repeated(100.0, 24, 7)
     theta = {"Emax": 1.0, "EC50": 0.5, "gam": 2.0, "ke0": 5.0, "Emax_AGE": 0.0, "EC50_SEX": 0.0}
     t = np.array([160.0])
-    pd_pred = classical.predict_pd(
+    pd_pred = classical.predict_pd_from_pk(
         "effect_compartment", theta, _pk(patients), patients.covariates, 100.0, frequent, t
     )
     c = model.simulate(patients.params, frequent, t).conc_mg_L
@@ -93,7 +93,7 @@ def test_sequential_fit_recovers_the_true_values(patients):
 
 def test_classical_rejects_unknown_structure_and_bad_data(patients):
     with pytest.raises(ValueError, match="unknown PD structure"):
-        classical.predict_pd(
+        classical.predict_pd_from_pk(
             "emax", TRUE_THETA, _pk(patients), patients.covariates, 100, reg.qd(), HOURLY
         )
     with pytest.raises(ValueError, match="finite"):

@@ -1,5 +1,4 @@
 import numpy as np
-import pandas as pd
 import pytest
 
 from pkpd_lib import datasets as ds
@@ -13,52 +12,6 @@ def small():
     return ds.simulate_dataset(
         sample_population(5, seed=2), reg.bid(), np.arange(0.0, 169.0, 6.0), obs_seed=9
     )
-
-
-def test_nonmem_table_layout(small):
-    t = ds.to_nonmem(small)
-    assert tuple(t.columns) == ds.NONMEM_COLUMNS
-    n_obs = 2 * small.times_h.size
-    assert len(t) == small.n_patients * (len(small.regimen) + n_obs)
-    doses = t[t.EVID == 1]
-    assert (doses.MDV == 1).all() and (doses.CMT == ds.CMT_DEPOT).all()
-    assert doses.AMT.sum() == pytest.approx(small.n_patients * small.regimen.total_mg)
-    first = t[t.ID == t.ID.iloc[0]]
-    assert first.TIME.is_monotonic_increasing
-    at_zero = first[first.TIME == 0]
-    assert at_zero.EVID.tolist() == [0, 0, 1]  # pre-dose samples before the dose
-    conc = t[(t.EVID == 0) & (t.CMT == ds.CMT_CENTRAL)].DV.to_numpy().reshape(small.n_patients, -1)
-    np.testing.assert_array_equal(conc, small.conc_obs)
-
-
-def test_nonmem_csv_round_trip_is_exact(small, tmp_path):
-    t = ds.to_nonmem(small)
-    back = ds.read_nonmem_csv(ds.write_nonmem_csv(t, tmp_path / "data.csv"))
-    pd.testing.assert_frame_equal(back, t, check_exact=True)
-
-
-def test_observations_from_nonmem(small):
-    ids, times, pd_obs = ds.observations_from_nonmem(ds.to_nonmem(small), ds.CMT_RESPONSE)
-    np.testing.assert_array_equal(ids, small.population.ids)
-    np.testing.assert_array_equal(times, small.times_h)
-    np.testing.assert_array_equal(pd_obs, small.pd_obs)
-
-
-def test_bad_nonmem_tables(small):
-    t = ds.to_nonmem(small)
-    with pytest.raises(ValueError, match=r"lacks column\(s\) \['DV'\]"):
-        ds.check_nonmem(t.drop(columns="DV"))
-    bad = t.copy()
-    bad.loc[3, "WT"] = np.nan
-    with pytest.raises(ValueError, match="missing values"):
-        ds.check_nonmem(bad)
-    bad = t.copy()
-    bad.loc[bad.EVID == 1, "AMT"] = -1.0
-    with pytest.raises(ValueError, match="AMT"):
-        ds.check_nonmem(bad)
-    bad = t.iloc[::-1]
-    with pytest.raises(ValueError, match="sorted"):
-        ds.check_nonmem(bad)
 
 
 def test_study_design_and_sparse_is_a_subset_of_dense():
@@ -91,3 +44,14 @@ def test_network_inputs(small):
 def test_at_times_rejects_times_not_sampled(small):
     with pytest.raises(ValueError, match="not all among"):
         small.at_times([0.0, 1.0])
+
+
+def test_every_network_input_is_in_the_feature_table(small):
+    """One table (pkpd_lib.features) defines the inputs the data sets build."""
+    from pkpd_lib import features
+
+    x = ds.network_inputs(small, time_input=True)
+    assert set(x) <= set(features.FEATURES)
+    for name, values in x.items():
+        assert values.ndim == (2 if features.FEATURES[name].per_step else 1)
+        features.check_values(name, values)

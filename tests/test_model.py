@@ -128,3 +128,78 @@ def test_bad_regimen_arguments_raise():
         m.simulate(p, [reg.qd()] * 3, HOURLY)
     with pytest.raises(TypeError, match="Regimen"):
         m.simulate(p, [(0, 100)] * 2, HOURLY)
+
+
+def _with_one_patient(population, **changes):
+    params = {k: np.append(v, v[0]) for k, v in population.params.as_dict().items()}
+    for name, value in changes.items():
+        params[name][-1] = value
+    return params
+
+
+def test_a_stiff_patient_is_integrated_apart_and_correctly(population):
+    stiff = _with_one_patient(population, ka=1e3)  # absorption half-life 2.5 s
+    rates = m.TRANSIT_TURNOVER.rates(m.structure_params(m.TRANSIT_TURNOVER, stiff))
+    assert m.stiff_patients(rates).tolist() == [False] * population.params.n_patients + [True]
+    sim = m.simulate(stiff, reg.bid(), HOURLY)
+    normal = m.simulate(population.params, reg.bid(), HOURLY)
+    np.testing.assert_array_equal(sim.pd[:-1], normal.pd)  # the others are untouched
+    expected = analytic_conc(m.as_params(stiff).subset([-1]), reg.bid(), HOURLY)
+    np.testing.assert_allclose(sim.conc_mg_L[-1:], expected, rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"ka": 1e5}, r"patient\(s\) \[40\]: ka = 1e\+05 1/h is a half-life below one second"),
+        ({"V": 1e-6}, r"patient\(s\) \[40\]: CL/V = .* half-life below one second"),
+    ],
+)
+def test_implausible_rates_are_refused_naming_patient_and_parameter(population, changes, message):
+    with pytest.raises(ValueError, match=message):
+        m.simulate(_with_one_patient(population, **changes), reg.qd(), HOURLY)
+
+
+def test_times_beyond_a_sane_horizon_are_refused(population):
+    with pytest.raises(ValueError, match="at most 1e\\+06 h"):
+        m.simulate(population.params, reg.qd(), [0.0, 1e300])
+
+
+def test_a_new_structure_is_one_registration(population):
+    """Adding a model structure: a right-hand side, initial state and PD read-out."""
+    direct = m.Structure(
+        name="direct_emax_test",
+        parameters=("ka", "CL", "V", "Emax", "EC50", "R0"),
+        states=("Ag", "Ac"),
+        make_rhs=lambda p: (
+            lambda t, y: np.concatenate(
+                (
+                    -p["ka"] * y[: p["ka"].size],
+                    p["ka"] * y[: p["ka"].size] - p["CL"] / p["V"] * y[p["ka"].size :],
+                )
+            )
+        ),
+        initial=lambda p: np.zeros((2, p["ka"].size)),
+        pd=lambda states, p: (
+            p["R0"][:, None]
+            * (
+                1
+                + p["Emax"][:, None]
+                * (c := states["Ac"] / p["V"][:, None])
+                / (p["EC50"][:, None] + c)
+            )
+        ),
+        rates=lambda p: {"ka": p["ka"], "CL/V": p["CL"] / p["V"]},
+    )
+    try:
+        m.add_structure(direct)
+        with pytest.raises(ValueError, match="exists already"):
+            m.add_structure(direct)
+        sim = m.simulate_structure("direct_emax_test", population.params, reg.qd(), HOURLY)
+        default = m.simulate(population.params, reg.qd(), HOURLY)
+        np.testing.assert_allclose(sim.conc_mg_L, default.conc_mg_L, rtol=1e-7, atol=1e-12)
+        assert np.all(sim.pd >= population.params.R0[:, None])
+    finally:
+        m.STRUCTURES.pop("direct_emax_test", None)
+    with pytest.raises(ValueError, match="needs parameter"):
+        m.simulate_structure(m.SECOND_TURNOVER, population.params, reg.qd(), HOURLY)

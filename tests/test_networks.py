@@ -3,6 +3,7 @@
 Uses small synthetic data sets so the whole file runs in seconds."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -93,11 +94,11 @@ def test_wrong_features_raise_clear_errors(trained, small, tmp_path):
         nw.predict_pd(model, np.column_stack([x["BASE_PD"], x["WT"], x["AGE"], x["SEX"]]))
     with pytest.raises(ValueError, match=r"'conc' has shape \(64, 48\)"):
         nw.predict_pd(model, {**x, "conc": x["conc"][:, :48]})
-    with pytest.raises(ValueError, match="'AGE' contains NaN"):
+    with pytest.raises(ValueError, match=r"'AGE' \(years\) contains NaN"):
         nw.predict_pd(model, {**x, "AGE": np.where(np.arange(64) == 5, np.nan, x["AGE"])})
     with pytest.raises(ValueError, match="16 patients"):
         nw.predict_pd(model, {**x, "WT": x["WT"][:16]})
-    with pytest.raises(ValueError, match=">= 0 mg/L"):
+    with pytest.raises(ValueError, match=r"'conc' \(mg/L\) must be >= 0"):
         nw.predict_pd(model, {**x, "conc": -x["conc"]})
     with pytest.raises(ValueError, match="SEX"):
         nw.predict_pd(model, {**x, "SEX": x["SEX"] + 2})
@@ -125,3 +126,52 @@ def test_cli_trains_and_saves_a_usable_model(tmp_path, capsys):
     pred = nw.predict_pd(model, data.test_x["TID"])
     assert pred.shape == data.test_truth["TID"].shape
     assert np.all(np.isfinite(pred))
+
+
+def test_prediction_refuses_empty_input_and_bad_batch_size(trained, small):
+    x = small[0]
+    with pytest.raises(ValueError, match="no patients"):
+        nw.predict_pd(trained.model, {k: v[:0] for k, v in x.items()})
+    for bad in (-1, 0, 2.5, True):
+        with pytest.raises(ValueError, match="batch_size"):
+            nw.predict_pd(trained.model, x, batch_size=bad)
+
+
+def test_saved_model_knows_its_training_ranges_and_warns(trained, small, tmp_path):
+    x = small[0]
+    model = nw.load_model(nw.save_model(trained.model, tmp_path / "m.keras"))
+    low, high = nw.training_ranges(model)["WT"]
+    assert (low, high) == pytest.approx((x["WT"].min(), x["WT"].max()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        nw.predict_pd(model, x)  # the training data itself: no warning
+    cases = {"WT": x["WT"] * 1000, "conc": x["conc"] * 1000}  # grams, ng/mL
+    for name, values in cases.items():
+        with pytest.warns(nw.InputRangeWarning, match=f"{name} is far outside"):
+            nw.predict_pd(model, {**x, name: values})
+    first_heavy = np.where(np.arange(len(x["WT"])) == 0, 500.0, x["WT"])
+    with pytest.warns(nw.InputRangeWarning, match=r"WT .* 1 patient\(s\) \(rows \[0\]\)"):
+        nw.predict_pd(model, {**x, "WT": first_heavy})
+    with pytest.raises(ValueError, match=r"'WT' \(kg\) must be > 0"):
+        nw.predict_pd(model, {**x, "WT": -x["WT"]})
+
+
+def test_saves_are_atomic_and_never_silent(trained, tmp_path):
+    path = nw.save_model(trained.model, tmp_path / "m.keras")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        nw.save_model(trained.model, path)
+    nw.save_model(trained.model, path, overwrite=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["m.keras"]
+    (tmp_path / "empty.keras").write_bytes(b"")
+    with pytest.raises(ValueError, match="empty"):
+        nw.load_model(tmp_path / "empty.keras")
+
+
+def test_network_config_validates_training_settings():
+    for field, bad in (("max_epochs", 0), ("max_epochs", -1), ("batch_size", 0), ("patience", 1.5)):
+        with pytest.raises(ValueError, match=field):
+            nw.NetworkConfig(**{field: bad})
+    with pytest.raises(ValueError, match="learning_rate"):
+        nw.NetworkConfig(learning_rate=0.0)
+    with pytest.raises(ValueError, match="min_delta"):
+        nw.NetworkConfig(min_delta=-1.0)

@@ -42,3 +42,28 @@ def test_toc_lists_every_chapter():
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
     files = {c["file"] for part in toc["parts"] for c in part["chapters"]}
     assert {f"book/chapters/{p.stem}" for p in TEXTS} <= files
+
+
+#: Characters of code the rendered page shows without a scroll bar (1280 px window).
+PAGE_WIDTH = 79
+
+
+@pytest.mark.parametrize("text", TEXTS, ids=[p.stem for p in TEXTS])
+def test_code_fits_the_page_and_chapter_ends_the_same_way(text):
+    nb = jupytext.read(text)
+    long = [
+        line
+        for c in nb.cells
+        if c.cell_type == "code"
+        for line in c.source.splitlines()
+        if len(line) > PAGE_WIDTH
+    ]
+    assert not long, f"{text.name}: code lines wider than the page: {long}"
+    headings = [c.source for c in nb.cells if c.cell_type == "markdown" and "## " in c.source]
+    assert "## What this chapter showed" in headings[-1], f"{text.name}: no closing section"
+
+
+@pytest.mark.parametrize("text", TEXTS, ids=[p.stem for p in TEXTS])
+def test_readers_see_no_test_plumbing(text):
+    nb = jupytext.read(text)
+    assert not any("NBVAL" in c.source for c in nb.cells if c.cell_type == "code")

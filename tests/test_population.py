@@ -63,10 +63,10 @@ def test_covariate_effects_go_the_stated_direction():
 @pytest.mark.parametrize(
     "bad, message",
     [
-        ({"WT": np.nan}, "'WT' contains NaN"),
-        ({"AGE": np.inf}, "'AGE' contains NaN"),
-        ({"SEX": 2}, "'SEX' must be 0"),
-        ({"WT": -70}, "'WT' must be > 0"),
+        ({"WT": np.nan}, r"'WT' \(kg\) contains NaN"),
+        ({"AGE": np.inf}, r"'AGE' \(years\) contains NaN"),
+        ({"SEX": 2}, r"'SEX' \(0 male, 1 female\) must be one of \[0.0, 1.0\]"),
+        ({"WT": -70}, r"'WT' \(kg\) must be > 0"),
     ],
 )
 def test_bad_covariates_raise(bad, message):

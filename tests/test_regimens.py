@@ -63,3 +63,19 @@ def test_regimen_arrays_are_read_only():
     r = reg.qd()
     with pytest.raises(ValueError):
         r.amounts_mg[0] = 1e6
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "message"),
+    [
+        (lambda: reg.qd("100"), TypeError, "daily_dose_mg must be a number in mg, got '100'"),
+        (lambda: reg.qd(True), TypeError, "daily_dose_mg must be a number in mg, got True"),
+        (lambda: reg.random_schedules(3, seed=1, days=-3), ValueError, "days must be a whole"),
+        (lambda: reg.random_schedules(3, seed=1, gap_h=(5.5, 6)), ValueError, "whole hours"),
+        (lambda: reg.from_doses(["05"]), ValueError, "pair, got '05'"),
+        (lambda: reg.from_doses([("0", 5)]), TypeError, "time_h must be a number"),
+    ],
+)
+def test_obscure_inputs_get_clear_errors(make, error, message):
+    with pytest.raises(error, match=message):
+        make()

@@ -75,3 +75,29 @@ def _nbval(folder: Path) -> int:
 def test_nbval_plugin_on_a_notebook(tmp_path, printed, tags, stored, passes):
     _notebook(tmp_path / "check.ipynb", printed, tags, stored)
     assert (_nbval(tmp_path) == 0) is passes
+
+
+def test_plugin_matches_outputs_by_mime_type_not_order():
+    """A kernel sends text/plain before text/html; a stored notebook lists them sorted."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("book_conftest", ROOT / "book" / "conftest.py")
+    plugin = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plugin)
+    stored = [
+        nbformat.from_dict(
+            {
+                "output_type": "execute_result",
+                "data": {"text/html": "<td>4.40</td>", "text/plain": "4.40"},
+            }
+        )
+    ]
+    fresh = [
+        nbformat.from_dict(
+            {
+                "output_type": "execute_result",
+                "data": {"text/plain": "4.38", "text/html": "<td>4.38</td>"},
+            }
+        )
+    ]
+    assert plugin.within_tolerance(fresh, stored)[0]["data"] == stored[0]["data"]

@@ -128,6 +128,8 @@ def lint() -> None:
     paths = ("pkpd_lib", "tests", "tools", "benchmarks", "book/conftest.py")
     run(PY, "-m", "ruff", "check", *paths, "book/chapters")
     run(PY, "-m", "ruff", "format", "--check", *paths)
+    # notebook code as wide as the rendered page shows without a scroll bar
+    run(PY, "-m", "ruff", "format", "--check", "--line-length", "79", "book/chapters")
 
 
 def test() -> None:

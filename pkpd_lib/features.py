@@ -1,0 +1,172 @@
+"""The network inputs: one table, so adding an input is one edit here.
+
+Each :class:`Feature` says what the input is (per time step or one value per patient),
+its unit, its valid values, and how it is built from a data set. The data sets
+(:func:`pkpd_lib.datasets.network_inputs`), the networks (their Keras inputs, scaling
+and :func:`pkpd_lib.networks.check_inputs`) and the population's covariate checks all
+read this table. TensorFlow-free.
+
+To add an input: add a ``Feature`` to :data:`FEATURES` with its builder, then name it in a
+:class:`pkpd_lib.networks.NetworkConfig` (``static_features``, or a per-step flag).
+
+Examples
+--------
+>>> FEATURES["WT"].unit, FEATURES["conc"].per_step
+('kg', True)
+>>> check_values("SEX", [0, 1, 1])
+array([0., 1., 1.])
+>>> check_values("WT", [70.0, -3.0])
+Traceback (most recent call last):
+...
+ValueError: feature 'WT' (kg) must be > 0, got -3.0 (patient 1)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Source:
+    """What features are built from: a data set (``population``, ``regimens``,
+    ``pd_obs``, ``times_h``), the times (N, K) and concentrations (N, K) the network
+    reads, and which baseline to use (see :func:`baseline_pd`)."""
+
+    data: object
+    times_h: np.ndarray
+    conc_obs: np.ndarray
+    baseline: str = "true"
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One network input. ``low``/``high``: valid range (``low_open``: ``low`` itself is
+    invalid); ``values``: the only valid values, if discrete; ``build``: the (N, K) or
+    (N,) array of a :class:`Source`."""
+
+    name: str
+    per_step: bool
+    unit: str
+    description: str
+    build: Callable[[Source], np.ndarray]
+    low: float = -np.inf
+    low_open: bool = False
+    values: tuple[float, ...] | None = None
+
+
+def baseline_pd(data, kind: str = "true") -> np.ndarray:
+    """Each patient's baseline PD (biomarker units).
+
+    ``"true"``: the patient's R0, as if baseline were known precisely (e.g. the mean of
+    many screening visits). ``"observed"``: the single pre-dose PD observation at 0 h,
+    with its 3% residual error.
+    """
+    if kind == "true":
+        return data.population.params.R0.copy()
+    if kind == "observed":
+        if data.times_h[0] != 0.0:
+            raise ValueError("an observed baseline needs a PD sample at 0 h")
+        return data.pd_obs[:, 0].copy()
+    raise ValueError(f"unknown baseline kind {kind!r}; expected 'true' or 'observed'")
+
+
+def dose_history(regimens: Sequence, times_h) -> tuple[np.ndarray, np.ndarray]:
+    """Hours since the last dose given strictly before each time, and its amount (mg).
+
+    ``times_h`` is (N, K), one row per regimen. Before the first dose both are 0 (a
+    sample at a dose time is the trough, taken before that dose).
+    """
+    t = np.asarray(times_h, dtype=float)
+    if t.ndim != 2 or t.shape[0] != len(regimens):
+        raise ValueError(f"times_h must be ({len(regimens)}, K), got {t.shape}")
+    since, amount = np.zeros_like(t), np.zeros_like(t)
+    for i, r in enumerate(regimens):
+        j = np.searchsorted(r.times_h, t[i], side="left") - 1  # last dose strictly before
+        has = j >= 0
+        since[i, has] = t[i, has] - r.times_h[j[has]]
+        amount[i, has] = r.amounts_mg[j[has]]
+    return since, amount
+
+
+def _covariate(name: str) -> Callable[[Source], np.ndarray]:
+    return lambda s: s.data.population.covariates[name].to_numpy()
+
+
+_DOSE = lambda s: dose_history(s.data.regimens, s.times_h)  # noqa: E731
+
+#: Every input a network of this package can read, by name.
+FEATURES: dict[str, Feature] = {
+    f.name: f
+    for f in (
+        Feature("conc", True, "mg/L", "observed plasma concentration", lambda s: s.conc_obs, 0.0),
+        Feature("time_h", True, "h", "sampling time", lambda s: s.times_h, 0.0),
+        Feature(
+            "hours_since_dose",
+            True,
+            "h",
+            "hours since the last dose given strictly before the time point (0 before any)",
+            lambda s: _DOSE(s)[0],
+            0.0,
+        ),
+        Feature(
+            "last_dose_mg",
+            True,
+            "mg",
+            "amount of that dose (0 before any)",
+            lambda s: _DOSE(s)[1],
+            0.0,
+        ),
+        Feature(
+            "BASE_PD",
+            False,
+            "biomarker units",
+            "baseline PD: the true R0 or an observed pre-dose value",
+            lambda s: baseline_pd(s.data, s.baseline),
+            0.0,
+            low_open=True,
+        ),
+        Feature("WT", False, "kg", "body weight", _covariate("WT"), 0.0, low_open=True),
+        Feature("AGE", False, "years", "age", _covariate("AGE"), 0.0, low_open=True),
+        Feature("SEX", False, "0 male, 1 female", "sex", _covariate("SEX"), values=(0.0, 1.0)),
+    )
+}
+
+#: The per-step inputs every network reads, and the optional sampling-time input.
+CONC, TIME = "conc", "time_h"
+#: The per-step dose-history inputs (``NetworkConfig.dose_inputs``).
+DOSE_FEATURES = ("hours_since_dose", "last_dose_mg")
+#: The static inputs of the book's networks, in order: baseline PD and demographics.
+STATIC_FEATURES = ("BASE_PD", "WT", "AGE", "SEX")
+#: The demographic covariates among them.
+COVARIATES = ("WT", "AGE", "SEX")
+
+
+def check_values(name: str, values) -> np.ndarray:
+    """``values`` of feature ``name`` as a float array; ``ValueError`` naming the feature,
+    its unit and the first offending patient if any value is invalid."""
+    if name not in FEATURES:
+        raise ValueError(f"unknown feature {name!r}; known: {list(FEATURES)}")
+    f = FEATURES[name]
+    a = np.asarray(values, dtype=float)
+    where = f"feature {name!r} ({f.unit})"
+    bad = ~np.isfinite(a)
+    if bad.any():
+        raise ValueError(f"{where} contains NaN or inf (patient {np.argwhere(bad)[0][0]})")
+    if f.values is not None:
+        bad = ~np.isin(a, f.values)
+        rule = f"be one of {list(f.values)}"
+    else:
+        bad = (a <= f.low) if f.low_open else (a < f.low)
+        rule = f"be {'>' if f.low_open else '>='} {f.low:g}"
+    if bad.any():
+        first = tuple(np.argwhere(bad)[0])
+        raise ValueError(f"{where} must {rule}, got {float(a[first])!r} (patient {first[0]})")
+    return a
+
+
+def build_inputs(source: Source, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """The named features of ``source`` as float32 arrays, in the order given."""
+    return {name: FEATURES[name].build(source).astype("float32") for name in names}
