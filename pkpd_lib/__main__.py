@@ -1,4 +1,5 @@
-"""Command line: ``python -m pkpd_lib train --design dense|sparse --out DIR [--seed N]``.
+"""Command line: ``python -m pkpd_lib train --design dense|sparse --out DIR [--seed N]
+[--schedules QD|random|deviating]``.
 
 Trains the book's chosen network for the design from scratch and writes
 ``DIR/model.keras`` and ``DIR/metrics.json`` (test scores per regimen, configuration,
@@ -80,6 +81,13 @@ def parse(argv=None) -> argparse.Namespace:
     train.add_argument("--seed", type=_seed, default=0, help=f"0 to {MAX_SEED} (default 0)")
     train.add_argument("--max-epochs", type=_positive_int, default=None, help="cap the epochs")
     train.add_argument(
+        "--schedules",
+        choices=("QD", "random", "deviating"),
+        default="QD",
+        help="training schedules: QD (the study), random, or random with missed, doubled "
+        "and stopped doses (the adherence chapter's recommendation for real-world use)",
+    )
+    train.add_argument(
         "--overwrite", action="store_true", help="replace model.keras/metrics.json in --out"
     )
     args = parser.parse_args(argv)
@@ -119,12 +127,17 @@ def train(args: argparse.Namespace) -> int:
     if args.max_epochs is not None:
         config = nw.NetworkConfig(**{**asdict(config), "max_epochs": args.max_epochs})
     print(f"simulating the {args.design} study's patients ...", flush=True)
-    data = study.study_data(args.design)
-    print(f"training {config.label} on the {args.design} design, seed {args.seed}", flush=True)
+    data = study.study_data(args.design, train_regimen=args.schedules)
+    print(
+        f"training {config.label} on the {args.design} design ({args.schedules} schedules), "
+        f"seed {args.seed}",
+        flush=True,
+    )
     result = study.fit(data, config, seed=args.seed, cache_dir=None)
     scores = study.evaluate(result.model, data)
     report = {
         "design": args.design,
+        "schedules": args.schedules,
         "seed": args.seed,
         "config": asdict(config),
         "epochs_run": result.epochs_run,

@@ -17,7 +17,14 @@ from . import regimens as reg
 from .features import CONC, DOSE_FEATURES, STATIC_FEATURES, TIME, Source, build_inputs
 from .model import TYPICAL_PARAMS, Simulation, simulate
 from .population import Population, sample_population
-from .sampling import DENSE_TIMES_H, STUDY_SEEDS, STUDY_SIZES, design_times, observe
+from .sampling import (
+    DENSE_TIMES_H,
+    RESIDUAL_CV,
+    STUDY_SEEDS,
+    STUDY_SIZES,
+    design_times,
+    observe,
+)
 
 
 def grid_index(grid_h, times_h) -> np.ndarray:
@@ -43,7 +50,9 @@ class Dataset:
     ``regimen`` is one :class:`~pkpd_lib.regimens.Regimen` shared by all patients or a
     tuple of one per patient. ``truth`` holds the noise-free simulation; ``conc_obs``
     (mg/L) and ``pd_obs`` (biomarker units) are the observations with residual error,
-    each (N, T).
+    each (N, T). ``screening_pd`` (N, :data:`SCREENING_SAMPLES`): pre-dose PD
+    measurements of each patient before the study (3% error each), the same for a
+    patient under every regimen.
     """
 
     population: Population
@@ -52,6 +61,7 @@ class Dataset:
     truth: Simulation
     conc_obs: np.ndarray
     pd_obs: np.ndarray
+    screening_pd: np.ndarray | None = None
 
     @property
     def n_patients(self) -> int:
@@ -103,7 +113,41 @@ def simulate_dataset(
         regimen = tuple(regimen)
     truth = simulator(population.params, regimen, times_h)
     conc_obs, pd_obs = observe(truth.conc_mg_L, truth.pd, seed=obs_seed)
-    return Dataset(population, regimen, truth.times_h, truth, conc_obs, pd_obs)
+    return Dataset(
+        population, regimen, truth.times_h, truth, conc_obs, pd_obs, screening(population)
+    )
+
+
+#: Pre-dose PD measurements per patient at screening (see :func:`screening`).
+SCREENING_SAMPLES = 3
+
+
+def screening(population: Population) -> np.ndarray:
+    """Pre-dose PD measurements (N, :data:`SCREENING_SAMPLES`), each the true baseline
+    R0 with 3% proportional error, from a generator seeded by the patients' IDs: a
+    patient's screening values do not depend on the regimen they are later given."""
+    rng = np.random.default_rng([int(i) for i in population.ids[:1]] + [population.n_patients, 7])
+    r0 = population.params.R0[:, None]
+    noise = rng.standard_normal((population.n_patients, SCREENING_SAMPLES))
+    return np.maximum(r0 * (1.0 + RESIDUAL_CV["pd"] * noise), 0.0)
+
+
+#: The training schedules :func:`study_datasets` knows.
+TRAIN_REGIMENS = ("QD", "random", "deviating")
+
+
+def training_regimens(kind: str, n: int, seed: int, daily_dose_mg: float = 100.0):
+    """The schedules of ``n`` training patients: ``"QD"`` for everyone, ``"random"``
+    (each patient's own randomised schedule, :func:`pkpd_lib.regimens.random_schedules`)
+    or ``"deviating"`` (randomised with missed, doubled and stopped doses,
+    :func:`pkpd_lib.regimens.deviating_schedules`)."""
+    if kind == "QD":
+        return reg.qd(daily_dose_mg)
+    if kind == "random":
+        return reg.random_schedules(n, seed=seed + 7, daily_dose_mg=daily_dose_mg)
+    if kind == "deviating":
+        return reg.deviating_schedules(n, seed=seed + 7, daily_dose_mg=daily_dose_mg)
+    raise ValueError(f"unknown train_regimen {kind!r}; expected one of {list(TRAIN_REGIMENS)}")
 
 
 def study_datasets(
@@ -116,8 +160,8 @@ def study_datasets(
 ) -> dict[str, Dataset]:
     """The study's data sets for a sampling design.
 
-    Keys: ``"train"`` and ``"val"`` (QD; or with ``train_regimen="random"`` each patient
-    on its own randomised schedule, :func:`pkpd_lib.regimens.random_schedules`), and
+    Keys: ``"train"`` and ``"val"`` (under ``train_regimen``, see
+    :func:`training_regimens`), and
     ``"test_QD"``, ``"test_BID"``, ``"test_TID"`` (the same 200 test patients under each
     regimen). Everything is simulated on the hourly grid and then restricted to the
     design's times, so the sparse observations are a subset of the dense ones.
@@ -138,14 +182,7 @@ def study_datasets(
     for split in ("train", "val"):
         pop_seed, obs_seed = STUDY_SEEDS[split]
         pop = sample_population(STUDY_SIZES[split], pop_seed, 1 + 10000 * pop_seed, **pop_kw)
-        if train_regimen == "random":
-            regimen = reg.random_schedules(
-                pop.n_patients, seed=pop_seed + 7, daily_dose_mg=daily_dose_mg
-            )
-        elif train_regimen == "QD":
-            regimen = reg.qd(daily_dose_mg)
-        else:
-            raise ValueError(f"unknown train_regimen {train_regimen!r}; expected 'QD' or 'random'")
+        regimen = training_regimens(train_regimen, pop.n_patients, pop_seed, daily_dose_mg)
         out[split] = simulate_dataset(pop, regimen, DENSE_TIMES_H, obs_seed, simulator)
     pop_seed, obs_seed = STUDY_SEEDS["test"]
     pop = sample_population(STUDY_SIZES["test"], pop_seed, 1 + 10000 * pop_seed, **pop_kw)

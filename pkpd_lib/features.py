@@ -60,9 +60,11 @@ class Feature:
 def baseline_pd(data, kind: str = "true") -> np.ndarray:
     """Each patient's baseline PD (biomarker units).
 
-    ``"true"``: the patient's R0, as if baseline were known precisely (e.g. the mean of
-    many screening visits). ``"observed"``: the single pre-dose PD observation at 0 h,
-    with its 3% residual error.
+    ``"true"``: the patient's R0 (an oracle: no study knows it exactly).
+    ``"observed"``: the single pre-dose PD observation at 0 h, with its 3% residual
+    error. ``"screening"``: the mean of the patient's pre-dose screening measurements
+    (:func:`pkpd_lib.datasets.screening`, three with 3% error each), what a study that
+    measures baseline carefully would have.
     """
     if kind == "true":
         return data.population.params.R0.copy()
@@ -70,7 +72,9 @@ def baseline_pd(data, kind: str = "true") -> np.ndarray:
         if data.times_h[0] != 0.0:
             raise ValueError("an observed baseline needs a PD sample at 0 h")
         return data.pd_obs[:, 0].copy()
-    raise ValueError(f"unknown baseline kind {kind!r}; expected 'true' or 'observed'")
+    if kind == "screening":
+        return data.screening_pd.mean(axis=1)
+    raise ValueError(f"unknown baseline kind {kind!r}; expected 'true', 'observed' or 'screening'")
 
 
 def dose_history(regimens: Sequence, times_h) -> tuple[np.ndarray, np.ndarray]:

@@ -148,3 +148,101 @@ def coverage(lower, upper, truth) -> float:
     if np.any(lower > upper):
         raise ValueError("lower bounds must not exceed upper bounds")
     return float(np.mean((truth >= lower) & (truth <= upper)))
+
+
+# --- what a clinical pharmacologist reads (the chapter "The study under realistic
+# conditions") ---------------------------------------------------------------------------
+
+
+def last_day(times_h, hours: float = 24.0) -> np.ndarray:
+    """Boolean mask of the times (h) in the last ``hours`` of the window (day 7: 144-168 h)."""
+    t = np.asarray(times_h, float)
+    return t >= t.max() - hours
+
+
+def day_summaries(pd_values, times_h, hours: float = 24.0) -> pd.DataFrame:
+    """Per patient, over the last ``hours`` of the window: the PD AUC (units x h,
+    trapezoid), maximum and minimum (biomarker units).
+
+    Examples
+    --------
+    >>> day_summaries([[100.0, 110.0, 100.0]], [0.0, 12.0, 24.0]).round(1).values.tolist()
+    [[2520.0, 110.0, 100.0]]
+    """
+    values = np.asarray(pd_values, float)
+    keep = last_day(times_h, hours)
+    t, v = np.asarray(times_h, float)[keep], values[:, keep]
+    return pd.DataFrame(
+        {"AUC": np.trapezoid(v, t, axis=1), "max": v.max(axis=1), "min": v.min(axis=1)}
+    )
+
+
+def clinical_errors(pred, truth, times_h, baseline) -> pd.Series:
+    """Errors a clinical pharmacologist reads, for predictions of N patients (N, T).
+
+    Relative RMSE (%), bias (mean signed error as % of the effect size), and the mean
+    absolute error (%) of each patient's day-7 PD AUC, maximum and minimum, each
+    relative to the patient's true value's change from baseline (AUC above baseline,
+    max - baseline, min - baseline), so that it measures the drug effect, not the
+    baseline level.
+    """
+    pred, truth = _pair(pred, truth)
+    base = np.asarray(baseline, float).reshape(-1)
+    effect = effect_size(truth, base)
+    p, t = day_summaries(pred, times_h), day_summaries(truth, times_h)
+    hours = np.ptp(np.asarray(times_h, float)[last_day(times_h)])
+    above = {"AUC": base * hours, "max": base, "min": base}
+    out = {
+        "rel_RMSE_%": 100 * relative_rmse(pred, truth, base),
+        "bias_%": 100 * float(np.mean(pred - truth)) / effect,
+    }
+    for name, b in above.items():
+        true_change = np.abs(t[name].to_numpy() - b)
+        err = np.abs(p[name].to_numpy() - t[name].to_numpy())
+        out[f"day-7 {name} error_%"] = 100 * float(np.mean(err) / np.mean(true_change))
+    return pd.Series(out)
+
+
+def ranking_share(preds: Mapping[str, np.ndarray], truths: Mapping[str, np.ndarray], times_h):
+    """Share of patients whose regimens the predictions rank in the true order of their
+    day-7 PD AUC (e.g. QD < BID < TID for this drug).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> truth = {"QD": np.array([[1.0, 1.0]]), "TID": np.array([[2.0, 2.0]])}
+    >>> ranking_share(truth, truth, [0.0, 24.0])
+    1.0
+    """
+    names = list(truths)
+    true_auc = np.stack([day_summaries(truths[r], times_h)["AUC"] for r in names], axis=1)
+    pred_auc = np.stack([day_summaries(preds[r], times_h)["AUC"] for r in names], axis=1)
+    same = np.all(np.argsort(true_auc, axis=1) == np.argsort(pred_auc, axis=1), axis=1)
+    return float(np.mean(same))
+
+
+def bootstrap_ratio(pred, reference, truth, n_boot: int = 2000, seed: int = 0, level=0.95):
+    """The ratio of two methods' RMSEs (``pred`` over ``reference``, each (N, T) against
+    ``truth``) with a patient-level bootstrap percentile interval: ``(ratio, low, high)``.
+
+    Patients, not time points, are resampled, because a patient's errors over time are
+    correlated.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> truth = rng.normal(size=(50, 4))
+    >>> ratio, low, high = bootstrap_ratio(truth + 0.1, truth + 0.5, truth)
+    >>> round(ratio, 2), bool(low <= ratio <= high)
+    (0.2, True)
+    """
+    pred, truth = _pair(pred, truth)
+    reference, _ = _pair(reference, truth)
+    se_pred = ((pred - truth) ** 2).mean(axis=1)
+    se_ref = ((reference - truth) ** 2).mean(axis=1)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, truth.shape[0], size=(n_boot, truth.shape[0]))
+    ratios = np.sqrt(se_pred[idx].mean(axis=1) / se_ref[idx].mean(axis=1))
+    low, high = np.quantile(ratios, [(1 - level) / 2, (1 + level) / 2])
+    return float(np.sqrt(se_pred.mean() / se_ref.mean())), float(low), float(high)

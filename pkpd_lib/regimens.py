@@ -258,3 +258,84 @@ def random_schedules(
         keep = times < end
         out.append(Regimen(times[keep], daily_dose_mg * gaps[keep] / 24.0, name="random"))
     return out
+
+
+def every(interval_h: float, dose_mg: float, days: int = 7, name: str | None = None) -> Regimen:
+    """``dose_mg`` every ``interval_h`` hours from 0 h until the end of day ``days``.
+
+    The book's validation regimen is ``every(18.0, 75.0)``: 100 mg a day on average, but
+    neither QD, BID nor TID, so choices made on it do not peek at the test regimens.
+
+    Examples
+    --------
+    >>> every(18.0, 75.0, days=2).doses()
+    [(0.0, 75.0), (18.0, 75.0), (36.0, 75.0)]
+    """
+    interval_h = _positive_number(interval_h, "interval_h", "h")
+    dose_mg = _positive_number(dose_mg, "dose_mg", "mg")
+    days = _whole_number(days, "days")
+    times = np.arange(0.0, 24.0 * days, interval_h)
+    return Regimen(times, np.full(times.size, dose_mg), name=name or f"q{interval_h:g}h")
+
+
+def adherence_regimens(daily_dose_mg: float = 100.0, day: int = 4) -> dict[str, Regimen]:
+    """QD as patients take it: one missed dose, one late dose (8 h), a missed dose made
+    up by a double dose the next day, and stopping after ``day - 1`` days. The
+    deviation falls on day ``day`` (its dose at ``24 * (day - 1)`` h).
+
+    Examples
+    --------
+    >>> {name: len(r) for name, r in adherence_regimens().items()}
+    {'missed dose': 6, 'late dose': 7, 'doubled dose': 6, 'stopped': 3}
+    """
+    day = _whole_number(day, "day")
+    if not 2 <= day <= 6:
+        raise ValueError(f"day must be between 2 and 6 so the deviation is mid-week, got {day}")
+    dose = _positive_number(daily_dose_mg, "daily_dose_mg", "mg")
+    t_dev = 24.0 * (day - 1)
+    qd_times = [24.0 * d for d in range(7)]
+    missed = [(t, dose) for t in qd_times if t != t_dev]
+    late = [(t + 8.0 if t == t_dev else t, dose) for t in qd_times]
+    doubled = [(t, 2 * dose if t == t_dev + 24.0 else dose) for t in qd_times if t != t_dev]
+    stopped = [(t, dose) for t in qd_times if t < t_dev]
+    return {
+        "missed dose": from_doses(missed, "missed dose"),
+        "late dose": from_doses(late, "late dose"),
+        "doubled dose": from_doses(doubled, "doubled dose"),
+        "stopped": from_doses(stopped, "stopped"),
+    }
+
+
+def deviating_schedules(
+    n: int,
+    seed: int,
+    daily_dose_mg: float = 100.0,
+    days: int = 7,
+    p_missed: float = 0.1,
+    p_doubled: float = 0.05,
+    p_stop: float = 0.2,
+) -> list[Regimen]:
+    """:func:`random_schedules` with the deviations of real use: each dose is missed with
+    probability ``p_missed`` or doubled with ``p_doubled``, and with probability
+    ``p_stop`` the patient stops at a random time after the first day. Never exactly
+    QD, BID or TID, so test regimens stay unseen.
+
+    Examples
+    --------
+    >>> schedules = deviating_schedules(50, seed=1)
+    >>> any(len(s) < 5 for s in schedules), all(s.times_h[0] == 0 for s in schedules)
+    (True, True)
+    """
+    base = random_schedules(n, seed, daily_dose_mg, days)
+    rng = np.random.default_rng([seed, 1])
+    out = []
+    for r in base:
+        times, amounts = r.times_h.copy(), r.amounts_mg.copy()
+        u = rng.random(times.size)
+        amounts[(u >= p_missed) & (u < p_missed + p_doubled)] *= 2.0
+        keep = u >= p_missed
+        keep[0] = True  # everyone takes the first dose
+        if rng.random() < p_stop:
+            keep &= times < rng.uniform(24.0, 24.0 * days)
+        out.append(Regimen(times[keep], amounts[keep], name="random with deviations"))
+    return out

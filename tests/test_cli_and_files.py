@@ -100,3 +100,20 @@ def test_lock_is_exclusive_across_processes(tmp_path):
         waited = time.perf_counter() - t0
     other.wait(timeout=30)
     assert waited > 0.5, "the second process must wait for the first"
+
+
+def test_training_schedules_option(tmp_path):
+    args = parse(["train", "--design", "dense", "--out", str(tmp_path), "--schedules", "deviating"])
+    assert args.schedules == "deviating"
+    result = _cli("--out", str(tmp_path / "x"), "--schedules", "weekly")
+    assert result.returncode == 2 and "invalid choice: 'weekly'" in result.stderr
+
+
+def test_deviating_training_schedules_are_never_the_test_regimens():
+    from pkpd_lib import datasets
+    from pkpd_lib import regimens as reg
+
+    schedules = datasets.training_regimens("deviating", 200, seed=101)
+    tests = [reg.named(r) for r in ("QD", "BID", "TID")]
+    assert not any(s.doses() == t.doses() for s in schedules for t in tests)
+    assert any(len(s) < 8 for s in schedules), "some patients stop or miss doses"

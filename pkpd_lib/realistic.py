@@ -1,0 +1,161 @@
+"""The study under realistic information: what a modeller would actually know.
+
+The book's first chapters give the network three things no study has: each patient's
+noise-free baseline, a response with no variability the inputs do not explain, and the
+patient's measured concentrations *under the new regimen*. An :class:`Information`
+setting says which of these the modeller has; :func:`locked_study` builds the data for
+it, with a test population that no other chapter uses (the locked test set) and a
+validation regimen that is none of QD, BID and TID, on which every choice is made.
+
+``conc="predicted"`` is the prospective use: each patient's PK is fitted (empirical
+Bayes, :func:`pkpd_lib.pkfit.fit_individual_pk`) to seven concentrations measured under
+QD, and the network reads the concentration that fit predicts for the regimen asked
+about. The fit's prior is the population PK model with its true typical values and
+variances, which a real analyst would estimate first; that much stays an oracle here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import datasets, pkfit, sampling
+from . import regimens as reg
+from .population import individual_params, sample_population
+
+#: Unexplained between-patient PD variability of the realistic setting (SD of eta).
+PD_VARIABILITY = {"EC50": 0.3, "kout": 0.2}
+#: The locked test population: (population seed, observation seed), first ID, size.
+LOCKED_TEST_SEEDS = (404, 1404)
+LOCKED_FIRST_ID = 40001
+LOCKED_SIZE = 200
+#: Observation seed of the validation patients under other regimens (their QD data are
+#: the book's validation set).
+STUDY_VAL_OBS_SEED = sampling.STUDY_SEEDS["val"][1] + 5000
+#: The validation regimen: 75 mg every 18 h (100 mg a day on average).
+VALIDATION_REGIMEN = reg.every(18.0, 75.0, name="q18h")
+
+
+@dataclass(frozen=True)
+class Information:
+    """What the modeller knows. ``baseline``: ``"true"`` (each patient's R0, an oracle)
+    or ``"screening"`` (mean of three pre-dose measurements). ``pd_variability``:
+    whether EC50 and kout vary between patients beyond what covariates explain
+    (:data:`PD_VARIABILITY`). ``conc``: ``"observed"`` (hourly concentrations measured
+    under the regimen predicted, an oracle for a regimen not yet given) or
+    ``"predicted"`` (from a PK fit to seven QD samples)."""
+
+    baseline: str = "true"
+    pd_variability: bool = False
+    conc: str = "observed"
+
+    def __post_init__(self) -> None:
+        if self.baseline not in ("true", "screening"):
+            raise ValueError(f"baseline must be 'true' or 'screening', got {self.baseline!r}")
+        if self.conc not in ("observed", "predicted"):
+            raise ValueError(f"conc must be 'observed' or 'predicted', got {self.conc!r}")
+
+    @property
+    def label(self) -> str:
+        return (
+            f"baseline {self.baseline}, "
+            f"{'PD variability' if self.pd_variability else 'no PD variability'}, "
+            f"conc {self.conc}"
+        )
+
+
+#: The book's original setting (every oracle) and the realistic one (none of them).
+ORACLE = Information()
+REALISTIC = Information(baseline="screening", pd_variability=True, conc="predicted")
+
+
+@dataclass
+class LockedData:
+    """Network inputs and truths of one :class:`Information` setting.
+
+    ``train_x``/``train_y``, ``val_x``/``val_y``: the QD training and validation
+    patients (observed PD as targets). ``cases``: for each named regimen, the inputs of
+    the patients predicted (``"validation"`` patients under the validation regimen and
+    adherence deviations; the locked ``"test"`` patients under everything), with the
+    noise-free truth and each patient's baseline input. ``qd_x``: the same patients'
+    inputs under QD, which the regimen-blind network reference reads.
+    """
+
+    info: Information
+    train_x: dict
+    train_y: np.ndarray
+    val_x: dict
+    val_y: np.ndarray
+    cases: dict[tuple[str, str], tuple[dict, np.ndarray]]
+    qd_x: dict[str, dict]
+    populations: dict
+
+
+def _inputs(info: Information, data: datasets.Dataset, fit: pkfit.PKFit | None) -> dict:
+    x = datasets.network_inputs(data, baseline=info.baseline)
+    if info.conc == "predicted":
+        conc = pkfit.reconstructed_conc(fit, data.regimens, data.times_h)
+        x["conc"] = conc.astype("float32")
+    return x
+
+
+def _qd_fit(info: Information, qd: datasets.Dataset) -> pkfit.PKFit | None:
+    """The empirical Bayes PK fit to each patient's seven QD concentrations (the study's
+    sparse times), or None when concentrations are observed."""
+    if info.conc == "observed":
+        return None
+    sparse = qd.at_times(sampling.SPARSE_TIMES_H)
+    return pkfit.fit_individual_pk(
+        sparse.conc_obs, sparse.times_h, sparse.regimens, qd.population.covariates
+    )
+
+
+def locked_study(info: Information, regimens: dict[str, reg.Regimen]) -> LockedData:
+    """The data of ``info`` for the QD-trained networks: the book's training and
+    validation patients (with PD variability if ``info`` has it), and for each regimen
+    in ``regimens`` (plus the validation regimen) the validation patients and the
+    locked test patients, never used elsewhere in the book."""
+    extra = PD_VARIABILITY if info.pd_variability else None
+    sets = datasets.study_datasets("dense", extra_eta_sd=extra)
+    pop_seed, obs_seed = LOCKED_TEST_SEEDS
+    populations = {
+        "validation": sets["val"].population,
+        "test": sample_population(LOCKED_SIZE, pop_seed, LOCKED_FIRST_ID, extra_eta_sd=extra),
+    }
+    train_fit, val_fit = _qd_fit(info, sets["train"]), _qd_fit(info, sets["val"])
+    train_x = _inputs(info, sets["train"], train_fit)
+    val_x = _inputs(info, sets["val"], val_fit)
+    cases, qd_x = {}, {}
+    all_regimens = {VALIDATION_REGIMEN.name: VALIDATION_REGIMEN, **regimens}
+    for split, pop in populations.items():
+        seed = obs_seed if split == "test" else STUDY_VAL_OBS_SEED
+        if split == "validation":
+            qd, fit = sets["val"], val_fit
+        else:
+            qd = datasets.simulate_dataset(pop, reg.qd(), obs_seed=seed)
+            fit = _qd_fit(info, qd)
+        qd_x[split] = _inputs(info, qd, fit)
+        for k, (name, regimen) in enumerate(all_regimens.items()):
+            d = datasets.simulate_dataset(pop, regimen, obs_seed=seed + 10 * (k + 1))
+            cases[split, name] = (_inputs(info, d, fit), d.truth.pd)
+    return LockedData(
+        info, train_x, sets["train"].pd_obs, val_x, sets["val"].pd_obs, cases, qd_x, populations
+    )
+
+
+def typical_curve(population, baseline_pd, regimen: reg.Regimen, times_h) -> np.ndarray:
+    """The population-typical PD (N, T) for each patient's covariates under ``regimen``:
+    the covariate model without random effects, scaled to the patient's baseline input.
+    A modeller with the population model could compute it (here it uses the true model,
+    so it is an upper bound on what such a reference achieves)."""
+    from .model import simulate
+
+    p = individual_params(population.covariates).as_dict()
+    p["R0"] = np.asarray(baseline_pd, float)
+    return simulate(p, regimen, times_h).pd
+
+
+def baseline_of(x: dict) -> np.ndarray:
+    """The baseline input (biomarker units) of a feature mapping."""
+    return np.asarray(x["BASE_PD"], float)

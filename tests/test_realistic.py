@@ -1,0 +1,87 @@
+"""The realistic-information study: a locked test population, settings that remove the
+oracles, and the metrics a clinical pharmacologist reads."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pkpd_lib import datasets, metrics, realistic
+from pkpd_lib import regimens as reg
+
+
+@pytest.fixture(scope="module")
+def locked():
+    regimens = {"QD": reg.qd(), "BID": reg.bid()}
+    return {
+        info: realistic.locked_study(info, regimens)
+        for info in (realistic.ORACLE, realistic.REALISTIC)
+    }
+
+
+def test_locked_test_patients_are_used_nowhere_else(locked):
+    book = datasets.study_datasets("dense")
+    used = {int(i) for d in book.values() for i in d.population.ids}
+    test_ids = set(locked[realistic.ORACLE].populations["test"].ids.tolist())
+    assert len(test_ids) == realistic.LOCKED_SIZE and not test_ids & used
+
+
+def test_oracle_setting_reads_the_books_training_data(locked):
+    book = datasets.study_datasets("dense")
+    x = locked[realistic.ORACLE].train_x
+    np.testing.assert_array_equal(x["conc"], book["train"].conc_obs.astype("float32"))
+    np.testing.assert_array_equal(x["BASE_PD"], book["train"].population.params.R0.astype("f4"))
+
+
+def test_realistic_inputs_remove_the_oracles(locked):
+    oracle, real = locked[realistic.ORACLE], locked[realistic.REALISTIC]
+    (xo, _), (xr, _) = oracle.cases["test", "BID"], real.cases["test", "BID"]
+    r0 = real.populations["test"].params.R0
+    assert not np.array_equal(xr["BASE_PD"], r0.astype("float32"))
+    assert np.abs(xr["BASE_PD"] / r0 - 1).max() < 0.1  # 3 samples with 3% error
+    assert not np.array_equal(xr["conc"], xo["conc"])  # predicted, not observed
+    # a patient's baseline input is the same whatever regimen is asked about
+    np.testing.assert_array_equal(xr["BASE_PD"], real.cases["test", "QD"][0]["BASE_PD"])
+    assert ("validation", "q18h") in real.cases
+
+
+def test_information_is_checked():
+    with pytest.raises(ValueError, match="baseline"):
+        realistic.Information(baseline="median")
+    with pytest.raises(ValueError, match="conc"):
+        realistic.Information(conc="guessed")
+
+
+def test_clinical_errors_are_zero_for_the_truth_and_see_a_shift():
+    t = np.arange(0.0, 169.0)
+    truth = 100 + 20 * np.sin(t / 10.0)[None, :].repeat(3, axis=0)
+    base = np.full(3, 100.0)
+    zero = metrics.clinical_errors(truth, truth, t, base)
+    assert (zero == 0).all()
+    shifted = metrics.clinical_errors(truth + 2.0, truth, t, base)
+    assert shifted["bias_%"] > 0 and shifted["day-7 max error_%"] > 0
+
+
+def test_ranking_share_counts_patients_in_the_right_order():
+    t = np.array([0.0, 24.0])
+    truths = {"QD": np.array([[1.0, 1.0], [1.0, 1.0]]), "TID": np.array([[2.0, 2.0], [2.0, 2.0]])}
+    preds = {"QD": np.array([[1.0, 1.0], [3.0, 3.0]]), "TID": truths["TID"]}
+    assert metrics.ranking_share(preds, truths, t) == 0.5
+
+
+def test_bootstrap_interval_covers_the_ratio():
+    rng = np.random.default_rng(1)
+    truth = rng.normal(size=(200, 10))
+    pred = truth + rng.normal(scale=0.5, size=truth.shape)
+    blind = truth + rng.normal(scale=1.0, size=truth.shape)
+    ratio, low, high = metrics.bootstrap_ratio(pred, blind, truth)
+    assert ratio == pytest.approx(0.5, abs=0.05) and low < ratio < high
+    assert high - low < 0.2
+
+
+def test_adherence_regimens_deviate_from_qd_on_the_day_asked():
+    qd = reg.qd()
+    for name, r in reg.adherence_regimens(day=3).items():
+        assert r.doses() != qd.doses(), name
+        assert [d for d in r.doses() if d[0] < 48.0] == qd.doses()[:2], name
+    frame = pd.DataFrame({k: [r.total_mg] for k, r in reg.adherence_regimens().items()})
+    assert frame.loc[0, "doubled dose"] == qd.total_mg
