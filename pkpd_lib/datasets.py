@@ -53,6 +53,13 @@ class Dataset:
     each (N, T). ``screening_pd`` (N, :data:`SCREENING_SAMPLES`): pre-dose PD
     measurements of each patient before the study (3% error each), the same for a
     patient under every regimen.
+
+    Examples
+    --------
+    >>> from pkpd_lib import population, regimens
+    >>> d = simulate_dataset(population.sample_population(2, seed=1), regimens.qd(), [0.0, 24.0])
+    >>> d.at_times([24.0]).pd_obs.shape, d.screening_pd.shape
+    ((2, 1), (2, 3))
     """
 
     population: Population
@@ -125,7 +132,15 @@ SCREENING_SAMPLES = 3
 def screening(population: Population) -> np.ndarray:
     """Pre-dose PD measurements (N, :data:`SCREENING_SAMPLES`), each the true baseline
     R0 with 3% proportional error, from a generator seeded by the patients' IDs: a
-    patient's screening values do not depend on the regimen they are later given."""
+    patient's screening values do not depend on the regimen they are later given.
+
+    Examples
+    --------
+    >>> from pkpd_lib import population
+    >>> pop = population.sample_population(2, seed=1)
+    >>> bool((screening(pop) == screening(pop)).all())
+    True
+    """
     rng = np.random.default_rng([int(i) for i in population.ids[:1]] + [population.n_patients, 7])
     r0 = population.params.R0[:, None]
     noise = rng.standard_normal((population.n_patients, SCREENING_SAMPLES))
@@ -140,7 +155,13 @@ def training_regimens(kind: str, n: int, seed: int, daily_dose_mg: float = 100.0
     """The schedules of ``n`` training patients: ``"QD"`` for everyone, ``"random"``
     (each patient's own randomised schedule, :func:`pkpd_lib.regimens.random_schedules`)
     or ``"deviating"`` (randomised with missed, doubled and stopped doses,
-    :func:`pkpd_lib.regimens.deviating_schedules`)."""
+    :func:`pkpd_lib.regimens.deviating_schedules`).
+
+    Examples
+    --------
+    >>> training_regimens("QD", 3, seed=1).name, len(training_regimens("random", 3, seed=1))
+    ('QD', 3)
+    """
     if kind == "QD":
         return reg.qd(daily_dose_mg)
     if kind == "random":
@@ -223,6 +244,14 @@ class Samples:
 
     ``times_h``, ``conc_obs`` (mg/L), ``pd_obs`` and ``pd_true`` (biomarker units) are
     (N, K): row i holds patient i's K samples in time order.
+
+    Examples
+    --------
+    >>> from pkpd_lib import population, regimens
+    >>> pop = population.sample_population(2, seed=1)
+    >>> d = simulate_dataset(pop, regimens.qd(), [0.0, 1.0, 2.0])
+    >>> sample_at(d, [0.0, 2.0]).pd_obs.shape
+    (2, 2)
     """
 
     data: Dataset
@@ -262,7 +291,16 @@ def sequence_inputs(
 ) -> dict[str, np.ndarray]:
     """Inputs of a network that reads the K samples as a K-step sequence: ``conc``,
     ``time_h``, optionally the dose history (``hours_since_dose``, ``last_dose_mg``), and
-    the static features."""
+    the static features.
+
+    Examples
+    --------
+    >>> from pkpd_lib import population, regimens
+    >>> pop = population.sample_population(2, seed=1)
+    >>> d = simulate_dataset(pop, regimens.qd(), [0.0, 1.0, 2.0])
+    >>> list(sequence_inputs(sample_at(d, [0.0, 2.0]), dose_inputs=True))[:4]
+    ['conc', 'time_h', 'hours_since_dose', 'last_dose_mg']
+    """
     names = (CONC, TIME, *(DOSE_FEATURES if dose_inputs else ()), *STATIC_FEATURES)
     source = Source(samples.data, samples.times_h, samples.conc_obs, baseline)
     return build_inputs(source, names)

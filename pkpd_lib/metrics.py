@@ -155,7 +155,13 @@ def coverage(lower, upper, truth) -> float:
 
 
 def last_day(times_h, hours: float = 24.0) -> np.ndarray:
-    """Boolean mask of the times (h) in the last ``hours`` of the window (day 7: 144-168 h)."""
+    """Boolean mask of the times (h) in the last ``hours`` of the window (day 7: 144-168 h).
+
+    Examples
+    --------
+    >>> last_day([0.0, 100.0, 150.0, 168.0]).tolist()
+    [False, False, True, True]
+    """
     t = np.asarray(times_h, float)
     return t >= t.max() - hours
 
@@ -185,6 +191,14 @@ def clinical_errors(pred, truth, times_h, baseline) -> pd.Series:
     relative to the patient's true value's change from baseline (AUC above baseline,
     max - baseline, min - baseline), so that it measures the drug effect, not the
     baseline level.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> t = np.arange(0.0, 49.0)
+    >>> truth = np.array([100 + 10 * np.sin(t / 5)])
+    >>> float(clinical_errors(truth, truth, t, [100.0]).abs().max())
+    0.0
     """
     pred, truth = _pair(pred, truth)
     base = np.asarray(baseline, float).reshape(-1)

@@ -80,6 +80,15 @@ class Params:
 
     Units: ka 1/h, CL L/h, V L, Emax dimensionless, EC50 mg/L, gam dimensionless,
     MTT h, kout 1/h, R0 biomarker units.
+
+    Examples
+    --------
+    >>> Params(**{**TYPICAL_PARAMS, "CL": [10.0, 20.0]}).n_patients
+    2
+    >>> Params(**{**TYPICAL_PARAMS, "V": -1.0})
+    Traceback (most recent call last):
+    ...
+    ValueError: parameter 'V' must be > 0, got min np.float64(-1.0)
     """
 
     ka: np.ndarray
@@ -167,6 +176,13 @@ class Simulation:
     ``conc_mg_L`` and ``pd`` have shape (N, T); ``states`` maps each state name in
     :data:`STATE_NAMES` to an (N, T) array. A value at a dose time is the one just before
     that dose (the trough).
+
+    Examples
+    --------
+    >>> from pkpd_lib import regimens
+    >>> sim = simulate(typical_params(), regimens.qd(), [0.0, 1.0])
+    >>> sorted(sim.states), sim.conc_mg_L.shape
+    (['Ac', 'Ag', 'R', 'T1', 'T2', 'T3'], (1, 2))
     """
 
     times_h: np.ndarray
@@ -244,6 +260,17 @@ def integrate_with_doses(
     needed, for stiff patients) runs piecewise between dose events. At an output time
     equal to a dose time the state just before the dose is reported (the trough). Any
     model with bolus doses can reuse this.
+
+    Examples
+    --------
+    One state decaying at 0.5/h, a bolus of 10 at 0 h and at 2 h (reported just before):
+
+    >>> import numpy as np
+    >>> from pkpd_lib import regimens
+    >>> out = integrate_with_doses(lambda t, y: -0.5 * y, np.zeros((1, 1)),
+    ...                            regimens.from_doses([(0, 10.0), (2, 10.0)]), [1.0, 2.0, 3.0])
+    >>> out[0, 0].round(3)
+    array([6.065, 3.679, 8.297])
     """
     y = np.array(y0, dtype=float)
     if y.ndim != 2:
@@ -292,6 +319,13 @@ class Structure:
     the (S, N) state at 0 h. ``pd(states, p)``: the observed PD (N, T) from the states
     (each (N, T)). ``rates(p)``: its first-order rate constants (1/h), by name, which
     decide which patients are stiff.
+
+    Examples
+    --------
+    >>> sorted(STRUCTURES)
+    ['effect_compartment', 'second_turnover', 'transit_turnover']
+    >>> EFFECT_COMPARTMENT.states
+    ('Ag', 'Ac', 'Ce')
     """
 
     name: str
@@ -309,7 +343,15 @@ STRUCTURES: dict[str, Structure] = {}
 
 
 def add_structure(structure: Structure) -> Structure:
-    """Register ``structure`` under its name (names are unique) and return it."""
+    """Register ``structure`` under its name (names are unique) and return it.
+
+    Examples
+    --------
+    >>> add_structure(TRANSIT_TURNOVER)
+    Traceback (most recent call last):
+    ...
+    ValueError: a structure named 'transit_turnover' exists already
+    """
     if structure.name in STRUCTURES:
         raise ValueError(f"a structure named {structure.name!r} exists already")
     if structure.states[:2] != ("Ag", "Ac") or not {"ka", "CL", "V"} <= set(structure.parameters):
@@ -408,7 +450,13 @@ EFFECT_COMPARTMENT = add_structure(
 
 
 def structure_params(structure: Structure, params: Mapping[str, object]) -> dict[str, np.ndarray]:
-    """The parameters ``structure`` reads, as (N,) float arrays, each finite and > 0."""
+    """The parameters ``structure`` reads, as (N,) float arrays, each finite and > 0.
+
+    Examples
+    --------
+    >>> structure_params(EFFECT_COMPARTMENT, {**TYPICAL_PARAMS, "ke0": 0.5})["ke0"]
+    array([0.5])
+    """
     missing = [k for k in structure.parameters if k not in params]
     if missing:
         raise ValueError(f"structure {structure.name!r} needs parameter(s) {missing}")
@@ -435,6 +483,13 @@ def simulate_structure(
 
     Patients that :func:`stiff_patients` flags are integrated apart with LSODA, so one
     stiff patient cannot slow the others (integrated with DOP853).
+
+    Examples
+    --------
+    >>> from pkpd_lib import regimens
+    >>> p = {**TYPICAL_PARAMS, "ke0": 0.5}
+    >>> simulate_structure("effect_compartment", p, regimens.qd(), [0.0, 2.0]).pd.round(1)
+    array([[100. , 161.2]])
     """
     if isinstance(structure, str):
         if structure not in STRUCTURES:
@@ -539,7 +594,14 @@ def stiff_patients(rates: Mapping[str, np.ndarray]) -> np.ndarray:
     """Boolean mask (N,) of patients too stiff for the explicit integrator: any of their
     first-order ``rates`` (1/h, e.g. ``Structure.rates``) above :data:`STIFF_RATE_PER_H`.
     Raises ``ValueError`` naming the patient and rate if one is implausible (a half-life
-    below one second)."""
+    below one second).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> stiff_patients({"ka": np.array([1.0, 1000.0])}).tolist()
+    [False, True]
+    """
     for name, rate in rates.items():
         bad = np.flatnonzero(rate > MAX_RATE_PER_H)
         if bad.size:

@@ -146,7 +146,13 @@ class NetworkConfig:
 @keras.saving.register_keras_serializable(package="pkpd_lib")
 class TrainingRange(keras.layers.Layer):
     """An identity layer that records the range of one input in the training data, so a
-    saved model knows it and :func:`predict_pd` can warn about inputs far outside it."""
+    saved model knows it and :func:`predict_pd` can warn about inputs far outside it.
+
+    Examples
+    --------
+    >>> TrainingRange(40.0, 130.0, name="WT_range").get_config()["high"]
+    130.0
+    """
 
     def __init__(self, low: float, high: float, **kwargs):
         super().__init__(**kwargs)
@@ -160,12 +166,30 @@ class TrainingRange(keras.layers.Layer):
 
 
 class InputRangeWarning(UserWarning):
-    """Inputs far outside the range a network was trained on (e.g. wrong units)."""
+    """Inputs far outside the range a network was trained on (e.g. wrong units).
+
+    Examples
+    --------
+    >>> issubclass(InputRangeWarning, UserWarning)
+    True
+    """
 
 
 def training_ranges(model: keras.Model) -> dict[str, tuple[float, float]]:
     """The (low, high) range of each input in the model's training data (empty for models
-    saved before ranges were recorded)."""
+    saved before ranges were recorded).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = {"conc": np.random.default_rng(0).random((4, 8)),
+    ...      "BASE_PD": np.full(4, 100.0), "WT": [60.0, 70, 80, 90],
+    ...      "AGE": [30.0, 40, 50, 60], "SEX": [0.0, 1, 0, 1]}
+    >>> y = 100 + np.random.default_rng(1).random((4, 8))
+    >>> model = build_network(NetworkConfig(units=(2,)), 8, scaling_stats(x, y))
+    >>> training_ranges(model)["WT"]
+    (60.0, 90.0)
+    """
     return {
         layer.name.removesuffix("_range"): (layer.low, layer.high)
         for layer in model.layers
@@ -175,7 +199,23 @@ def training_ranges(model: keras.Model) -> dict[str, tuple[float, float]]:
 
 def warn_far_outside(model: keras.Model, x: Mapping[str, np.ndarray]) -> None:
     """Warn (:class:`InputRangeWarning`), naming feature and patients, for inputs more than
-    one training range width below the training minimum or above the maximum."""
+    one training range width below the training minimum or above the maximum.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> import numpy as np
+    >>> x = {"conc": np.random.default_rng(0).random((4, 8)),
+    ...      "BASE_PD": np.full(4, 100.0), "WT": [60.0, 70, 80, 90],
+    ...      "AGE": [30.0, 40, 50, 60], "SEX": [0.0, 1, 0, 1]}
+    >>> y = 100 + np.random.default_rng(1).random((4, 8))
+    >>> model = build_network(NetworkConfig(units=(2,)), 8, scaling_stats(x, y))
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     warn_far_outside(model, {**x, "WT": np.array([70000.0, 70, 80, 90])})
+    >>> str(caught[0].message)[:41]
+    'WT is far outside its training range [60,'
+    """
     for name, (low, high) in training_ranges(model).items():
         if name not in x:
             continue
@@ -212,6 +252,17 @@ def build_network(
     """Build (not train) a sequence network for ``n_times`` time points.
 
     ``stats`` holds the scaling of the inputs and output, from :func:`scaling_stats`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = {"conc": np.random.default_rng(0).random((4, 8)),
+    ...      "BASE_PD": np.full(4, 100.0), "WT": [60.0, 70, 80, 90],
+    ...      "AGE": [30.0, 40, 50, 60], "SEX": [0.0, 1, 0, 1]}
+    >>> y = 100 + np.random.default_rng(1).random((4, 8))
+    >>> model = build_network(NetworkConfig(units=(2,)), 8, scaling_stats(x, y))
+    >>> model.name, model.output_shape
+    ('lstm_1x2', (None, 8))
     """
     block = config.block
     pad = (-n_times) % block
@@ -251,7 +302,18 @@ def scaling_stats(
     x: Mapping[str, np.ndarray], y_pd: np.ndarray, static_features=STATIC_FEATURES
 ) -> dict:
     """Means and variances of the training inputs, their ranges, and the scale of the
-    fractional change."""
+    fractional change.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = {"conc": np.random.default_rng(0).random((4, 8)),
+    ...      "BASE_PD": np.full(4, 100.0), "WT": [60.0, 70, 80, 90],
+    ...      "AGE": [30.0, 40, 50, 60], "SEX": [0.0, 1, 0, 1]}
+    >>> y = 100 + np.random.default_rng(1).random((4, 8))
+    >>> sorted(scaling_stats(x, y))
+    ['conc', 'frac_offset', 'frac_scale', 'ranges', 'static_mean', 'static_var']
+    """
     stats = {}
     for key in (f.name for f in FEATURES.values() if f.per_step):
         if key in x:
@@ -271,7 +333,19 @@ def scaling_stats(
 
 
 def model_features(model: keras.Model) -> dict[str, tuple]:
-    """The named inputs a model expects, with their shapes (without the batch axis)."""
+    """The named inputs a model expects, with their shapes (without the batch axis).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = {"conc": np.random.default_rng(0).random((4, 8)),
+    ...      "BASE_PD": np.full(4, 100.0), "WT": [60.0, 70, 80, 90],
+    ...      "AGE": [30.0, 40, 50, 60], "SEX": [0.0, 1, 0, 1]}
+    >>> y = 100 + np.random.default_rng(1).random((4, 8))
+    >>> model = build_network(NetworkConfig(units=(2,)), 8, scaling_stats(x, y))
+    >>> model_features(model)
+    {'AGE': (1,), 'BASE_PD': (1,), 'SEX': (1,), 'WT': (1,), 'conc': (8,)}
+    """
     return {t.name: tuple(t.shape[1:]) for t in model.inputs}
 
 
@@ -280,6 +354,19 @@ def check_inputs(model: keras.Model, x: Mapping[str, object]) -> dict[str, np.nd
 
     ``x`` must be a mapping (e.g. dict or DataFrame columns) keyed by feature name, so
     the order of features can never be silently mixed up.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = {"conc": np.random.default_rng(0).random((4, 8)),
+    ...      "BASE_PD": np.full(4, 100.0), "WT": [60.0, 70, 80, 90],
+    ...      "AGE": [30.0, 40, 50, 60], "SEX": [0.0, 1, 0, 1]}
+    >>> y = 100 + np.random.default_rng(1).random((4, 8))
+    >>> model = build_network(NetworkConfig(units=(2,)), 8, scaling_stats(x, y))
+    >>> check_inputs(model, {k: v for k, v in x.items() if k != "AGE"})
+    Traceback (most recent call last):
+    ...
+    ValueError: model 'lstm_1x2' expects features [...]; missing ['AGE'], unexpected []
     """
     if not isinstance(x, Mapping) and not hasattr(x, "columns"):
         raise TypeError(
@@ -363,7 +450,13 @@ class _EpochTimer(keras.callbacks.Callback):
 
 
 class EpochReport(keras.callbacks.Callback):
-    """Prints one compact line every ``every`` epochs (and at the last epoch)."""
+    """Prints one compact line every ``every`` epochs (and at the last epoch).
+
+    Examples
+    --------
+    >>> EpochReport(every=25, label="[seed 0] ").every
+    25
+    """
 
     def __init__(self, every: int = 10, label: str = "") -> None:
         super().__init__()
@@ -389,7 +482,15 @@ class EpochReport(keras.callbacks.Callback):
 @dataclass
 class TrainingResult:
     """A trained model with its history (per-epoch ``loss``, ``val_loss``, ``lr``),
-    the epoch whose weights were kept, and the wall time in seconds."""
+    the epoch whose weights were kept, and the wall time in seconds.
+
+    Examples
+    --------
+    See :func:`train_network`, which returns one.
+
+    >>> TrainingResult.__dataclass_fields__.keys() >= {"model", "history", "best_epoch"}
+    True
+    """
 
     model: keras.Model
     config: NetworkConfig
@@ -410,7 +511,14 @@ class TrainingResult:
 
 @keras.saving.register_keras_serializable(package="pkpd_lib")
 def masked_mse(y_true, y_pred):
-    """Mean squared error over the entries of ``y_true`` that are not NaN (per patient)."""
+    """Mean squared error over the entries of ``y_true`` that are not NaN (per patient).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> float(masked_mse(np.array([[1.0, np.nan]]), np.array([[3.0, 100.0]]))[0])
+    4.0
+    """
     ops = keras.ops
     seen = ops.logical_not(ops.isnan(y_true))
     err = ops.where(seen, y_pred - ops.where(seen, y_true, 0.0), 0.0)
@@ -419,7 +527,15 @@ def masked_mse(y_true, y_pred):
 
 
 def set_seed(seed: int) -> None:
-    """Seed Python, NumPy and TensorFlow and make TensorFlow's ops deterministic."""
+    """Seed Python, NumPy and TensorFlow and make TensorFlow's ops deterministic.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> set_seed(3); a = np.random.random()
+    >>> set_seed(3); a == np.random.random()
+    True
+    """
     keras.utils.set_random_seed(int(seed))
     tf.config.experimental.enable_op_determinism()
 
@@ -442,6 +558,18 @@ def train_network(
     stopping after ``config.patience`` epochs without a decrease of at least
     ``config.min_delta``, with the best weights restored. With the
     same seed, data and machine the weights are bit-identical.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = {"conc": np.random.default_rng(0).random((4, 8)),
+    ...      "BASE_PD": np.full(4, 100.0), "WT": [60.0, 70, 80, 90],
+    ...      "AGE": [30.0, 40, 50, 60], "SEX": [0.0, 1, 0, 1]}
+    >>> y = 100 + np.random.default_rng(1).random((4, 8))
+    >>> run = train_network(NetworkConfig(units=(2,), max_epochs=2), x, y, x, y,
+    ...                     report_every=None)
+    >>> run.epochs_run, len(run.history["val_loss"])
+    (2, 2)
     """
     train_y, val_y = np.asarray(train_y, float), np.asarray(val_y, float)
     for name, y in (("train_y", train_y), ("val_y", val_y)):
@@ -497,6 +625,19 @@ def save_model(model: keras.Model, path: str | Path, overwrite: bool = False) ->
     The file is written beside ``path`` and renamed into place when complete, so an
     interrupted save never leaves a partial model. An existing file is replaced only
     with ``overwrite=True``.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> import numpy as np
+    >>> x = {"conc": np.random.default_rng(0).random((4, 8)),
+    ...      "BASE_PD": np.full(4, 100.0), "WT": [60.0, 70, 80, 90],
+    ...      "AGE": [30.0, 40, 50, 60], "SEX": [0.0, 1, 0, 1]}
+    >>> y = 100 + np.random.default_rng(1).random((4, 8))
+    >>> model = build_network(NetworkConfig(units=(2,)), 8, scaling_stats(x, y))
+    >>> path = save_model(model, pathlib.Path(tempfile.mkdtemp()) / "m.keras")
+    >>> model_features(load_model(path)) == model_features(model)
+    True
     """
     path = Path(path)
     if path.suffix != ".keras":
@@ -507,7 +648,15 @@ def save_model(model: keras.Model, path: str | Path, overwrite: bool = False) ->
 
 
 def load_model(path: str | Path) -> keras.Model:
-    """Load a ``.keras`` model with ``safe_mode=True`` (no arbitrary code is run)."""
+    """Load a ``.keras`` model with ``safe_mode=True`` (no arbitrary code is run).
+
+    Examples
+    --------
+    >>> load_model("no/such/model.keras")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: no model file at no/such/model.keras
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no model file at {path}")
@@ -529,7 +678,20 @@ CACHE_ENV = "PKPD_MODEL_CACHE"
 
 def default_cache_dir() -> Path:
     """Folder of cached trained models: ``$PKPD_MODEL_CACHE`` if set, else the user's
-    cache folder (``$XDG_CACHE_HOME`` or ``~/.cache``) under ``pkpd_lib/models``."""
+    cache folder (``$XDG_CACHE_HOME`` or ``~/.cache``) under ``pkpd_lib/models``.
+
+    Examples
+    --------
+    >>> config_to_json(NetworkConfig(units=(4,)))[:28]
+    '{"batch_size": 32, "block": '
+
+    Examples
+    --------
+    >>> import os
+    >>> os.environ[CACHE_ENV] = "/tmp/models"; default_cache_dir()
+    PosixPath('/tmp/models')
+    >>> del os.environ[CACHE_ENV]
+    """
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV])
     root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
@@ -575,6 +737,21 @@ def train_or_load(
     ``"default"`` is :func:`default_cache_dir`; ``None`` always trains. Processes that
     need the same model at once (notebooks run side by side) train it once: the others
     wait for it and load it.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> x = {"conc": np.random.default_rng(0).random((4, 8)),
+    ...      "BASE_PD": np.full(4, 100.0), "WT": [60.0, 70, 80, 90],
+    ...      "AGE": [30.0, 40, 50, 60], "SEX": [0.0, 1, 0, 1]}
+    >>> y = 100 + np.random.default_rng(1).random((4, 8))
+    >>> cache = tempfile.mkdtemp()
+    >>> config = NetworkConfig(units=(2,), max_epochs=2)
+    >>> a = train_or_load(config, x, y, x, y, cache_dir=cache, report_every=None)
+    >>> b = train_or_load(config, x, y, x, y, cache_dir=cache, report_every=None)
+    >>> a.history == b.history
+    True
     """
     if cache_dir is None:
         return train_network(config, train_x, train_y, val_x, val_y, seed, report_every, label)

@@ -39,7 +39,14 @@ COVARIATE_UNITS = {name: FEATURES[name].unit for name in COVARIATE_NAMES}
 @dataclass(frozen=True)
 class Population:
     """N virtual patients: demographics (``WT`` kg, ``AGE`` years, ``SEX`` 1 = female),
-    the individual parameters and the etas that produced them."""
+    the individual parameters and the etas that produced them.
+
+    Examples
+    --------
+    >>> pop = sample_population(2, seed=1)
+    >>> pop.n_patients, list(pop.table().columns[:4])
+    (2, ['ID', 'WT', 'AGE', 'SEX'])
+    """
 
     ids: np.ndarray
     covariates: pd.DataFrame

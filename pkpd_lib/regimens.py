@@ -27,6 +27,12 @@ class Regimen:
         Dose amounts in mg, all finite and > 0 (a zero dose is simply not a dose).
     name : str
         A label used in tables and plot legends.
+
+    Examples
+    --------
+    >>> r = Regimen([0.0, 12.0], [50.0, 50.0], name="two doses")
+    >>> len(r), r.total_mg
+    (2, 100.0)
     """
 
     times_h: np.ndarray
