@@ -27,3 +27,27 @@ def test_shape_mismatch_and_nan_raise():
         metrics.rmse(np.ones(3), np.ones(4))
     with pytest.raises(ValueError, match="finite"):
         metrics.rmse(np.array([np.nan]), np.array([1.0]))
+
+
+def test_conformal_interval_reaches_its_level_on_new_patients():
+    """Calibrated on some patients, the interval covers about `level` of new ones,
+    while the raw ensemble range of five members covers far less."""
+    import numpy as np
+
+    from pkpd_lib import metrics
+
+    rng = np.random.default_rng(3)
+
+    def draw(n):
+        truth = rng.normal(size=(n, 20))
+        shared = rng.normal(scale=2.0, size=(n, 20))  # error the members share
+        return truth, truth + shared + rng.normal(scale=0.5, size=(5, n, 20))
+
+    cal_truth, cal_members = draw(300)
+    new_truth, new_members = draw(300)
+    k = metrics.conformal_multiplier(cal_members, cal_truth, level=0.9)
+    lo, hi = metrics.conformal_interval(new_members, k)
+    cov, low, high = metrics.bootstrap_coverage(lo, hi, new_truth)
+    assert abs(cov - 0.9) < 0.03 and low < cov < high
+    raw_lo, raw_hi = metrics.ensemble_interval(new_members, 0.9)
+    assert metrics.coverage(raw_lo, raw_hi, new_truth) < 0.5
