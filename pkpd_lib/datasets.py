@@ -22,6 +22,7 @@ from .sampling import (
     RESIDUAL_CV,
     STUDY_SEEDS,
     STUDY_SIZES,
+    add_proportional_error,
     design_times,
     observe,
 )
@@ -142,9 +143,8 @@ def screening(population: Population) -> np.ndarray:
     True
     """
     rng = np.random.default_rng([int(i) for i in population.ids[:1]] + [population.n_patients, 7])
-    r0 = population.params.R0[:, None]
-    noise = rng.standard_normal((population.n_patients, SCREENING_SAMPLES))
-    return np.maximum(r0 * (1.0 + RESIDUAL_CV["pd"] * noise), 0.0)
+    r0 = np.repeat(population.params.R0[:, None], SCREENING_SAMPLES, axis=1)
+    return add_proportional_error(r0, RESIDUAL_CV["pd"], rng)
 
 
 #: The training schedules :func:`study_datasets` knows.

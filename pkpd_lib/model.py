@@ -501,7 +501,8 @@ def simulate_structure(
     n = p["ka"].size
     stiff = stiff_patients(structure.rates(p))
     regimens = per_patient(regimen, n)
-    out = np.empty((len(structure.states), n, _check_times(times_h).size))
+    times = _check_times(times_h)
+    out = np.empty((len(structure.states), n, times.size))
     for group, method in ((~stiff, "DOP853"), (stiff, "LSODA")):
         if group.any():
             q = {k: v[group] for k, v in p.items()}
@@ -510,14 +511,14 @@ def simulate_structure(
                 structure.make_rhs(q),
                 structure.initial(q),
                 group_regimens,
-                times_h,
+                times,
                 rtol=rtol,
                 atol=atol,
                 method=method,
             )
     states = {name: out[i] for i, name in enumerate(structure.states)}
     return Simulation(
-        times_h=_check_times(times_h),
+        times_h=times,
         conc_mg_L=states["Ac"] / p["V"][:, None],
         pd=structure.pd(states, p),
         states=states,

@@ -22,6 +22,7 @@ import numpy as np
 
 from . import datasets, pkfit, sampling
 from . import regimens as reg
+from .model import simulate
 from .population import individual_params, sample_population
 
 #: Unexplained between-patient PD variability of the realistic setting (SD of eta).
@@ -149,8 +150,6 @@ def typical_curve(population, baseline_pd, regimen: reg.Regimen, times_h) -> np.
     the covariate model without random effects, scaled to the patient's baseline input.
     A modeller with the population model could compute it (here it uses the true model,
     so it is an upper bound on what such a reference achieves)."""
-    from .model import simulate
-
     p = individual_params(population.covariates).as_dict()
     p["R0"] = np.asarray(baseline_pd, float)
     return simulate(p, regimen, times_h).pd
