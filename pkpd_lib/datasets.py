@@ -321,3 +321,24 @@ def masked_targets(samples: Samples, grid_h=DENSE_TIMES_H) -> np.ndarray:
     out = np.full((samples.times_h.shape[0], np.size(grid_h)), np.nan)
     np.put_along_axis(out, idx, samples.pd_obs, axis=1)
     return out
+
+
+def interpolated_conc(samples: Samples, grid_h=DENSE_TIMES_H) -> np.ndarray:
+    """Each patient's sampled concentrations (mg/L) linearly interpolated onto ``grid_h``
+    (N, G), held constant outside the first and last sample: an hourly input that carries
+    exactly the information of the samples.
+
+    Examples
+    --------
+    >>> from pkpd_lib import population, regimens
+    >>> pop = population.sample_population(1, seed=1)
+    >>> d = simulate_dataset(pop, regimens.qd(), [0.0, 1.0, 2.0])
+    >>> s = sample_at(d, [0.0, 2.0])
+    >>> c = interpolated_conc(s, [0.0, 1.0, 2.0])
+    >>> bool(np.isclose(c[0, 1], s.conc_obs[0].mean()))
+    True
+    """
+    grid = np.asarray(grid_h, dtype=float)
+    return np.stack(
+        [np.interp(grid, t, c) for t, c in zip(samples.times_h, samples.conc_obs, strict=True)]
+    )

@@ -101,6 +101,32 @@ def _covariate(name: str) -> Callable[[Source], np.ndarray]:
 
 _DOSE = lambda s: dose_history(s.data.regimens, s.times_h)  # noqa: E731
 
+#: Times (h) of the early biomarker samples under QD that a network may read (days 1-2).
+EARLY_PD_TIMES_H = (12.0, 24.0, 36.0, 48.0)
+
+
+def observed_pd_at(data, time_h: float) -> np.ndarray:
+    """Each patient's observed PD (biomarker units) at ``time_h`` in ``data``; a
+    ``ValueError`` if ``data`` has no sample then. For the early-PD inputs ``data`` must be
+    the patient's QD data, whatever regimen the network is asked about."""
+    times = np.asarray(data.times_h, dtype=float)
+    hit = np.flatnonzero(times == float(time_h))
+    if hit.size != 1:
+        raise ValueError(f"the data set has no PD sample at {time_h:g} h")
+    return data.pd_obs[:, hit[0]].copy()
+
+
+def _early_pd(time_h: float) -> Feature:
+    return Feature(
+        f"PD_QD_{time_h:g}H",
+        False,
+        "biomarker units",
+        f"the patient's observed PD at {time_h:g} h under QD (early response)",
+        lambda s: observed_pd_at(s.data, time_h),
+        0.0,
+    )
+
+
 #: Every input a network of this package can read, by name.
 FEATURES: dict[str, Feature] = {
     f.name: f
@@ -135,6 +161,7 @@ FEATURES: dict[str, Feature] = {
         Feature("WT", False, "kg", "body weight", _covariate("WT"), 0.0, low_open=True),
         Feature("AGE", False, "years", "age", _covariate("AGE"), 0.0, low_open=True),
         Feature("SEX", False, "0 male, 1 female", "sex", _covariate("SEX"), values=(0.0, 1.0)),
+        *(_early_pd(t) for t in EARLY_PD_TIMES_H),
     )
 }
 
@@ -146,6 +173,8 @@ DOSE_FEATURES = ("hours_since_dose", "last_dose_mg")
 STATIC_FEATURES = ("BASE_PD", "WT", "AGE", "SEX")
 #: The demographic covariates among them.
 COVARIATES = ("WT", "AGE", "SEX")
+#: The optional static inputs of the patient's early response under QD.
+EARLY_PD_FEATURES = tuple(f"PD_QD_{t:g}H" for t in EARLY_PD_TIMES_H)
 
 
 def check_values(name: str, values) -> np.ndarray:

@@ -70,6 +70,9 @@ with _silence_native_stderr():
     # with several models of different input shapes retraces by design.
     tf.get_logger().setLevel("ERROR")
 
+#: The kinds of network :func:`build_network` builds.
+KINDS = ("lstm", "node", "ude")
+
 #: Names of the inputs (see :mod:`pkpd_lib.features`, where every input is defined).
 CONC_INPUT, TIME_INPUT, DOSE_INPUTS = CONC, TIME, DOSE_FEATURES
 
@@ -87,6 +90,12 @@ class NetworkConfig:
     ``min_delta`` (PD units squared; the loss itself sits near 15, the variance of the
     3% PD measurement error, so 0.005 is a plateau), and ``max_epochs`` is only a
     safety cap.
+
+    ``kind``: ``"lstm"`` (the default), ``"node"`` (a neural ODE,
+    :class:`pkpd_lib.node.NeuralODE`, with ``latent`` states and a ``units[0]``-unit
+    derivative network) or ``"ude"`` (the turnover hybrid,
+    :class:`pkpd_lib.node.TurnoverUDE`). The ODE kinds read one time point per step
+    (``block=1``) on an hourly grid.
 
     Examples
     --------
@@ -109,9 +118,19 @@ class NetworkConfig:
     patience: int = 15
     min_delta: float = 0.005
     static_features: tuple[str, ...] = field(default=STATIC_FEATURES)
+    kind: str = "lstm"
+    latent: int = 4
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "units", tuple(int(u) for u in self.units))
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if self.kind != "lstm" and (self.block != 1 or len(self.units) != 1):
+            raise ValueError(
+                f"a {self.kind!r} network reads one time point per step and has one "
+                f"derivative network: use block=1 and one entry in units, got "
+                f"block={self.block}, units={self.units}"
+            )
         object.__setattr__(self, "static_features", tuple(self.static_features))
         if not self.units or min(self.units) < 1:
             raise ValueError(f"units must list at least one layer of >= 1 unit, got {self.units}")
@@ -137,7 +156,10 @@ class NetworkConfig:
 
     @property
     def label(self) -> str:
-        """Short size label, e.g. ``"1x16"`` or ``"2x16"`` (equal widths) or ``"32-16"``."""
+        """Short size label, e.g. ``"1x16"`` or ``"2x16"`` (equal widths) or ``"32-16"``;
+        ``"node4-16"`` for a neural ODE with 4 latent states and 16 hidden units."""
+        if self.kind != "lstm":
+            return f"{self.kind}{self.latent}-{self.units[0]}"
         if len(set(self.units)) == 1:
             return f"{len(self.units)}x{self.units[0]}"
         return "-".join(str(u) for u in self.units)
@@ -283,9 +305,25 @@ def build_network(
     )(static)
     steps.append(keras.layers.RepeatVector(n_steps, name="static_per_step")(static))
     x = keras.layers.Concatenate(name="per_step_features")(steps)
-    for i, units in enumerate(config.units):
-        x = keras.layers.LSTM(units, return_sequences=True, name=f"lstm_{i + 1}")(x)
-    x = keras.layers.Dense(block, name="readout")(x)
+    if config.kind == "lstm":
+        for i, units in enumerate(config.units):
+            x = keras.layers.LSTM(units, return_sequences=True, name=f"lstm_{i + 1}")(x)
+        x = keras.layers.Dense(block, name="readout")(x)
+    elif config.kind == "node":
+        from .node import NeuralODE
+
+        x = NeuralODE(config.latent, config.units[0], name="neural_ode")(x)
+        x = keras.layers.Dense(1, name="readout")(x)
+    else:
+        from .node import TurnoverUDE
+
+        x = TurnoverUDE(config.latent, config.units[0], name="turnover_ude")(x)
+        # the skeleton returns r = R/R0 - 1 itself: undo the output scaling below
+        x = keras.layers.Rescaling(
+            scale=1.0 / float(stats["frac_scale"]),
+            offset=-float(stats["frac_offset"]) / float(stats["frac_scale"]),
+            name="r_scaled",
+        )(x)
     x = keras.layers.Reshape((n_steps * block, 1), name="unblock")(x)
     if pad:
         x = keras.layers.Cropping1D((pad, 0), name="unpad")(x)
@@ -295,7 +333,8 @@ def build_network(
     )(x)
     base = inputs["BASE_PD"]
     pd_out = keras.layers.Add(name="pd")([base, keras.layers.Multiply(name="change")([base, frac])])
-    return keras.Model(inputs=inputs, outputs=pd_out, name=name or f"lstm_{config.label}")
+    default_name = f"lstm_{config.label}" if config.kind == "lstm" else config.label
+    return keras.Model(inputs=inputs, outputs=pd_out, name=name or default_name)
 
 
 def scaling_stats(
@@ -662,11 +701,18 @@ def load_model(path: str | Path) -> keras.Model:
         raise FileNotFoundError(f"no model file at {path}")
     if path.stat().st_size == 0:
         raise ValueError(f"{path} is empty (0 bytes): not a saved model")
+    from . import node  # noqa: F401  (registers the ODE layers)
+
     return keras.saving.load_model(path, safe_mode=True, compile=False)
 
 
 def config_to_json(config: NetworkConfig) -> str:
-    return json.dumps(asdict(config), sort_keys=True)
+    """The configuration as JSON; the ODE fields are left out of an LSTM's (so models
+    cached before they existed keep their fingerprints)."""
+    d = asdict(config)
+    if config.kind == "lstm":
+        del d["kind"], d["latent"]
+    return json.dumps(d, sort_keys=True)
 
 
 # --- reproducible training with an on-disk cache --------------------------------------

@@ -16,14 +16,17 @@ variances, which a real analyst would estimate first; that much stays an oracle 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from . import datasets, pkfit, sampling
+from . import networks as nw
 from . import regimens as reg
+from .features import EARLY_PD_FEATURES, Source, baseline_pd, build_inputs
 from .model import simulate
 from .population import individual_params, sample_population
+from .study import CHOSEN
 
 #: Unexplained between-patient PD variability of the realistic setting (SD of eta).
 PD_VARIABILITY = {"EC50": 0.3, "kout": 0.2}
@@ -40,20 +43,37 @@ VALIDATION_REGIMEN = reg.every(18.0, 75.0, name="q18h")
 
 @dataclass(frozen=True)
 class Information:
-    """What the modeller knows. ``baseline``: ``"true"`` (each patient's R0, an oracle)
-    or ``"screening"`` (mean of three pre-dose measurements). ``pd_variability``:
-    whether EC50 and kout vary between patients beyond what covariates explain
-    (:data:`PD_VARIABILITY`). ``conc``: ``"observed"`` (hourly concentrations measured
-    under the regimen predicted, an oracle for a regimen not yet given) or
-    ``"predicted"`` (from a PK fit to seven QD samples)."""
+    """What the modeller knows. ``baseline``: ``"true"`` (each patient's R0, an oracle),
+    ``"observed"`` (one pre-dose measurement, 3% error) or ``"screening"`` (mean of three
+    pre-dose measurements). ``pd_variability``: whether EC50 and kout vary between
+    patients beyond what covariates explain (:data:`PD_VARIABILITY`). ``conc``:
+    ``"observed"`` (hourly concentrations measured under the regimen predicted, an oracle
+    for a regimen not yet given) or ``"predicted"`` (from a PK fit to seven QD samples).
+    ``early_pd``: whether the network also reads the patient's observed PD under QD at
+    :data:`pkpd_lib.features.EARLY_PD_TIMES_H` (days 1-2), as a study that started every
+    patient on QD would have. Baselines and early PD always come from the patient's QD
+    data, so the network and its regimen-blind reference read the same values.
+
+    Examples
+    --------
+    >>> Information("screening", True, "predicted", early_pd=True).label
+    'baseline screening, PD variability, conc predicted, early QD PD'
+    >>> Information(baseline="median")
+    Traceback (most recent call last):
+    ...
+    ValueError: baseline must be 'true', 'observed' or 'screening', got 'median'
+    """
 
     baseline: str = "true"
     pd_variability: bool = False
     conc: str = "observed"
+    early_pd: bool = False
 
     def __post_init__(self) -> None:
-        if self.baseline not in ("true", "screening"):
-            raise ValueError(f"baseline must be 'true' or 'screening', got {self.baseline!r}")
+        if self.baseline not in ("true", "observed", "screening"):
+            raise ValueError(
+                f"baseline must be 'true', 'observed' or 'screening', got {self.baseline!r}"
+            )
         if self.conc not in ("observed", "predicted"):
             raise ValueError(f"conc must be 'observed' or 'predicted', got {self.conc!r}")
 
@@ -62,8 +82,17 @@ class Information:
         return (
             f"baseline {self.baseline}, "
             f"{'PD variability' if self.pd_variability else 'no PD variability'}, "
-            f"conc {self.conc}"
+            f"conc {self.conc}" + (", early QD PD" if self.early_pd else "")
         )
+
+    @property
+    def config(self) -> nw.NetworkConfig:
+        """The book's dense network (``study.CHOSEN["dense"]``), reading the early-PD
+        inputs too when the setting has them."""
+        base = CHOSEN["dense"]
+        if not self.early_pd:
+            return base
+        return replace(base, static_features=(*base.static_features, *EARLY_PD_FEATURES))
 
 
 #: The book's original setting (every oracle) and the realistic one (none of them).
@@ -93,8 +122,14 @@ class LockedData:
     populations: dict
 
 
-def _inputs(info: Information, data: datasets.Dataset, fit: pkfit.PKFit | None) -> dict:
-    x = datasets.network_inputs(data, baseline=info.baseline)
+def _inputs(
+    info: Information, data: datasets.Dataset, fit: pkfit.PKFit | None, qd: datasets.Dataset
+) -> dict:
+    """Network inputs for ``data`` (any regimen) of patients whose QD data are ``qd``."""
+    x = datasets.network_inputs(data, baseline="true")
+    x["BASE_PD"] = baseline_pd(qd, info.baseline).astype("float32")
+    if info.early_pd:
+        x.update(build_inputs(Source(qd, qd.times_h, qd.conc_obs), EARLY_PD_FEATURES))
     if info.conc == "predicted":
         conc = pkfit.reconstructed_conc(fit, data.regimens, data.times_h)
         x["conc"] = conc.astype("float32")
@@ -125,8 +160,8 @@ def locked_study(info: Information, regimens: dict[str, reg.Regimen]) -> LockedD
         "test": sample_population(LOCKED_SIZE, pop_seed, LOCKED_FIRST_ID, extra_eta_sd=extra),
     }
     train_fit, val_fit = _qd_fit(info, sets["train"]), _qd_fit(info, sets["val"])
-    train_x = _inputs(info, sets["train"], train_fit)
-    val_x = _inputs(info, sets["val"], val_fit)
+    train_x = _inputs(info, sets["train"], train_fit, sets["train"])
+    val_x = _inputs(info, sets["val"], val_fit, sets["val"])
     cases, qd_x = {}, {}
     all_regimens = {VALIDATION_REGIMEN.name: VALIDATION_REGIMEN, **regimens}
     for split, pop in populations.items():
@@ -136,10 +171,10 @@ def locked_study(info: Information, regimens: dict[str, reg.Regimen]) -> LockedD
         else:
             qd = datasets.simulate_dataset(pop, reg.qd(), obs_seed=seed)
             fit = _qd_fit(info, qd)
-        qd_x[split] = _inputs(info, qd, fit)
+        qd_x[split] = _inputs(info, qd, fit, qd)
         for k, (name, regimen) in enumerate(all_regimens.items()):
             d = datasets.simulate_dataset(pop, regimen, obs_seed=seed + 10 * (k + 1))
-            cases[split, name] = (_inputs(info, d, fit), d.truth.pd)
+            cases[split, name] = (_inputs(info, d, fit, qd), d.truth.pd)
     return LockedData(
         info, train_x, sets["train"].pd_obs, val_x, sets["val"].pd_obs, cases, qd_x, populations
     )

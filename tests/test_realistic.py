@@ -44,6 +44,36 @@ def test_realistic_inputs_remove_the_oracles(locked):
     assert ("validation", "q18h") in real.cases
 
 
+def test_early_pd_and_single_baseline_come_from_the_patients_qd_data():
+    """The early-response inputs are the patient's QD observations on days 1-2, the
+    same whatever regimen is asked about; a single baseline sample is the QD 0 h one."""
+    from pkpd_lib import features
+
+    info = realistic.Information("observed", True, "predicted", early_pd=True)
+    data = realistic.locked_study(info, {"BID": reg.bid()})
+    assert info.config.static_features[-4:] == features.EARLY_PD_FEATURES
+    train = datasets.study_datasets("dense", extra_eta_sd=realistic.PD_VARIABILITY)["train"]
+    for name, t in zip(features.EARLY_PD_FEATURES, features.EARLY_PD_TIMES_H, strict=True):
+        np.testing.assert_array_equal(
+            data.train_x[name], train.pd_obs[:, int(t)].astype("float32")
+        )
+        np.testing.assert_array_equal(
+            data.cases["test", "BID"][0][name], data.qd_x["test"][name]
+        )
+    np.testing.assert_array_equal(data.train_x["BASE_PD"], train.pd_obs[:, 0].astype("f4"))
+    np.testing.assert_array_equal(
+        data.cases["test", "BID"][0]["BASE_PD"], data.qd_x["test"]["BASE_PD"]
+    )
+
+
+def test_observed_pd_at_names_a_missing_time():
+    from pkpd_lib import features
+
+    d = datasets.study_datasets("sparse")["val"]
+    with pytest.raises(ValueError, match="no PD sample at 12 h"):
+        features.observed_pd_at(d, 12.0)
+
+
 def test_information_is_checked():
     with pytest.raises(ValueError, match="baseline"):
         realistic.Information(baseline="median")
