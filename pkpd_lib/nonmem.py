@@ -134,12 +134,14 @@ def _sniff_separator(text: str) -> str | None:
         return None
 
 
-def read_nonmem_csv(source, sep: str | None = None) -> pd.DataFrame:
+def read_nonmem_csv(source, sep: str | None = None, replicates: bool = False) -> pd.DataFrame:
     """Read and check a NONMEM-style CSV file (a path or an open text file).
 
     ``sep``: the separator, detected when None. Raises ``ValueError`` naming every
     problem found (see :func:`check_nonmem`), with IDs and file rows; no value is
     changed by reading: integer columns must hold whole numbers, IDs at most 2**53.
+    ``replicates``: accept repeated observation records (replicate assays of one
+    sample, see :func:`check_nonmem`).
     Returns the table with integer and float columns; ``DV`` is NaN where it was ``.``.
     """
     if isinstance(source, str | Path):
@@ -185,18 +187,19 @@ def read_nonmem_csv(source, sep: str | None = None) -> pd.DataFrame:
                 big = values.abs() > MAX_ID
                 raise ValueError(f"IDs must be at most 2**53 in size; not at {_rows(big, raw)}")
         table[name] = values
-    check_nonmem(table)
+    check_nonmem(table, replicates=replicates)
     return _with_dtypes(table)
 
 
-def check_nonmem(table: pd.DataFrame) -> None:
+def check_nonmem(table: pd.DataFrame, replicates: bool = False) -> None:
     """Raise ``ValueError`` naming the IDs and rows of every convention a table breaks.
 
     Checked: the columns; finite values (DV may be missing where MDV = 1); EVID in
     {0, 1}; MDV = 1 on dose rows; AMT > 0 on dose rows and 0 elsewhere; CMT in {1, 2, 6};
     TIME >= 0 and sorted within each ID; no duplicated record (ID, TIME, EVID, CMT);
     WT > 0, AGE > 0, SEX in {0, 1}, each constant within an ID; every ID has an
-    observation.
+    observation. ``replicates=True`` accepts repeated *observation* records (two assays
+    of one sample are two observations, as NONMEM reads them); doses are never repeated.
     """
     missing = [c for c in NONMEM_COLUMNS if c not in table.columns]
     if missing:
@@ -223,7 +226,8 @@ def check_nonmem(table: pd.DataFrame) -> None:
     check(t["TIME"] < 0, "TIME must be >= 0 h")
     unsorted = t.groupby("ID", sort=False)["TIME"].diff() < 0
     check(unsorted, "TIME must be sorted within each ID")
-    check(t.duplicated(["ID", "TIME", "EVID", "CMT"], keep="first"), "duplicated records")
+    repeated = t.duplicated(["ID", "TIME", "EVID", "CMT"], keep="first")
+    check(repeated & (dose | (not replicates)), "duplicated records")
     check(~(t["WT"] > 0), "WT must be > 0 kg")
     check(~(t["AGE"] > 0), "AGE must be > 0 years")
     check(~t["SEX"].isin((0, 1)), "SEX must be 0 (male) or 1 (female)")

@@ -1,0 +1,240 @@
+"""The warfarin PK/PD data (O'Reilly; nlmixr2data) and its standard population model.
+
+The file ``data/warfarin/warfarin.csv`` (32 subjects, one oral dose each; provenance and
+licence in ``data/warfarin/README.md``) is converted to the NONMEM layout of
+:mod:`pkpd_lib.nonmem` and read by its strict reader. Its columns map as: ``id`` -> ID,
+``time`` (h) -> TIME, ``amt`` (mg) -> AMT, ``evid`` -> EVID, ``dvid`` -> CMT (dose
+records 1, ``cp`` 2: warfarin concentration in mg/L, ``pca`` 6: prothrombin complex
+activity in % of normal), ``dv`` -> DV, ``wt`` (kg), ``age`` (years), ``sex``
+(``male`` 0, ``female`` 1). Subject 9 has two assays of the samples at 3, 6, 9 and 12 h;
+both are kept, as NONMEM would read them.
+
+The model is the one of the nlmixr2 "multiple endpoints" example: the dose passes a
+transit step (``ktr``, 1/h) and an absorption step (``ka``, 1/h) into one compartment
+(``CL`` L/h, ``V`` L); PCA is an indirect-response (turnover) model whose production is
+inhibited, ``dR/dt = kout * E0 * (1 - Emax * C / (EC50 + C)) - kout * R``,
+``R(0) = E0`` (% of normal), ``kout`` 1/h, ``EC50`` mg/L, ``Emax`` a fraction.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import nonmem
+from .nlme import NLMEFit, NLMEModel, Observations
+
+#: The data file and its provenance note, in the repository.
+DATA_DIR = Path(__file__).resolve().parents[1] / "data" / "warfarin"
+DATA_PATH = DATA_DIR / "warfarin.csv"
+RAW_COLUMNS = ("id", "time", "amt", "dv", "dvid", "evid", "wt", "age", "sex")
+CMT_OF_DVID = {"cp": nonmem.CMT_CENTRAL, "pca": nonmem.CMT_RESPONSE}
+SEX_CODES = {"male": 0, "female": 1}
+
+#: Typical values published for this model and these data: nlmixr2's "multiple
+#: endpoints" example (joint PK/PD fit by SAEM), as quoted in this project's issue 11.
+PUBLISHED = {
+    "CL": 0.14,
+    "V": 7.43,
+    "kout": 0.0531,
+    "EC50": 0.91,
+    "E0": 96.6,
+    "Emax": 0.969,
+}
+PUBLISHED_SOURCE = "nlmixr2 'multiple endpoints' vignette (SAEM, joint PK/PD)"
+
+#: Units of the model's parameters.
+UNITS = {
+    "ka": "1/h",
+    "CL": "L/h",
+    "V": "L",
+    "E0": "% of normal",
+    "Emax": "-",
+    "EC50": "mg/L",
+    "kout": "1/h",
+}
+
+#: The PCA model's time grid (h): exponential-integrator steps of ``PD_STEP_H``.
+PD_STEP_H = 0.5
+
+
+def to_nonmem_table(raw: pd.DataFrame) -> pd.DataFrame:
+    """The raw nlmixr2 table in the NONMEM layout (see the module docstring). Unknown
+    ``dvid`` or ``sex`` values are refused, naming them."""
+    missing = [c for c in RAW_COLUMNS if c not in raw.columns]
+    if missing:
+        raise ValueError(f"warfarin table lacks column(s) {missing}")
+    dose = raw["evid"] == 1
+    unknown_dvid = sorted(set(raw.loc[~dose, "dvid"]) - set(CMT_OF_DVID))
+    if unknown_dvid:
+        raise ValueError(f"unknown dvid value(s) {unknown_dvid}; expected {sorted(CMT_OF_DVID)}")
+    unknown_sex = sorted(set(raw["sex"]) - set(SEX_CODES))
+    if unknown_sex:
+        raise ValueError(f"unknown sex value(s) {unknown_sex}; expected {sorted(SEX_CODES)}")
+    cmt = raw["dvid"].map(CMT_OF_DVID).where(~dose, nonmem.CMT_DEPOT)
+    return pd.DataFrame(
+        {
+            "ID": raw["id"],
+            "TIME": raw["time"],
+            "AMT": raw["amt"].where(dose, 0.0),
+            "EVID": raw["evid"],
+            "MDV": dose.astype(int),
+            "CMT": cmt.astype(int),
+            "DV": raw["dv"].where(~dose, np.nan),
+            "WT": raw["wt"],
+            "AGE": raw["age"],
+            "SEX": raw["sex"].map(SEX_CODES),
+        }
+    )
+
+
+def load(path: str | Path = DATA_PATH) -> pd.DataFrame:
+    """The warfarin data as a checked NONMEM table (through
+    :func:`pkpd_lib.nonmem.read_nonmem_csv`, replicate assays accepted)."""
+    table = to_nonmem_table(pd.read_csv(path))
+    text = table.to_csv(index=False, na_rep=".")
+    return nonmem.read_nonmem_csv(io.StringIO(text), replicates=True)
+
+
+def observations(table: pd.DataFrame, cmt: int) -> Observations:
+    """One endpoint's observations of every subject, padded to a common width, with the
+    subjects' doses (mg, at 0 h) and covariates."""
+    doses = table[table["EVID"] == 1].groupby("ID")
+    if (doses["TIME"].max() != 0).any() or (doses.size() != 1).any():
+        raise ValueError("each warfarin subject must have one dose, at 0 h")
+    obs = table[(table["EVID"] == 0) & (table["CMT"] == cmt) & (table["MDV"] == 0)]
+    groups = dict(tuple(obs.groupby("ID")))
+    ids = np.array(sorted(groups))
+    width = max(len(g) for g in groups.values())
+    times = np.zeros((ids.size, width))
+    dv = np.full((ids.size, width), np.nan)
+    for i, k in enumerate(ids):
+        g = groups[k]
+        times[i, : len(g)] = g["TIME"].to_numpy()
+        dv[i, : len(g)] = g["DV"].to_numpy()
+    first = table.groupby("ID").first().loc[ids]
+    return Observations(
+        ids,
+        times,
+        dv,
+        covariates={c: first[c].to_numpy(float) for c in ("WT", "AGE", "SEX")},
+        extra={"dose_mg": doses["AMT"].sum().loc[ids].to_numpy(float)},
+    )
+
+
+def transit_conc(ka, cl, v, dose_mg, times_h) -> np.ndarray:
+    """Concentration (mg/L) after one dose at 0 h that passes two equal first-order steps
+    (a transit step and absorption, both at rate ``ka`` 1/h) into one compartment with
+    elimination ``CL/V``: the dose reaches the compartment as a gamma(2, ka) input, in
+    closed form. Arrays broadcast.
+
+    Examples
+    --------
+    >>> np.round(transit_conc(1.0, 0.14, 7.4, 100.0, [0.0, 2.0, 24.0, 96.0]), 2).tolist()
+    [0.0, 7.89, 8.92, 2.28]
+    """
+    ka = np.asarray(ka, float)
+    ke = np.asarray(cl, float) / np.asarray(v, float)
+    t = np.asarray(times_h, float)
+    b = ka - ke
+    b = np.where(np.abs(b) < 1e-6 * ka, 1e-6 * ka, b)  # equal rates: the limit
+    bt = b * t
+    # 1 - exp(-bt) (1 + bt), accurate for small bt, and safe where b < 0
+    rise = -np.expm1(-bt) - bt * np.exp(-bt)
+    amount = np.asarray(dose_mg, float) * ka**2 * np.exp(-ke * t) * rise / b**2
+    return amount / np.asarray(v, float)
+
+
+def _pk_predict(p, data: Observations) -> np.ndarray:
+    dose = np.asarray(data.extra["dose_mg"], float)[:, None, None]
+    return transit_conc(
+        p["ka"][..., None],
+        p["CL"][..., None],
+        p["V"][..., None],
+        dose,
+        data.times_h[:, None, :],
+    )
+
+
+PK_MODEL = NLMEModel(
+    "warfarin PK (transit and absorption at one rate, one compartment)",
+    ("ka", "CL", "V"),
+    dict.fromkeys(("ka", "CL", "V"), "log"),
+    ("ka", "CL", "V"),
+    _pk_predict,
+    error=("add", "prop"),
+    units=UNITS,
+)
+
+
+def turnover_pca(E0, Emax, EC50, kout, conc_mid, step_h: float = PD_STEP_H) -> np.ndarray:
+    """PCA (% of normal) on the grid 0, step_h, 2 step_h, ... from the concentrations
+    ``conc_mid`` (..., G-1) at the middle of each step: the turnover model integrated
+    exactly for the drive held at its mid-step value (second-order accurate). Parameter
+    arrays broadcast against ``conc_mid[..., 0]``."""
+    E0, Emax, EC50, kout = (np.asarray(a, float) for a in (E0, Emax, EC50, kout))
+    c = np.asarray(conc_mid, float)
+    decay = np.exp(-kout * step_h)
+    drive = E0[..., None] * (1.0 - Emax[..., None] * c / (EC50[..., None] + c))
+    out = np.empty((*np.broadcast_shapes(E0.shape, c.shape[:-1]), c.shape[-1] + 1))
+    r = np.broadcast_to(E0, out.shape[:-1]).astype(float)
+    out[..., 0] = r
+    for n in range(c.shape[-1]):
+        r = r * decay + (1.0 - decay) * drive[..., n]
+        out[..., n + 1] = r
+    return out
+
+
+def pd_observations(table: pd.DataFrame, pk: NLMEFit | dict) -> Observations:
+    """PCA observations with each subject's concentration on the PD grid taken from its
+    individual PK parameters (``pk``: a PK fit, or a mapping of ka, CL, V arrays):
+    the sequential (IPP) approach."""
+    data = observations(table, nonmem.CMT_RESPONSE)
+    params = pk.individual if isinstance(pk, NLMEFit) else pk
+    end = data.times_h.max()
+    mid = np.arange(PD_STEP_H / 2, end, PD_STEP_H)
+    conc = transit_conc(
+        params["ka"][:, None],
+        params["CL"][:, None],
+        params["V"][:, None],
+        data.extra["dose_mg"][:, None],
+        mid[None],
+    )
+    index = np.rint(data.times_h / PD_STEP_H).astype(int)
+    if not np.allclose(index * PD_STEP_H, data.times_h):
+        raise ValueError(f"PCA sampling times must be multiples of {PD_STEP_H} h")
+    return Observations(
+        data.ids,
+        data.times_h,
+        data.dv,
+        data.covariates,
+        extra={**data.extra, "conc_mid": conc, "grid_index": index},
+    )
+
+
+def _pd_predict(p, data: Observations) -> np.ndarray:
+    conc = data.extra["conc_mid"][:, None, :]
+    grid = turnover_pca(p["E0"], p["Emax"], p["EC50"], p["kout"], conc)
+    index = np.broadcast_to(
+        data.extra["grid_index"][:, None, :], (*grid.shape[:2], data.times_h.shape[1])
+    )
+    return np.take_along_axis(grid, index, axis=-1)
+
+
+PD_MODEL = NLMEModel(
+    "warfarin PCA (turnover, inhibited production)",
+    ("E0", "Emax", "EC50", "kout"),
+    {"E0": "log", "Emax": "logit", "EC50": "log", "kout": "log"},
+    ("E0", "EC50", "kout"),
+    _pd_predict,
+    error=("add",),
+    units=UNITS,
+)
+
+#: Starting values: the initial estimates in the published example's ``ini`` block (not
+#: its results).
+PK_START = {"ka": 1.0, "CL": 0.1, "V": 10.0}
+PD_START = {"E0": 100.0, "Emax": 0.8, "EC50": 0.5, "kout": 0.05}
