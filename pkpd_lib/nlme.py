@@ -20,7 +20,7 @@ the expected-information Hessian,
 + log|Omega| + log|J_i' W_i J_i + Omega^-1| ]``, ``W = 1/sd**2 + 2 (sd'/sd)**2``,
 
 which equals -2 log-likelihood up to the approximation. The outer problem is minimised
-by scipy's BFGS; standard errors come from the finite-difference Hessian of the OFV
+by scipy's BFGS (central-difference gradients); standard errors come from the finite-difference Hessian of the OFV
 (covariance ``2 H^-1``, NONMEM's R matrix). Every quantity is on the scale its name says.
 """
 
@@ -35,15 +35,15 @@ import pandas as pd
 from scipy import optimize
 from scipy.special import expit, logit
 
-TRANSFORMS = ("log", "logit")
+TRANSFORMS = ("log", "logit", "none")
 
 
 @dataclass(frozen=True)
 class NLMEModel:
     """A population model.
 
-    ``params``: individual parameter names, each with its transform (``"log"`` or
-    ``"logit"``) in ``transforms``. ``random``: the parameters with a random effect.
+    ``params``: individual parameter names, each with its transform (``"log"`` for
+    positive parameters, ``"logit"`` for fractions, ``"none"``) in ``transforms``. ``random``: the parameters with a random effect.
     ``covariates``: for each parameter, the covariate columns (already centred and
     scaled, e.g. ``log(WT/70)``) whose coefficients are estimated. ``predict(params,
     data)``: predictions (N, R, K) from a mapping of parameter arrays (N, R) (R copies of
@@ -116,12 +116,16 @@ class Observations:
 
 def to_natural(transform: str, x):
     """A parameter on its natural scale from its transformed value."""
+    if transform == "none":
+        return np.asarray(x, float)
     return np.exp(x) if transform == "log" else expit(x)
 
 
 def to_transformed(transform: str, value):
     """A parameter's transformed value (log or logit) from its natural scale."""
     value = np.asarray(value, float)
+    if transform == "none":
+        return value
     if transform == "log":
         if np.any(value <= 0):
             raise ValueError(f"a log-transformed parameter must be > 0, got {value}")
@@ -336,12 +340,15 @@ def fit_foce(
     standard_errors: bool = True,
     max_iter: int = 200,
     fixed: Mapping[str, float] | None = None,
+    restarts: int = 3,
 ) -> NLMEFit:
     """Estimate ``model`` from ``data`` by FOCE-I, starting from ``typical`` values
     (natural scale), ``omega_sd`` and ``sigma`` (see :func:`start_vector`). ``fixed``:
-    parameters held at a value (natural scale) instead of estimated. The fit counts as
-    converged when BFGS ends with the largest OFV gradient below 0.1 per unit of the
-    estimation scale (the finite-difference gradient's noise is about 0.01).
+    parameters held at a value (natural scale) instead of estimated. The outer gradient
+    is by central differences; the fit counts as converged when BFGS ends with the
+    largest OFV gradient below 0.1 per unit of the estimation scale; a BFGS run that
+    stalls before that (its Hessian estimate gone stale) is restarted from where it
+    ended, up to ``restarts`` times.
 
     Examples
     --------
@@ -365,14 +372,19 @@ def fit_foce(
     def callback(xk):
         problem.eta = problem.conditional_modes(xk, problem.eta)[0]
 
-    result = optimize.minimize(
-        problem.ofv,
-        x0,
-        method="BFGS",
-        callback=callback,
-        options={"maxiter": max_iter, "gtol": 1e-2, "eps": 1e-4},
-    )
-    x = result.x
+    x, iterations = x0, 0
+    for _ in range(restarts + 1):
+        result = optimize.minimize(
+            problem.ofv,
+            x,
+            method="BFGS",
+            jac="3-point",
+            callback=callback,
+            options={"maxiter": max_iter, "gtol": 1e-2, "finite_diff_rel_step": 1e-4},
+        )
+        x, iterations = result.x, iterations + int(result.nit)
+        if np.abs(result.jac).max() < 0.1:
+            break
     problem.eta = problem.conditional_modes(x, problem.eta)[0]
     ofv = problem.ofv(x)
     names = problem.names()
@@ -413,7 +425,7 @@ def fit_foce(
         estimates,
         problem.eta.copy(),
         individual,
-        int(result.nit),
+        iterations,
         time.perf_counter() - t0,
         bool(np.abs(result.jac).max() < 0.1),
         fixed,

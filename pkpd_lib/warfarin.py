@@ -142,9 +142,12 @@ def transit_conc(ka, cl, v, dose_mg, times_h) -> np.ndarray:
     b = ka - ke
     b = np.where(np.abs(b) < 1e-6 * ka, 1e-6 * ka, b)  # equal rates: the limit
     bt = b * t
-    # 1 - exp(-bt) (1 + bt), accurate for small bt, and safe where b < 0
-    rise = -np.expm1(-bt) - bt * np.exp(-bt)
-    amount = np.asarray(dose_mg, float) * ka**2 * np.exp(-ke * t) * rise / b**2
+    # exp(-ke t) - exp(-ka t) (1 + bt), without cancellation where |bt| is small
+    small = np.clip(bt, -1.0, 1.0)
+    near = np.exp(-ke * t) * (-np.expm1(-small) - small * np.exp(-small))
+    far = np.exp(-ke * t) - np.exp(-ka * t) * (1.0 + bt)
+    shape = np.where(np.abs(bt) < 1.0, near, far)
+    amount = np.asarray(dose_mg, float) * ka**2 * shape / b**2
     return amount / np.asarray(v, float)
 
 

@@ -1,0 +1,200 @@
+"""The FOCE-I estimator against known answers, and the warfarin data and model."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.integrate import solve_ivp
+from scipy.stats import multivariate_normal
+
+from pkpd_lib import nlme, nonmem
+from pkpd_lib import warfarin as w
+
+
+def _linear_model():
+    return nlme.NLMEModel(
+        "level",
+        ("m",),
+        {"m": "none"},
+        ("m",),
+        lambda p, d: np.broadcast_to(p["m"][..., None], (*p["m"].shape, d.times_h.shape[1])),
+        error=("add",),
+    )
+
+
+def test_ofv_is_the_exact_likelihood_of_a_linear_mixed_model():
+    """For y = m + eta + eps the Laplace approximation is exact: the OFV must equal
+    -2 log-likelihood of the multivariate normal marginal."""
+    rng = np.random.default_rng(0)
+    y = 5 + rng.normal(size=(6, 1)) + 0.5 * rng.normal(size=(6, 4))
+    y[0, 3] = np.nan  # one subject with fewer observations
+    data = nlme.Observations(np.arange(6), np.zeros_like(y), y)
+    problem = nlme._Problem(_linear_model(), data, {})
+    x = np.array([4.5, np.log(0.8), np.log(0.6)])  # m, omega, sigma
+    exact = 0.0
+    for row in y:
+        obs = row[~np.isnan(row)]
+        cov = 0.8**2 * np.ones((obs.size, obs.size)) + 0.6**2 * np.eye(obs.size)
+        exact -= 2 * multivariate_normal(np.full(obs.size, 4.5), cov).logpdf(obs)
+    assert problem.ofv(x) == pytest.approx(exact, rel=1e-8)
+
+
+def _simulate_pk(n, seed, truth):
+    rng = np.random.default_rng(seed)
+    times = np.tile([0.5, 1, 2, 3, 6, 9, 12, 24, 36, 48, 72, 96, 120.0], (n, 1))
+    eta = rng.normal(size=(n, 3)) * [truth["omega"][k] for k in ("ka", "CL", "V")]
+    ka = truth["ka"] * np.exp(eta[:, :1])
+    cl = truth["CL"] * np.exp(eta[:, 1:2])
+    v = truth["V"] * np.exp(eta[:, 2:])
+    dose = np.full((n, 1), 100.0)
+    f = w.transit_conc(ka, cl, v, dose, times)
+    sd = np.sqrt(truth["add"] ** 2 + (truth["prop"] * f) ** 2)
+    y = f + sd * rng.normal(size=f.shape)
+    realised = {k: truth[k] * np.exp(eta[:, i].mean()) for i, k in enumerate(("ka", "CL", "V"))}
+    data = nlme.Observations(np.arange(n), times, y, extra={"dose_mg": dose[:, 0]})
+    return data, realised
+
+
+TRUTH = {
+    "ka": 1.2,
+    "CL": 0.14,
+    "V": 7.5,
+    "omega": {"ka": 0.4, "CL": 0.3, "V": 0.2},
+    "add": 0.3,
+    "prop": 0.08,
+}
+
+
+@pytest.fixture(scope="module")
+def pk_fits():
+    data, realised = _simulate_pk(100, 1, TRUTH)
+    starts = [{k: v * f for k, v in w.PK_START.items()} for f in (0.5, 1.0, 1.5)]
+    fits = [
+        nlme.fit_foce(w.PK_MODEL, data, s, standard_errors=(i == 1)) for i, s in enumerate(starts)
+    ]
+    return fits, realised
+
+
+def test_foce_recovers_simulated_values_with_standard_errors(pk_fits):
+    fits, realised = pk_fits
+    fit = fits[1]
+    assert fit.converged
+    est = fit.estimates
+    for name in ("ka", "CL", "V"):
+        assert fit.typical(name) == pytest.approx(TRUTH[name], rel=0.10), name
+        assert est.loc[f"omega_{name}", "estimate"] == pytest.approx(
+            TRUTH["omega"][name], rel=0.30
+        ), name
+        # the typical value this sample realised lies within 3 standard errors
+        se = est.loc[f"theta_{name}", "SE (estimation scale)"]
+        assert 0 < se < 0.2
+        assert abs(np.log(fit.typical(name) / realised[name])) < 3 * se, name
+    assert est.loc["sigma_prop", "estimate"] == pytest.approx(TRUTH["prop"], rel=0.2)
+
+
+def test_foce_estimates_agree_from_three_starting_points(pk_fits):
+    fits, _ = pk_fits
+    assert all(f.converged for f in fits)
+    table = nlme.compare_estimates(fits)
+    ofv = table.loc["OFV"]
+    assert ofv.max() - ofv.min() < 0.05
+    rel = table.drop("OFV").std(axis=1) / table.drop("OFV").mean(axis=1).abs()
+    assert rel.max() < 0.01
+
+
+def test_a_fixed_parameter_is_held_and_not_estimated():
+    data, _ = _simulate_pk(30, 2, TRUTH)
+    fit = nlme.fit_foce(w.PK_MODEL, data, w.PK_START, fixed={"ka": 1.2}, standard_errors=False)
+    assert "theta_ka" not in fit.estimates.index
+    assert fit.typical("ka") == 1.2
+
+
+def test_population_and_individual_predictions_have_the_data_shape(pk_fits):
+    data, _ = _simulate_pk(100, 1, TRUTH)
+    fit = pk_fits[0][1]
+    pred = nlme.population_predictions(fit, data)
+    ipred = nlme.individual_predictions(fit, data)
+    assert pred.shape == ipred.shape == data.dv.shape
+    # individual predictions fit better than the typical subject's
+    assert np.mean((ipred - data.dv) ** 2) < np.mean((pred - data.dv) ** 2) / 2
+    sims = nlme.simulate_population(fit, data, 5)
+    assert sims.shape == (5, *data.dv.shape)
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: nlme.Observations([0], [[0.0, 1.0]], [[1.0]]), r"\(N, K\)"),
+        (lambda: nlme.Observations([0], [[0.0]], [[np.nan]]), "at least one observation"),
+        (
+            lambda: nlme.Observations([0], [[0.0]], [[1.0]], covariates={"WT": [np.nan]}),
+            "covariate 'WT'",
+        ),
+        (
+            lambda: nlme.NLMEModel("m", ("a",), {"a": "exp"}, (), lambda p, d: 0),
+            "transform",
+        ),
+        (
+            lambda: nlme.NLMEModel("m", ("a",), {"a": "log"}, ("b",), lambda p, d: 0),
+            "unknown parameters",
+        ),
+        (lambda: nlme.start_vector(w.PK_MODEL, {"ka": 1.0}), "starting values missing"),
+        (lambda: nlme.to_transformed("logit", 1.5), r"in \(0, 1\)"),
+    ],
+)
+def test_bad_models_and_data_are_named(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+# --- warfarin --------------------------------------------------------------------
+
+
+def test_warfarin_goes_through_the_strict_reader():
+    table = w.load()
+    assert table["ID"].nunique() == 32
+    assert (table.loc[table["EVID"] == 1, "CMT"] == nonmem.CMT_DEPOT).all()
+    pk = w.observations(table, nonmem.CMT_CENTRAL)
+    pca = w.observations(table, nonmem.CMT_RESPONSE)
+    assert pk.n_observations == 251 and pca.n_observations == 232
+    # subject 9's replicate assays are kept, not averaged or dropped
+    row = list(pk.ids).index(9)
+    assert np.sum(pk.times_h[row][~np.isnan(pk.dv[row])] == 3.0) == 2
+    with pytest.raises(ValueError, match="duplicated records"):
+        nonmem.check_nonmem(table)
+
+
+def test_warfarin_conversion_names_unknown_codes():
+    raw = pd.read_csv(w.DATA_PATH)
+    bad = raw.assign(sex=raw["sex"].replace({"female": "f"}))
+    with pytest.raises(ValueError, match=r"unknown sex value\(s\) \['f'\]"):
+        w.to_nonmem_table(bad)
+    bad = raw.assign(dvid=raw["dvid"].replace({"pca": "inr"}))
+    with pytest.raises(ValueError, match="unknown dvid"):
+        w.to_nonmem_table(bad)
+
+
+def _warfarin_ode(ka, cl, v, e0, emax, ec50, kout, dose, t_end):
+    def rhs(_t, y):
+        depot, gut, central, r = y
+        c = central / v
+        return [
+            -ka * depot,
+            ka * depot - ka * gut,
+            ka * gut - cl / v * central,
+            kout * e0 * (1 - emax * c / (ec50 + c)) - kout * r,
+        ]
+
+    t = np.arange(0.0, t_end + 0.5, 0.5)
+    sol = solve_ivp(rhs, (0, t_end), [dose, 0, 0, e0], t_eval=t, rtol=1e-10, atol=1e-10)
+    return t, sol.y[2] / v, sol.y[3]
+
+
+def test_closed_form_pk_and_pca_integrator_match_scipy():
+    t, conc, pca = _warfarin_ode(1.1, 0.14, 7.5, 96.0, 0.95, 0.9, 0.053, 100.0, 144.0)
+    np.testing.assert_allclose(w.transit_conc(1.1, 0.14, 7.5, 100.0, t), conc, atol=1e-9)
+    mid = w.transit_conc(1.1, 0.14, 7.5, 100.0, t[:-1] + w.PD_STEP_H / 2)
+    ours = w.turnover_pca(96.0, 0.95, 0.9, 0.053, mid)
+    np.testing.assert_allclose(ours, pca, rtol=2e-3)
+    # equal absorption and elimination rates: the closed form's limit, not NaN
+    equal = w.transit_conc(0.02, 0.14, 7.0, 100.0, t)
+    assert np.isfinite(equal).all()
