@@ -20,8 +20,9 @@ the expected-information Hessian,
 + log|Omega| + log|J_i' W_i J_i + Omega^-1| ]``, ``W = 1/sd**2 + 2 (sd'/sd)**2``,
 
 which equals -2 log-likelihood up to the approximation. The outer problem is minimised
-by scipy's BFGS (central-difference gradients); standard errors come from the finite-difference Hessian of the OFV
-(covariance ``2 H^-1``, NONMEM's R matrix). Every quantity is on the scale its name says.
+by scipy's BFGS (central-difference gradients); standard errors come from the
+finite-difference Hessian of the OFV (covariance ``2 H^-1``, NONMEM's R matrix). Every
+quantity is on the scale its name says.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ class NLMEModel:
     """A population model.
 
     ``params``: individual parameter names, each with its transform (``"log"`` for
-    positive parameters, ``"logit"`` for fractions, ``"none"``) in ``transforms``. ``random``: the parameters with a random effect.
+    positive parameters, ``"logit"`` for fractions, ``"none"``) in ``transforms``.
+    ``random``: the parameters with a random effect.
     ``covariates``: for each parameter, the covariate columns (already centred and
     scaled, e.g. ``log(WT/70)``) whose coefficients are estimated. ``predict(params,
     data)``: predictions (N, R, K) from a mapping of parameter arrays (N, R) (R copies of
