@@ -241,3 +241,51 @@ PD_MODEL = NLMEModel(
 #: its results).
 PK_START = {"ka": 1.0, "CL": 0.1, "V": 10.0}
 PD_START = {"E0": 100.0, "Emax": 0.8, "EC50": 0.5, "kout": 0.05}
+
+
+#: The hourly grid (h) on which the networks read concentrations and predict PCA.
+HOURLY_H = np.arange(0.0, 145.0)
+#: PCA is a percentage of normal activity: its baseline, by the scale's definition.
+PCA_NORMAL = 100.0
+
+
+def conc_after_doses(pk: dict, dose_times_h, amounts_mg, times_h) -> np.ndarray:
+    """Concentrations (N, T) in mg/L of subjects with individual ``pk`` parameters (ka,
+    CL, V arrays (N,)) after doses at ``dose_times_h`` of ``amounts_mg`` (each (N, D) or
+    (D,)), by superposition of :func:`transit_conc`, at ``times_h`` (T,)."""
+    t = np.asarray(times_h, float)[None, None, :]
+    n = np.asarray(pk["CL"]).size
+    dt = np.atleast_2d(np.asarray(dose_times_h, float))
+    dt = np.broadcast_to(dt, (n, dt.shape[-1]))
+    amt = np.broadcast_to(np.asarray(amounts_mg, float), dt.shape)
+    if np.any(amt < 0) or not np.isfinite(amt).all() or not np.isfinite(dt).all():
+        raise ValueError("dose times and amounts must be finite, amounts >= 0 mg")
+    since = t - dt[:, :, None]
+    c = transit_conc(
+        pk["ka"][:, None, None],
+        pk["CL"][:, None, None],
+        pk["V"][:, None, None],
+        amt[:, :, None],
+        np.maximum(since, 0.0),
+    )
+    return np.where(since >= 0, c, 0.0).sum(axis=1)
+
+
+def network_data(table: pd.DataFrame, pk: dict, dose_times_h=None, amounts_mg=None):
+    """Inputs and targets of the book's sequence networks for the warfarin subjects:
+    ``conc`` (N, 145) hourly from each subject's individual PK (its one dose, or the
+    doses given), ``BASE_PD`` = 100% of normal, WT, AGE, SEX; targets (N, 145): observed
+    PCA at its sampling hours, NaN elsewhere."""
+    obs = observations(table, nonmem.CMT_RESPONSE)
+    if dose_times_h is None:
+        dose_times_h, amounts_mg = np.zeros((obs.n_subjects, 1)), obs.extra["dose_mg"][:, None]
+    conc = conc_after_doses(pk, dose_times_h, amounts_mg, HOURLY_H)
+    x = {
+        "conc": conc.astype("float32"),
+        "BASE_PD": np.full(obs.n_subjects, PCA_NORMAL, "float32"),
+        **{c: obs.covariates[c].astype("float32") for c in ("WT", "AGE", "SEX")},
+    }
+    y = np.full((obs.n_subjects, HOURLY_H.size), np.nan)
+    rows, cols = np.nonzero(~np.isnan(obs.dv))
+    y[rows, obs.times_h[rows, cols].astype(int)] = obs.dv[rows, cols]
+    return x, y

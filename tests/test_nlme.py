@@ -198,3 +198,35 @@ def test_closed_form_pk_and_pca_integrator_match_scipy():
     # equal absorption and elimination rates: the closed form's limit, not NaN
     equal = w.transit_conc(0.02, 0.14, 7.0, 100.0, t)
     assert np.isfinite(equal).all()
+
+
+# --- the book's drug ---------------------------------------------------------------
+
+
+def test_population_models_of_the_books_drug_match_its_simulator():
+    """The NLME models' closed-form PK and grid-integrated PD against scipy's solution
+    of the generating model (pkpd_lib.model.simulate)."""
+    from pkpd_lib import model, popmodels, population
+    from pkpd_lib import regimens as reg
+
+    pop = population.sample_population(6, seed=3)
+    t = np.arange(0.0, 169.0)
+    for regimen in (reg.qd(), reg.tid()):
+        sim = model.simulate(pop.params, regimen, t)
+        p = pop.params.as_dict()
+        conc = popmodels.individual_conc(p, regimen, t)
+        np.testing.assert_allclose(conc, sim.conc_mg_L, rtol=1e-6, atol=1e-9)
+        mid = popmodels.individual_conc(p, regimen, popmodels.mid_grid(168.0))
+        grid = popmodels.transit_turnover_grid({k: v[:, None] for k, v in p.items()}, mid, 3)
+        np.testing.assert_allclose(grid[:, 0, ::2], sim.pd, rtol=5e-3)
+
+
+def test_population_pd_models_name_their_structure():
+    from pkpd_lib import popmodels
+
+    assert popmodels.pd_model(0).params == ("R0", "Emax", "EC50", "gam", "kout")
+    assert "MTT" in popmodels.pd_model(3).params
+    with pytest.raises(ValueError, match="multiples of 0.5 h"):
+        popmodels.pd_observations(
+            [[1.0]], [0.7], np.zeros((1, 2)), {"WT": [70.0], "AGE": [45.0], "SEX": [0]}
+        )

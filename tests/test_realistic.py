@@ -54,12 +54,8 @@ def test_early_pd_and_single_baseline_come_from_the_patients_qd_data():
     assert info.config.static_features[-4:] == features.EARLY_PD_FEATURES
     train = datasets.study_datasets("dense", extra_eta_sd=realistic.PD_VARIABILITY)["train"]
     for name, t in zip(features.EARLY_PD_FEATURES, features.EARLY_PD_TIMES_H, strict=True):
-        np.testing.assert_array_equal(
-            data.train_x[name], train.pd_obs[:, int(t)].astype("float32")
-        )
-        np.testing.assert_array_equal(
-            data.cases["test", "BID"][0][name], data.qd_x["test"][name]
-        )
+        np.testing.assert_array_equal(data.train_x[name], train.pd_obs[:, int(t)].astype("float32"))
+        np.testing.assert_array_equal(data.cases["test", "BID"][0][name], data.qd_x["test"][name])
     np.testing.assert_array_equal(data.train_x["BASE_PD"], train.pd_obs[:, 0].astype("f4"))
     np.testing.assert_array_equal(
         data.cases["test", "BID"][0]["BASE_PD"], data.qd_x["test"]["BASE_PD"]

@@ -1,0 +1,204 @@
+"""Population models of the book's drug for :mod:`pkpd_lib.nlme`, estimated from data.
+
+Nothing here reads the generating values: the covariate relations are estimated as
+power (log-scale) effects, the random effects and residual errors as well.
+
+* PK: one compartment with first-order absorption (ka 1/h, CL L/h, V L), CL on
+  ``log(WT/70)`` and ``log(AGE/45)``, V on ``log(WT/70)``, random effects on all three,
+  proportional error. Concentrations in closed form by superposition
+  (:func:`pkpd_lib.pkfit.one_compartment_conc`).
+* PD: the drug effect ``E = Emax C^gam / (EC50^gam + C^gam)`` passes ``n_transit``
+  transit steps (mean transit time MTT h) into a turnover model whose production it
+  stimulates, ``dR/dt = kout R0 (1 + T_last) - kout R``; ``n_transit=3`` is the true
+  structure, fewer steps are simpler competitors (0: the effect drives the turnover
+  directly). Emax on ``log(AGE/45)``, EC50 on SEX; random effects on R0, EC50 and kout;
+  proportional error. Integrated on a grid of :data:`PD_STEP_H` with each linear stage
+  solved exactly for its input averaged over the step (second order); the PK comes from
+  each patient's individual estimates (sequential, IPP).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from .nlme import NLMEModel, Observations
+from .pkfit import _dose_arrays, _superposed_conc
+
+#: Step (h) of the PD grid.
+PD_STEP_H = 0.5
+
+
+def covariate_columns(covariates: Mapping[str, object]) -> dict[str, np.ndarray]:
+    """The centred covariates the models use: ``lwt`` = log(WT/70), ``lage`` =
+    log(AGE/45), ``sex`` (1 female)."""
+    wt = np.asarray(covariates["WT"], float)
+    age = np.asarray(covariates["AGE"], float)
+    return {
+        "lwt": np.log(wt / 70.0),
+        "lage": np.log(age / 45.0),
+        "sex": np.asarray(covariates["SEX"], float),
+    }
+
+
+def pk_observations(conc_obs, times_h, regimens, covariates) -> Observations:
+    """Concentration observations (N, K) with each patient's doses."""
+    conc = np.asarray(conc_obs, float)
+    n = conc.shape[0]
+    t = np.broadcast_to(np.asarray(times_h, float), conc.shape)
+    dose_t, dose_amt = _dose_arrays(regimens, n)
+    return Observations(
+        np.arange(n),
+        t,
+        conc,
+        covariate_columns(covariates),
+        {"dose_t": dose_t, "dose_amt": dose_amt},
+    )
+
+
+def _pk_predict(p, d: Observations) -> np.ndarray:
+    n, r = p["ka"].shape
+    rep = lambda a: np.repeat(np.asarray(a, float), r, axis=0)  # noqa: E731
+    c = _superposed_conc(
+        p["ka"].ravel(),
+        p["CL"].ravel(),
+        p["V"].ravel(),
+        rep(d.extra["dose_t"]),
+        rep(d.extra["dose_amt"]),
+        rep(d.times_h),
+    )
+    return c.reshape(n, r, -1)
+
+
+PK_MODEL = NLMEModel(
+    "one compartment, first-order absorption",
+    ("ka", "CL", "V"),
+    dict.fromkeys(("ka", "CL", "V"), "log"),
+    ("ka", "CL", "V"),
+    _pk_predict,
+    error=("prop",),
+    covariates={"CL": ("lwt", "lage"), "V": ("lwt",)},
+    units={"ka": "1/h", "CL": "L/h", "V": "L"},
+)
+PK_START = {"ka": 0.5, "CL": 10.0, "V": 30.0}
+
+
+def individual_conc(pk_params: Mapping[str, np.ndarray], regimens, times_h) -> np.ndarray:
+    """Concentrations (N, T) from individual PK parameters (ka, CL, V arrays (N,))."""
+    n = np.asarray(pk_params["CL"]).size
+    dose_t, dose_amt = _dose_arrays(regimens, n)
+    t = np.broadcast_to(np.asarray(times_h, float), (n, np.size(times_h)))
+    return _superposed_conc(
+        np.asarray(pk_params["ka"], float),
+        np.asarray(pk_params["CL"], float),
+        np.asarray(pk_params["V"], float),
+        dose_t,
+        dose_amt,
+        t,
+    )
+
+
+def transit_turnover_grid(
+    p: Mapping[str, np.ndarray], conc_mid, n_transit: int, step_h: float = PD_STEP_H
+) -> np.ndarray:
+    """PD on the grid 0, step_h, ... (..., G+1) from mid-step concentrations ``conc_mid``
+    (N, G), for parameter arrays (N, R) (or broadcastable); see the module docstring."""
+    c = np.asarray(conc_mid, float)[:, None, :]
+    emax, ec50, gam = (np.asarray(p[k], float)[..., None] for k in ("Emax", "EC50", "gam"))
+    cg = np.power(np.maximum(c, 0.0), gam)
+    effect = emax * cg / (np.power(ec50, gam) + cg)  # (N, R, G)
+    r0, kout = np.asarray(p["R0"], float), np.asarray(p["kout"], float)
+    b = np.exp(-kout * step_h)
+    stages = [np.zeros_like(r0 * 1.0) for _ in range(n_transit)]
+    if n_transit:
+        a = np.exp(-n_transit / np.asarray(p["MTT"], float) * step_h)
+    r = r0 * np.ones_like(b)
+    out = np.empty((*r.shape, c.shape[-1] + 1))
+    out[..., 0] = r
+    for n in range(c.shape[-1]):
+        drive = effect[..., n]
+        for k in range(n_transit):
+            new = stages[k] * a + (1.0 - a) * drive
+            drive = 0.5 * (stages[k] + new)
+            stages[k] = new
+        r = r * b + (1.0 - b) * r0 * (1.0 + drive)
+        out[..., n + 1] = r
+    return out
+
+
+def pd_observations(
+    pd_obs, times_h, conc_mid, covariates, step_h: float = PD_STEP_H
+) -> Observations:
+    """PD observations (N, K) at ``times_h`` (multiples of ``step_h``) with the patients'
+    mid-step concentrations on the PD grid (N, G)."""
+    y = np.asarray(pd_obs, float)
+    t = np.broadcast_to(np.asarray(times_h, float), y.shape)
+    index = np.rint(t / step_h).astype(int)
+    if not np.allclose(index * step_h, t):
+        raise ValueError(f"PD times must be multiples of {step_h} h")
+    return Observations(
+        np.arange(y.shape[0]),
+        t,
+        y,
+        covariate_columns(covariates),
+        {"conc_mid": np.asarray(conc_mid, float), "grid_index": index},
+    )
+
+
+def mid_grid(t_end_h: float, step_h: float = PD_STEP_H) -> np.ndarray:
+    """Mid-step times (h) of the PD grid up to ``t_end_h``."""
+    return np.arange(step_h / 2, t_end_h, step_h)
+
+
+def pd_model(n_transit: int) -> NLMEModel:
+    """The PD model with ``n_transit`` transit steps (3 is the true structure)."""
+    params = ("R0", "Emax", "EC50", "gam", *(("MTT",) if n_transit else ()), "kout")
+
+    def predict(p, d: Observations) -> np.ndarray:
+        grid = transit_turnover_grid(p, d.extra["conc_mid"], n_transit)
+        idx = np.broadcast_to(
+            d.extra["grid_index"][:, None, :], (*grid.shape[:2], d.times_h.shape[1])
+        )
+        return np.take_along_axis(grid, idx, axis=-1)
+
+    return NLMEModel(
+        f"turnover with {n_transit} transit step{'s' if n_transit != 1 else ''}",
+        params,
+        dict.fromkeys(params, "log"),
+        ("R0", "EC50", "kout"),
+        predict,
+        error=("prop",),
+        covariates={"Emax": ("lage",), "EC50": ("sex",)},
+        units={
+            "R0": "biomarker units",
+            "Emax": "-",
+            "EC50": "mg/L",
+            "gam": "-",
+            "MTT": "h",
+            "kout": "1/h",
+        },
+    )
+
+
+#: Starting values for the PD models (a modeller's guesses, not the generating values).
+PD_START = {"R0": 90.0, "Emax": 0.5, "EC50": 1.0, "gam": 1.0, "MTT": 24.0, "kout": 0.05}
+
+
+def predict_pd(
+    fit, pk_params, regimens, times_h, covariates, etas=None, n_transit: int = 3
+) -> np.ndarray:
+    """PD (N, T) under ``regimens`` at ``times_h`` (multiples of the grid step) from a PD
+    fit, individual PK parameters and the patients' random effects ``etas`` (N, q)
+    (zeros: the covariate-typical patient)."""
+    from .nlme import _Problem
+
+    t = np.asarray(times_h, float)
+    conc_mid = individual_conc(pk_params, regimens, mid_grid(t.max()))
+    n = conc_mid.shape[0]
+    dummy = np.ones((n, t.size))
+    data = pd_observations(dummy, t, conc_mid, covariates)
+    problem = _Problem(fit.model, data, fit.fixed)
+    theta, beta, _, _ = problem.unpack(fit.x)
+    etas = np.zeros((n, problem.q)) if etas is None else np.asarray(etas, float)
+    return problem.predict(theta, beta, etas[:, None])[:, 0]
