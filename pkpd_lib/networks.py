@@ -35,7 +35,7 @@ import os
 import time
 import warnings
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -144,6 +144,15 @@ class NetworkConfig:
             )
         if not np.isfinite(self.min_delta) or self.min_delta < 0:
             raise ValueError(f"min_delta must be a finite number >= 0, got {self.min_delta!r}")
+
+    def __repr__(self) -> str:
+        """The dataclass repr; an LSTM's leaves out the neural-ODE fields."""
+        shown = [
+            f"{f.name}={getattr(self, f.name)!r}"
+            for f in fields(self)
+            if self.kind != "lstm" or f.name not in ("kind", "latent")
+        ]
+        return f"NetworkConfig({', '.join(shown)})"
 
     @property
     def step_inputs(self) -> tuple[str, ...]:

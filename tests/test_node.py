@@ -149,6 +149,8 @@ def test_network_config_checks_ode_settings(kwargs, message):
 
 def test_lstm_fingerprints_do_not_change_with_the_ode_fields():
     assert "kind" not in nw.config_to_json(nw.NetworkConfig())
+    assert "kind" not in repr(nw.NetworkConfig())
+    assert "latent=3" in repr(nw.NetworkConfig(kind="ude", block=1, units=(8,), latent=3))
     assert '"kind": "node"' in nw.config_to_json(
         nw.NetworkConfig(kind="node", block=1, units=(16,))
     )
