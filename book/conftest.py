@@ -55,3 +55,27 @@ def _compare_outputs(self, test, ref, skip_compare=None):
 
 
 IPyNbCell.compare_outputs = _compare_outputs
+
+
+#: Notebooks that take longest from an empty model cache, longest first. pytest-xdist
+#: hands files to its workers in collection order; starting these first keeps one worker
+#: from idling at the end while the other runs a long chapter.
+LONGEST_FIRST = (
+    "13_neural_ode",
+    "11_realistic_information",
+    "14_warfarin",
+    "12_adherence",
+    "07_sparse_that_extrapolates",
+    "10_richer_pd",
+)
+
+
+def _rank(item) -> int:
+    name = getattr(item, "path", None)
+    stem = name.stem if name is not None else ""
+    return LONGEST_FIRST.index(stem) if stem in LONGEST_FIRST else len(LONGEST_FIRST)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    # a stable sort: the cells of a notebook keep their order
+    items.sort(key=_rank)
