@@ -743,9 +743,10 @@ def default_cache_dir() -> Path:
     Examples
     --------
     >>> import os
-    >>> os.environ[CACHE_ENV] = "/tmp/models"; default_cache_dir()
+    >>> from unittest import mock
+    >>> with mock.patch.dict(os.environ, {CACHE_ENV: "/tmp/models"}):
+    ...     default_cache_dir()
     PosixPath('/tmp/models')
-    >>> del os.environ[CACHE_ENV]
     """
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV])

@@ -175,3 +175,14 @@ def test_network_config_validates_training_settings():
         nw.NetworkConfig(learning_rate=0.0)
     with pytest.raises(ValueError, match="min_delta"):
         nw.NetworkConfig(min_delta=-1.0)
+
+
+def test_the_cache_examples_leave_the_environment_alone(monkeypatch):
+    """A doctest that deleted PKPD_MODEL_CACHE sent every notebook run later by the same
+    pytest worker to the user's cache instead of the test command's."""
+    import doctest
+    import os
+
+    monkeypatch.setenv(nw.CACHE_ENV, "/somewhere")
+    doctest.run_docstring_examples(nw.default_cache_dir, vars(nw), verbose=False)
+    assert os.environ[nw.CACHE_ENV] == "/somewhere"
