@@ -343,6 +343,7 @@ def fit_foce(
     max_iter: int = 200,
     fixed: Mapping[str, float] | None = None,
     restarts: int = 3,
+    ofv_tol: float = 0.01,
 ) -> NLMEFit:
     """Estimate ``model`` from ``data`` by FOCE-I, starting from ``typical`` values
     (natural scale), ``omega_sd`` and ``sigma`` (see :func:`start_vector`). ``fixed``:
@@ -350,7 +351,10 @@ def fit_foce(
     is by central differences; the fit counts as converged when BFGS ends with the
     largest OFV gradient below 0.1 per unit of the estimation scale; a BFGS run that
     stalls before that (its Hessian estimate gone stale) is restarted from where it
-    ended, up to ``restarts`` times.
+    ended, up to ``restarts`` times. It also counts as converged, and stops, when three
+    BFGS iterations in a row lower the OFV by less than ``ofv_tol`` in all (the estimates
+    then move in digits no inference reads; NONMEM's default stops on significant
+    digits of the estimates, to the same effect).
 
     Examples
     --------
@@ -371,8 +375,15 @@ def fit_foce(
     x0 = start_vector(model, typical, omega_sd, sigma, fixed)
     t0 = time.perf_counter()
 
-    def callback(xk):
-        problem.eta = problem.conditional_modes(xk, problem.eta)[0]
+    history: list[float] = []
+    stalled = [False]
+
+    def callback(intermediate_result):
+        problem.eta = problem.conditional_modes(intermediate_result.x, problem.eta)[0]
+        history.append(float(intermediate_result.fun) * scale)
+        if len(history) > 3 and history[-4] - history[-1] < ofv_tol:
+            stalled[0] = True
+            raise StopIteration
 
     # per-observation scale: BFGS's first steps (along the raw gradient) stay O(1) on the
     # log scale whatever the data set's size
@@ -396,7 +407,7 @@ def fit_foce(
             },
         )
         x, iterations = result.x, iterations + int(result.nit)
-        if np.abs(result.jac).max() * scale < 0.1:
+        if stalled[0] or np.abs(result.jac).max() * scale < 0.1:
             break
     problem.eta = problem.conditional_modes(x, problem.eta)[0]
     ofv = problem.ofv(x)
@@ -440,7 +451,7 @@ def fit_foce(
         individual,
         iterations,
         time.perf_counter() - t0,
-        bool(np.abs(result.jac).max() * scale < 0.1),
+        bool(stalled[0] or np.abs(result.jac).max() * scale < 0.1),
         fixed,
     )
 
@@ -464,6 +475,24 @@ def individual_predictions(fit: NLMEFit, data: Observations, etas=None) -> np.nd
     theta, beta, _, _ = problem.unpack(fit.x)
     etas = fit.etas if etas is None else np.asarray(etas, float)
     return problem.predict(theta, beta, etas[:, None])[:, 0]
+
+
+def conditional_modes(fit: NLMEFit, data: Observations) -> np.ndarray:
+    """Each subject's mode of the random effects (N, q) given its data and the fitted
+    population model (empirical Bayes / MAP estimates), for subjects the fit has not
+    seen: e.g. a new patient's few samples."""
+    problem = _Problem(fit.model, data, fit.fixed)
+    eta = np.zeros((data.n_subjects, problem.q))
+    return problem.conditional_modes(fit.x, eta)[0]
+
+
+def individual_parameters(fit: NLMEFit, data: Observations, etas) -> dict[str, np.ndarray]:
+    """Natural-scale parameters (N,) of the subjects of ``data`` (their covariates) with
+    random effects ``etas`` (N, q), e.g. from :func:`conditional_modes`."""
+    problem = _Problem(fit.model, data, fit.fixed)
+    theta, beta, _, _ = problem.unpack(fit.x)
+    eta = np.asarray(etas, float)[:, None]
+    return {k: v[:, 0] for k, v in problem.individual(theta, beta, eta).items()}
 
 
 def simulate_population(

@@ -22,9 +22,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+from scipy import signal
 
+from .model import TYPICAL_PARAMS
 from .nlme import NLMEModel, Observations
 from .pkfit import _dose_arrays, _superposed_conc
+from .population import COVARIATE_EFFECTS, ETA_SD
+from .sampling import RESIDUAL_CV
 
 #: Step (h) of the PD grid.
 PD_STEP_H = 0.5
@@ -99,6 +103,28 @@ def individual_conc(pk_params: Mapping[str, np.ndarray], regimens, times_h) -> n
     )
 
 
+def linear_recurrence(u, decay) -> np.ndarray:
+    """``s[n] = decay * s[n-1] + u[n]`` along the last axis, from ``s[-1] = 0``: a
+    first-order linear filter with one ``decay`` per row (broadcast against
+    ``u[..., 0]``), computed by a doubling scan (log2 of the length in whole-array
+    passes) instead of a Python loop over the steps.
+
+    Examples
+    --------
+    >>> linear_recurrence([[1.0, 0.0, 0.0, 2.0]], [0.5])
+    array([[1.   , 0.5  , 0.25 , 2.125]])
+    """
+    u = np.asarray(u, float)
+    power = np.asarray(decay, float)[..., None]
+    s = np.array(np.broadcast_to(u, np.broadcast_shapes(u.shape, power.shape)))
+    shift = 1
+    while shift < s.shape[-1]:
+        s[..., shift:] = s[..., shift:] + power * s[..., :-shift]
+        power = power * power
+        shift *= 2
+    return s
+
+
 def transit_turnover_grid(
     p: Mapping[str, np.ndarray], conc_mid, n_transit: int, step_h: float = PD_STEP_H
 ) -> np.ndarray:
@@ -107,24 +133,40 @@ def transit_turnover_grid(
     c = np.asarray(conc_mid, float)[:, None, :]
     emax, ec50, gam = (np.asarray(p[k], float)[..., None] for k in ("Emax", "EC50", "gam"))
     cg = np.power(np.maximum(c, 0.0), gam)
-    effect = emax * cg / (np.power(ec50, gam) + cg)  # (N, R, G)
+    drive = emax * cg / (np.power(ec50, gam) + cg)  # (N, R, G)
     r0, kout = np.asarray(p["R0"], float), np.asarray(p["kout"], float)
-    b = np.exp(-kout * step_h)
-    stages = [np.zeros_like(r0 * 1.0) for _ in range(n_transit)]
     if n_transit:
         a = np.exp(-n_transit / np.asarray(p["MTT"], float) * step_h)
-    r = r0 * np.ones_like(b)
-    out = np.empty((*r.shape, c.shape[-1] + 1))
+        drive = _transit_chain(drive, a, n_transit)
+    b = np.exp(-kout * step_h)
+    gain = (1.0 - b) * r0
+    out = np.empty((*drive.shape[:-1], drive.shape[-1] + 1))
+    r = np.broadcast_to(r0, out.shape[:-1]).astype(float)
     out[..., 0] = r
-    for n in range(c.shape[-1]):
-        drive = effect[..., n]
-        for k in range(n_transit):
-            new = stages[k] * a + (1.0 - a) * drive
-            drive = 0.5 * (stages[k] + new)
-            stages[k] = new
-        r = r * b + (1.0 - b) * r0 * (1.0 + drive)
+    for n in range(drive.shape[-1]):
+        r = r * b + gain * (1.0 + drive[..., n])
         out[..., n + 1] = r
     return out
+
+
+def _transit_chain(drive, a, n_transit: int) -> np.ndarray:
+    """The drive (..., G) after ``n_transit`` transit stages with decay ``a`` per step:
+    each stage solved exactly for its input held over the step, the next stage reading
+    the stage's mean over the step (trapezoid). One IIR filter (scipy) when every row
+    has the same ``a`` (MTT without random effects), a scan per stage otherwise."""
+    a = np.broadcast_to(np.asarray(a, float), drive.shape[:-1])
+    if np.ptp(a) == 0.0:
+        a0 = float(a.flat[0])
+        num, den = np.array([1.0]), np.array([1.0])
+        for _ in range(n_transit):
+            num = np.convolve(num, [0.5 * (1.0 - a0), 0.5 * (1.0 - a0)])
+            den = np.convolve(den, [1.0, -a0])
+        return signal.lfilter(num, den, drive, axis=-1)
+    for _ in range(n_transit):
+        stage = linear_recurrence((1.0 - a[..., None]) * drive, a)
+        before = np.concatenate([np.zeros_like(stage[..., :1]), stage[..., :-1]], axis=-1)
+        drive = 0.5 * (before + stage)
+    return drive
 
 
 def pd_observations(
@@ -185,20 +227,41 @@ def pd_model(n_transit: int) -> NLMEModel:
 PD_START = {"R0": 90.0, "Emax": 0.5, "EC50": 1.0, "gam": 1.0, "MTT": 24.0, "kout": 0.05}
 
 
-def predict_pd(
-    fit, pk_params, regimens, times_h, covariates, etas=None, n_transit: int = 3
-) -> np.ndarray:
-    """PD (N, T) under ``regimens`` at ``times_h`` (multiples of the grid step) from a PD
-    fit, individual PK parameters and the patients' random effects ``etas`` (N, q)
-    (zeros: the covariate-typical patient)."""
-    from .nlme import _Problem
-
+def pd_data(regimens, times_h, pk_params, covariates, pd_obs=None) -> Observations:
+    """PD observations of patients with individual PK parameters ``pk_params`` (ka, CL,
+    V arrays (N,)) under ``regimens`` at ``times_h`` ((K,) or (N, K), multiples of
+    :data:`PD_STEP_H`): their observed PD (N, K), or none (all missing) to predict or
+    simulate a regimen the patients have not had."""
     t = np.asarray(times_h, float)
     conc_mid = individual_conc(pk_params, regimens, mid_grid(t.max()))
-    n = conc_mid.shape[0]
-    dummy = np.ones((n, t.size))
-    data = pd_observations(dummy, t, conc_mid, covariates)
-    problem = _Problem(fit.model, data, fit.fixed)
-    theta, beta, _, _ = problem.unpack(fit.x)
-    etas = np.zeros((n, problem.q)) if etas is None else np.asarray(etas, float)
-    return problem.predict(theta, beta, etas[:, None])[:, 0]
+    y = np.full((conc_mid.shape[0], t.shape[-1]), np.nan) if pd_obs is None else pd_obs
+    return pd_observations(y, t, conc_mid, covariates)
+
+
+def generating_values(extra_eta_sd: Mapping[str, float] | None = None) -> dict[str, float]:
+    """The values that generated the book's data, named as the fits name their estimates
+    (``theta_CL``, ``beta_CL~lwt``, ``omega_EC50``, ``sigma_prop``, ...; PK and PD
+    together; ``omega`` is the SD of eta), for the patients of
+    :func:`pkpd_lib.population.sample_population` with ``extra_eta_sd``. For comparing
+    estimates with the truth in a simulation study; no fit reads them.
+
+    Examples
+    --------
+    >>> truth = generating_values({"EC50": 0.3})
+    >>> truth["theta_CL"], truth["beta_CL~lwt"], truth["omega_EC50"], truth["sigma_prop"]
+    (15.0, 0.75, 0.3, 0.1)
+    """
+    e = COVARIATE_EFFECTS
+    out = {f"theta_{k}": float(v) for k, v in TYPICAL_PARAMS.items()}
+    out |= {
+        "beta_CL~lwt": e["CL~WT"],
+        "beta_CL~lage": e["CL~AGE"],
+        "beta_V~lwt": e["V~WT"],
+        "beta_Emax~lage": e["Emax~AGE"],
+        # the fits' EC50 effect is log-linear: log(1 + effect)
+        "beta_EC50~sex": float(np.log1p(e["EC50~SEX"])),
+    }
+    out |= {f"omega_{k}": float(v) for k, v in {**ETA_SD, **(extra_eta_sd or {})}.items()}
+    out["sigma_prop"] = RESIDUAL_CV["conc"]
+    out["sigma_prop (PD)"] = RESIDUAL_CV["pd"]
+    return out

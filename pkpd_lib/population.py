@@ -31,6 +31,10 @@ from .model import PARAM_NAMES, TYPICAL_PARAMS, Params
 #: Between-patient variability: SD of the log-normal eta for each parameter that has one.
 ETA_SD = {"ka": 0.3, "CL": 0.3, "V": 0.3, "R0": 0.2}
 
+#: Covariate effects: exponents of WT/70 and AGE/45 (power models) and the fractional
+#: change of EC50 in women (``1 + effect * SEX``).
+COVARIATE_EFFECTS = {"CL~WT": 0.75, "CL~AGE": -0.3, "V~WT": 1.0, "Emax~AGE": -0.3, "EC50~SEX": -0.3}
+
 #: Demographic covariate names and units (defined with the network inputs).
 COVARIATE_NAMES = COVARIATES
 COVARIATE_UNITS = {name: FEATURES[name].unit for name in COVARIATE_NAMES}
@@ -119,13 +123,13 @@ def individual_params(
         return np.exp(e)
 
     wt, age, sex = cov["WT"], cov["AGE"], cov["SEX"]
-    t = typical
+    t, e = typical, COVARIATE_EFFECTS
     return Params(
         ka=t["ka"] * eta("ka"),
-        CL=t["CL"] * (wt / 70) ** 0.75 * (age / 45) ** -0.3 * eta("CL"),
-        V=t["V"] * (wt / 70) * eta("V"),
-        Emax=t["Emax"] * (age / 45) ** -0.3 * eta("Emax"),
-        EC50=t["EC50"] * (1 - 0.3 * sex) * eta("EC50"),
+        CL=t["CL"] * (wt / 70) ** e["CL~WT"] * (age / 45) ** e["CL~AGE"] * eta("CL"),
+        V=t["V"] * (wt / 70) ** e["V~WT"] * eta("V"),
+        Emax=t["Emax"] * (age / 45) ** e["Emax~AGE"] * eta("Emax"),
+        EC50=t["EC50"] * (1 + e["EC50~SEX"] * sex) * eta("EC50"),
         gam=t["gam"] * eta("gam"),
         MTT=t["MTT"] * eta("MTT"),
         kout=t["kout"] * eta("kout"),

@@ -163,7 +163,6 @@ def locked_study(info: Information, regimens: dict[str, reg.Regimen]) -> LockedD
     train_x = _inputs(info, sets["train"], train_fit, sets["train"])
     val_x = _inputs(info, sets["val"], val_fit, sets["val"])
     cases, qd_x = {}, {}
-    all_regimens = {VALIDATION_REGIMEN.name: VALIDATION_REGIMEN, **regimens}
     for split, pop in populations.items():
         seed = obs_seed if split == "test" else STUDY_VAL_OBS_SEED
         if split == "validation":
@@ -172,12 +171,36 @@ def locked_study(info: Information, regimens: dict[str, reg.Regimen]) -> LockedD
             qd = datasets.simulate_dataset(pop, reg.qd(), obs_seed=seed)
             fit = _qd_fit(info, qd)
         qd_x[split] = _inputs(info, qd, fit, qd)
-        for k, (name, regimen) in enumerate(all_regimens.items()):
-            d = datasets.simulate_dataset(pop, regimen, obs_seed=seed + 10 * (k + 1))
+        for name, d in _regimen_datasets(pop, regimens, seed).items():
             cases[split, name] = (_inputs(info, d, fit, qd), d.truth.pd)
     return LockedData(
         info, train_x, sets["train"].pd_obs, val_x, sets["val"].pd_obs, cases, qd_x, populations
     )
+
+
+def _regimen_datasets(pop, regimens: dict[str, reg.Regimen], seed: int) -> dict:
+    """``pop`` simulated under the validation regimen and each of ``regimens``, the
+    k-th with observation seed ``seed + 10 k`` (k = 1 for the validation regimen)."""
+    all_regimens = {VALIDATION_REGIMEN.name: VALIDATION_REGIMEN, **regimens}
+    return {
+        name: datasets.simulate_dataset(pop, regimen, obs_seed=seed + 10 * (k + 1))
+        for k, (name, regimen) in enumerate(all_regimens.items())
+    }
+
+
+def locked_test_datasets(
+    info: Information, regimens: dict[str, reg.Regimen]
+) -> tuple[datasets.Dataset, dict[str, datasets.Dataset]]:
+    """The locked test patients' simulated data, the same that :func:`locked_study`
+    converts for the networks (same seeds, when ``regimens`` lists the same regimens
+    in the same order): their QD data (what is known before a new regimen: screening
+    PD, PD and concentrations under QD) and their data under the validation regimen
+    and each of ``regimens`` (observations, and the noise-free truth to score)."""
+    extra = PD_VARIABILITY if info.pd_variability else None
+    pop_seed, obs_seed = LOCKED_TEST_SEEDS
+    pop = sample_population(LOCKED_SIZE, pop_seed, LOCKED_FIRST_ID, extra_eta_sd=extra)
+    qd = datasets.simulate_dataset(pop, reg.qd(), obs_seed=obs_seed)
+    return qd, _regimen_datasets(pop, regimens, obs_seed)
 
 
 def typical_curve(population, baseline_pd, regimen: reg.Regimen, times_h) -> np.ndarray:

@@ -34,6 +34,20 @@ CHOSEN = {
 #: defaults (batch 32, Adam 1e-3).
 NAIVE = nw.NetworkConfig(units=(16, 16), block=1, batch_size=32, learning_rate=1e-3)
 
+#: The neural ODE of the chapter "Beside a neural ODE": 4 latent states, a 16-unit tanh
+#: derivative network, larger batches and a longer patience than the LSTM (it learns
+#: more slowly per epoch).
+NEURAL_ODE = nw.NetworkConfig(
+    kind="node",
+    units=(16,),
+    latent=4,
+    block=1,
+    batch_size=250,
+    learning_rate=2e-2,
+    patience=30,
+    max_epochs=800,
+)
+
 
 @dataclass
 class StudyData:

@@ -111,3 +111,19 @@ def test_adherence_regimens_deviate_from_qd_on_the_day_asked():
         assert [d for d in r.doses() if d[0] < 48.0] == qd.doses()[:2], name
     frame = pd.DataFrame({k: [r.total_mg] for k, r in reg.adherence_regimens().items()})
     assert frame.loc[0, "doubled dose"] == qd.total_mg
+
+
+def test_locked_test_datasets_are_the_data_the_networks_read(locked):
+    """A population model predicting the locked test patients must see the same
+    patients, observations and truths as the networks."""
+    real = locked[realistic.REALISTIC]
+    qd, by_regimen = realistic.locked_test_datasets(
+        realistic.REALISTIC, {"QD": reg.qd(), "BID": reg.bid()}
+    )
+    assert list(by_regimen) == [realistic.VALIDATION_REGIMEN.name, "QD", "BID"]
+    for name, d in by_regimen.items():
+        np.testing.assert_array_equal(d.truth.pd, real.cases["test", name][1])
+    np.testing.assert_array_equal(
+        qd.screening_pd.mean(axis=1).astype("float32"), real.qd_x["test"]["BASE_PD"]
+    )
+    np.testing.assert_array_equal(qd.population.ids, real.populations["test"].ids)

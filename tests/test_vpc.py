@@ -1,0 +1,38 @@
+"""Visual predictive checks: percentiles against their simulated intervals."""
+
+import numpy as np
+import pytest
+
+from pkpd_lib import vpc
+
+
+def test_a_model_that_generated_the_data_passes_and_a_wrong_one_fails():
+    rng = np.random.default_rng(1)
+    times = np.array([1.0, 2.0, 4.0])
+    sims = rng.lognormal(1.0, 0.3, size=(300, 150, 3))
+    observed = rng.lognormal(1.0, 0.3, size=(150, 3))
+    assert vpc.vpc_table(observed, sims, times)["inside"].mean() >= 0.75
+    too_wide = rng.lognormal(1.0, 0.6, size=(150, 3))
+    table = vpc.vpc_table(too_wide, sims, times)
+    assert not table.xs(10, level="percentile")["inside"].any()
+    assert not table.xs(90, level="percentile")["inside"].any()
+
+
+def test_missing_samples_are_left_out_of_observed_and_simulated():
+    sims = np.ones((10, 4, 1)) * np.array([1.0, 2.0, 3.0, 100.0])[None, :, None]
+    observed = np.array([[1.0], [2.0], [3.0], [np.nan]])
+    row = vpc.vpc_table(observed, sims, [1.0]).loc[(1.0, 50)]
+    assert row["observed"] == 2.0 and row["low"] == row["high"] == 2.0
+
+
+def test_prediction_correction_removes_a_covariate_scale():
+    pred = np.array([[1.0], [2.0], [4.0]])
+    corrected = vpc.prediction_corrected(pred * 3.0, pred)
+    np.testing.assert_allclose(corrected, 6.0)
+    with pytest.raises(ValueError, match="positive"):
+        vpc.prediction_corrected(pred, -pred)
+
+
+def test_shapes_are_checked():
+    with pytest.raises(ValueError, match="replicates, N, T"):
+        vpc.vpc_table(np.ones((3, 2)), np.ones((5, 3, 3)), [1.0, 2.0])
