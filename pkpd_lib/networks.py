@@ -717,7 +717,15 @@ def load_model(path: str | Path) -> keras.Model:
 
 def config_to_json(config: NetworkConfig) -> str:
     """The configuration as JSON; the ODE fields are left out of an LSTM's (so models
-    cached before they existed keep their fingerprints)."""
+    cached before they existed keep their fingerprints).
+
+    Examples
+    --------
+    >>> config_to_json(NetworkConfig(units=(4,)))[:28]
+    '{"batch_size": 32, "block": '
+    >>> '"latent"' in config_to_json(NetworkConfig(units=(4,), block=1, kind="node"))
+    True
+    """
     d = asdict(config)
     if config.kind == "lstm":
         del d["kind"], d["latent"]
@@ -734,11 +742,6 @@ CACHE_ENV = "PKPD_MODEL_CACHE"
 def default_cache_dir() -> Path:
     """Folder of cached trained models: ``$PKPD_MODEL_CACHE`` if set, else the user's
     cache folder (``$XDG_CACHE_HOME`` or ``~/.cache``) under ``pkpd_lib/models``.
-
-    Examples
-    --------
-    >>> config_to_json(NetworkConfig(units=(4,)))[:28]
-    '{"batch_size": 32, "block": '
 
     Examples
     --------

@@ -137,6 +137,16 @@ def to_transformed(transform: str, value):
     return logit(value)
 
 
+def values_at(grid, index) -> np.ndarray:
+    """Gather predictions at the observed times from values on a time grid: ``grid``
+    (N, R, G) per subject and replicate, ``index`` (N, K) each observation's grid
+    position; returns (N, R, K). For models integrated on a grid (turnover PD)."""
+    grid = np.asarray(grid)
+    index = np.asarray(index)
+    wide = np.broadcast_to(index[:, None, :], (*grid.shape[:2], index.shape[1]))
+    return np.take_along_axis(grid, wide, axis=-1)
+
+
 class _Problem:
     """The packed outer vector of a model and data, and the FOCE-I objective."""
 

@@ -25,7 +25,7 @@ import numpy as np
 from scipy import signal
 
 from .model import TYPICAL_PARAMS
-from .nlme import NLMEModel, Observations
+from .nlme import NLMEModel, Observations, values_at
 from .pkfit import _dose_arrays, _superposed_conc
 from .population import COVARIATE_EFFECTS, ETA_SD
 from .sampling import RESIDUAL_CV
@@ -199,10 +199,7 @@ def pd_model(n_transit: int) -> NLMEModel:
 
     def predict(p, d: Observations) -> np.ndarray:
         grid = transit_turnover_grid(p, d.extra["conc_mid"], n_transit)
-        idx = np.broadcast_to(
-            d.extra["grid_index"][:, None, :], (*grid.shape[:2], d.times_h.shape[1])
-        )
-        return np.take_along_axis(grid, idx, axis=-1)
+        return values_at(grid, d.extra["grid_index"])
 
     return NLMEModel(
         f"turnover with {n_transit} transit step{'s' if n_transit != 1 else ''}",

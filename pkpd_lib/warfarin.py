@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from . import nonmem
-from .nlme import NLMEFit, NLMEModel, Observations
+from .nlme import NLMEFit, NLMEModel, Observations, values_at
 
 #: The data file and its provenance note, in the repository.
 DATA_DIR = Path(__file__).resolve().parents[1] / "data" / "warfarin"
@@ -221,10 +221,7 @@ def pd_observations(table: pd.DataFrame, pk: NLMEFit | dict) -> Observations:
 def _pd_predict(p, data: Observations) -> np.ndarray:
     conc = data.extra["conc_mid"][:, None, :]
     grid = turnover_pca(p["E0"], p["Emax"], p["EC50"], p["kout"], conc)
-    index = np.broadcast_to(
-        data.extra["grid_index"][:, None, :], (*grid.shape[:2], data.times_h.shape[1])
-    )
-    return np.take_along_axis(grid, index, axis=-1)
+    return values_at(grid, data.extra["grid_index"])
 
 
 PD_MODEL = NLMEModel(

@@ -261,10 +261,33 @@ def test_conditional_modes_of_new_subjects_recover_their_effects():
         lambda p, d: p["C0"][..., None] * np.exp(-p["k"][..., None] * d.times_h[:, None]),
     )
     fit = nlme.fit_foce(
-        decay, nlme.Observations(np.arange(30), t, y), {"C0": 5.0, "k": 0.5},
+        decay,
+        nlme.Observations(np.arange(30), t, y),
+        {"C0": 5.0, "k": 0.5},
         standard_errors=False,
     )
     new = nlme.Observations(np.arange(30), t[:, ::3], y[:, ::3])
     eta = nlme.conditional_modes(fit, new)
     k_map = fit.typical("k") * np.exp(eta[:, 0])
     np.testing.assert_allclose(k_map, k_true, rtol=0.05)
+
+
+def test_stopping_on_a_stalled_ofv_leaves_the_estimates_where_the_gradient_test_does():
+    rng = np.random.default_rng(4)
+    t = np.tile([0.5, 1, 2, 4, 8, 12.0], (40, 1))
+    k = 0.2 * np.exp(0.3 * rng.normal(size=(40, 1)))
+    y = 10 * np.exp(-k * t) * (1 + 0.05 * rng.normal(size=t.shape))
+    decay = nlme.NLMEModel(
+        "decay",
+        ("C0", "k"),
+        {"C0": "log", "k": "log"},
+        ("k",),
+        lambda p, d: p["C0"][..., None] * np.exp(-p["k"][..., None] * d.times_h[:, None]),
+    )
+    data = nlme.Observations(np.arange(40), t, y)
+    start = {"C0": 5.0, "k": 0.5}
+    stalled = nlme.fit_foce(decay, data, start, standard_errors=False, ofv_tol=0.01)
+    strict = nlme.fit_foce(decay, data, start, standard_errors=False, ofv_tol=0.0)
+    assert stalled.converged and strict.converged
+    assert abs(stalled.ofv - strict.ofv) < 0.05
+    np.testing.assert_allclose(stalled.x, strict.x, atol=0.01)
