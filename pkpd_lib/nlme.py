@@ -84,7 +84,9 @@ class NLMEModel:
 class Observations:
     """One endpoint's observations: ``times_h`` and ``dv`` (N, K), NaN in ``dv`` where a
     subject has fewer than K; ``covariates`` (N,) arrays by name; ``extra``: anything
-    else the model's ``predict`` reads (doses, individual PK parameters)."""
+    else the model's ``predict`` reads (doses, individual PK parameters). A ``dv`` that
+    is all NaN is a design: the times to predict or simulate, nothing to estimate from.
+    """
 
     ids: np.ndarray
     times_h: np.ndarray
@@ -100,7 +102,8 @@ class Observations:
             raise ValueError("times_h must be finite (pad with any time and NaN in dv)")
         if np.isinf(y).any():
             raise ValueError("dv must not be infinite")
-        if (~np.isnan(y)).sum(axis=1).min() == 0:
+        seen = (~np.isnan(y)).sum(axis=1)
+        if seen.min() == 0 and seen.max() > 0:
             raise ValueError("every subject needs at least one observation")
         for name, v in self.covariates.items():
             v = np.asarray(v, float)
@@ -114,6 +117,11 @@ class Observations:
     @property
     def n_observations(self) -> int:
         return int((~np.isnan(self.dv)).sum())
+
+    def require_observations(self) -> None:
+        """A ``ValueError`` unless there is something to estimate from."""
+        if self.n_observations == 0:
+            raise ValueError("every subject needs at least one observation to estimate from")
 
 
 def to_natural(transform: str, x):
@@ -199,7 +207,11 @@ class _Problem:
         return out
 
     def predict(self, theta, beta, eta):
-        f = np.asarray(self.model.predict(self.individual(theta, beta, eta), self.data), float)
+        # trial values far out (a line search's) may overflow; such predictions are
+        # replaced by a huge value, which the objective rejects
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            f = self.model.predict(self.individual(theta, beta, eta), self.data)
+            f = np.asarray(f, float)
         return np.where(np.isfinite(f), f, 1e10)
 
     def sd(self, f, sigma):
@@ -295,8 +307,11 @@ class NLMEFit:
         return float(self.estimates.loc[f"theta_{name}", "estimate"])
 
 
-def _hessian(fun, x, step: float = 1e-3) -> np.ndarray:
-    """Central finite-difference Hessian of a scalar function."""
+def _hessian(fun, x, step: float = 1e-2) -> np.ndarray:
+    """Central finite-difference Hessian of a scalar function. The step (1% on the log
+    scale) is wide on purpose: the OFV carries noise of about 1e-3 from its inner
+    optimisations, which a step of 1e-3 would turn into curvature errors of the
+    order of the curvature itself."""
     n = x.size
     h = np.zeros((n, n))
     e = np.eye(n) * step
@@ -380,6 +395,7 @@ def fit_foce(
     >>> round(fit.typical("C0"), 1), round(fit.typical("k"), 2)
     (10.0, 0.2)
     """
+    data.require_observations()
     fixed = dict(fixed or {})
     problem = _Problem(model, data, fixed)
     x0 = start_vector(model, typical, omega_sd, sigma, fixed)
@@ -491,6 +507,7 @@ def conditional_modes(fit: NLMEFit, data: Observations) -> np.ndarray:
     """Each subject's mode of the random effects (N, q) given its data and the fitted
     population model (empirical Bayes / MAP estimates), for subjects the fit has not
     seen: e.g. a new patient's few samples."""
+    data.require_observations()
     problem = _Problem(fit.model, data, fit.fixed)
     eta = np.zeros((data.n_subjects, problem.q))
     return problem.conditional_modes(fit.x, eta)[0]

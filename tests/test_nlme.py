@@ -38,6 +38,21 @@ def test_ofv_is_the_exact_likelihood_of_a_linear_mixed_model():
     assert problem.ofv(x) == pytest.approx(exact, rel=1e-8)
 
 
+def test_standard_error_of_a_linear_mixed_model_is_the_textbook_one():
+    """Balanced random-intercept model: the SE of the mean is sqrt((omega**2 +
+    sigma**2 / n) / N) at the estimates; the OFV Hessian must give it."""
+    rng = np.random.default_rng(1)
+    n_subjects, n_obs = 60, 5
+    y = 5 + 0.8 * rng.normal(size=(n_subjects, 1)) + 0.5 * rng.normal(size=(n_subjects, n_obs))
+    data = nlme.Observations(np.arange(n_subjects), np.zeros_like(y), y)
+    fit = nlme.fit_foce(_linear_model(), data, {"m": 4.0}, omega_sd=1.0, sigma={"add": 1.0})
+    omega = fit.estimates.loc["omega_m", "estimate"]
+    sigma = fit.estimates.loc["sigma_add", "estimate"]
+    textbook = np.sqrt((omega**2 + sigma**2 / n_obs) / n_subjects)
+    se = fit.estimates.loc["theta_m", "SE (estimation scale)"]
+    assert se == pytest.approx(textbook, rel=0.02)
+
+
 def _simulate_pk(n, seed, truth):
     rng = np.random.default_rng(seed)
     times = np.tile([0.5, 1, 2, 3, 6, 9, 12, 24, 36, 48, 72, 96, 120.0], (n, 1))
@@ -124,7 +139,10 @@ def test_population_and_individual_predictions_have_the_data_shape(pk_fits):
     "build, message",
     [
         (lambda: nlme.Observations([0], [[0.0, 1.0]], [[1.0]]), r"\(N, K\)"),
-        (lambda: nlme.Observations([0], [[0.0]], [[np.nan]]), "at least one observation"),
+        (
+            lambda: nlme.Observations([0, 1], [[0.0], [0.0]], [[1.0], [np.nan]]),
+            "at least one observation",
+        ),
         (
             lambda: nlme.Observations([0], [[0.0]], [[1.0]], covariates={"WT": [np.nan]}),
             "covariate 'WT'",
@@ -291,3 +309,29 @@ def test_stopping_on_a_stalled_ofv_leaves_the_estimates_where_the_gradient_test_
     assert stalled.converged and strict.converged
     assert abs(stalled.ofv - strict.ofv) < 0.05
     np.testing.assert_allclose(stalled.x, strict.x, atol=0.01)
+
+
+def test_a_design_without_observations_predicts_but_does_not_estimate():
+    design = nlme.Observations([0, 1], [[1.0, 2.0]] * 2, np.full((2, 2), np.nan))
+    decay = nlme.NLMEModel(
+        "decay",
+        ("k",),
+        {"k": "log"},
+        ("k",),
+        lambda p, d: np.exp(-p["k"][..., None] * d.times_h[:, None]),
+    )
+    with pytest.raises(ValueError, match="at least one observation to estimate"):
+        nlme.fit_foce(decay, design, {"k": 0.5})
+
+
+def test_hessian_tolerates_the_ofv_noise_of_inner_optimisations():
+    """The OFV carries noise of about 1e-3 (inner modes solved to a tolerance); the
+    finite-difference Hessian must still see a curvature of a few hundred (a covariate
+    effect's, SE about 0.1) within 10%."""
+    curvature = np.diag([200.0, 3000.0])
+
+    def noisy_ofv(x):
+        return 0.5 * x @ curvature @ x + 1e-3 * np.cos(1e4 * x).sum()
+
+    h = nlme._hessian(noisy_ofv, np.zeros(2))
+    np.testing.assert_allclose(np.diag(h), np.diag(curvature), rtol=0.1)
