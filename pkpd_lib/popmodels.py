@@ -86,6 +86,10 @@ PK_MODEL = NLMEModel(
     units={"ka": "1/h", "CL": "L/h", "V": "L"},
 )
 PK_START = {"ka": 0.5, "CL": 10.0, "V": 30.0}
+#: Three starting points (a modeller's guesses, none of them the generating values): the
+#: fit with the lowest objective is kept, as a modeller does when seven samples leave
+#: the absorption rate weakly determined (a second optimum with fast absorption exists).
+PK_STARTS = (PK_START, {"ka": 2.0, "CL": 25.0, "V": 80.0}, {"ka": 0.25, "CL": 6.0, "V": 100.0})
 
 
 def individual_conc(pk_params: Mapping[str, np.ndarray], regimens, times_h) -> np.ndarray:
