@@ -21,6 +21,17 @@ def _linear_model():
     )
 
 
+def _decay_model():
+    """C0 exp(-k t) with a random effect on k."""
+    return nlme.NLMEModel(
+        "decay",
+        ("C0", "k"),
+        {"C0": "log", "k": "log"},
+        ("k",),
+        lambda p, d: p["C0"][..., None] * np.exp(-p["k"][..., None] * d.times_h[:, None]),
+    )
+
+
 def test_ofv_is_the_exact_likelihood_of_a_linear_mixed_model():
     """For y = m + eta + eps the Laplace approximation is exact: the OFV must equal
     -2 log-likelihood of the multivariate normal marginal."""
@@ -271,13 +282,7 @@ def test_conditional_modes_of_new_subjects_recover_their_effects():
     t = np.tile(np.linspace(0.5, 12.0, 12), (30, 1))
     k_true = 0.2 * np.exp(0.3 * rng.normal(size=30))
     y = 10 * np.exp(-k_true[:, None] * t) * (1 + 0.02 * rng.normal(size=t.shape))
-    decay = nlme.NLMEModel(
-        "decay",
-        ("C0", "k"),
-        {"C0": "log", "k": "log"},
-        ("k",),
-        lambda p, d: p["C0"][..., None] * np.exp(-p["k"][..., None] * d.times_h[:, None]),
-    )
+    decay = _decay_model()
     fit = nlme.fit_foce(
         decay,
         nlme.Observations(np.arange(30), t, y),
@@ -295,13 +300,7 @@ def test_stopping_on_a_stalled_ofv_leaves_the_estimates_where_the_gradient_test_
     t = np.tile([0.5, 1, 2, 4, 8, 12.0], (40, 1))
     k = 0.2 * np.exp(0.3 * rng.normal(size=(40, 1)))
     y = 10 * np.exp(-k * t) * (1 + 0.05 * rng.normal(size=t.shape))
-    decay = nlme.NLMEModel(
-        "decay",
-        ("C0", "k"),
-        {"C0": "log", "k": "log"},
-        ("k",),
-        lambda p, d: p["C0"][..., None] * np.exp(-p["k"][..., None] * d.times_h[:, None]),
-    )
+    decay = _decay_model()
     data = nlme.Observations(np.arange(40), t, y)
     start = {"C0": 5.0, "k": 0.5}
     stalled = nlme.fit_foce(decay, data, start, standard_errors=False, ofv_tol=0.01)
