@@ -1,4 +1,5 @@
-"""Safe file writes: atomic replacement, no silent overwrite, a lock for shared caches.
+"""Safe file writes (atomic replacement, no silent overwrite, a lock for shared caches)
+and the store of computed results (trained networks, population-model fits).
 
 A file written by this package is either the complete new file or, if the write was
 interrupted (Ctrl-C, a full disk, a crash), whatever was there before: the content goes
@@ -23,10 +24,13 @@ FileExistsError: ... already exists; pass overwrite=True (--overwrite) to replac
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+
+import numpy as np
 
 try:  # POSIX
     import fcntl
@@ -93,3 +97,109 @@ def exclusive_lock(path: str | Path) -> Iterator[None]:
         finally:
             if fcntl is not None:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# --- the store of computed results ------------------------------------------------------
+
+#: Environment variable that names the folder of stored results: trained networks in it,
+#: population-model fits in its ``fits/`` folder. The book's test command points it at
+#: the results committed with the book (``data/trained``).
+CACHE_ENV = "PKPD_MODEL_CACHE"
+
+#: Environment variable: ``"error"`` makes a result missing from the default store an
+#: error (:class:`StoreMissError`) instead of computing it. The test command sets it, so
+#: that a committed network or fit that no longer matches its key is never silently
+#: retrained.
+MISS_ENV = "PKPD_CACHE_MISS"
+
+
+class StoreMissError(LookupError):
+    """A result was asked of the store, is not in it, and computing it is not allowed."""
+
+
+def default_cache_dir() -> Path:
+    """Folder of stored results: ``$PKPD_MODEL_CACHE`` if set, else the user's
+    cache folder (``$XDG_CACHE_HOME`` or ``~/.cache``) under ``pkpd_lib/models``.
+
+    Examples
+    --------
+    >>> import os
+    >>> from unittest import mock
+    >>> with mock.patch.dict(os.environ, {CACHE_ENV: "/tmp/models"}):
+    ...     default_cache_dir()
+    PosixPath('/tmp/models')
+    """
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "pkpd_lib" / "models"
+
+
+def miss_is_error() -> bool:
+    """Whether a result missing from the default store must raise (``$PKPD_CACHE_MISS``
+    is ``"error"``) rather than be computed.
+
+    Examples
+    --------
+    >>> import os
+    >>> from unittest import mock
+    >>> with mock.patch.dict(os.environ, {MISS_ENV: "error"}):
+    ...     miss_is_error()
+    True
+    """
+    value = os.environ.get(MISS_ENV, "compute")
+    if value not in ("compute", "error"):
+        raise ValueError(f"${MISS_ENV} must be 'compute' or 'error', got {value!r}")
+    return value == "error"
+
+
+#: Mantissa bits of a float64 that :func:`update_digest` keeps. Another CPU's numpy
+#: (other SIMD code paths for exp, log, power) moves the last bits of simulated data;
+#: keeping 20 of 52 bits (about 6 significant digits) gives such data the same key,
+#: while any change a reader could see (a new seed, dose or sample time) still changes it.
+DIGEST_MANTISSA_BITS = 20
+_MASK = np.uint64(~((1 << (52 - DIGEST_MANTISSA_BITS)) - 1) & 0xFFFFFFFFFFFFFFFF)
+
+
+def update_digest(h: hashlib._Hash, obj: object) -> None:
+    """Feed ``obj`` into hash ``h``: arrays and numbers by value (float64 rounded to
+    :data:`DIGEST_MANTISSA_BITS` bits), mappings by sorted key, sequences in order,
+    anything else by its ``repr``.
+
+    Examples
+    --------
+    >>> import hashlib
+    >>> def key(x):
+    ...     h = hashlib.sha256(); update_digest(h, x); return h.hexdigest()[:8]
+    >>> key({"a": [1.0, 2.0]}) == key({"a": np.array([1.0, 2.0 + 1e-15])})
+    True
+    >>> key({"a": [1.0, 2.0]}) == key({"a": [1.0, 2.001]})
+    False
+    """
+    if isinstance(obj, Mapping):
+        h.update(b"{")
+        for k in sorted(obj, key=str):
+            h.update(repr(k).encode())
+            update_digest(h, obj[k])
+        h.update(b"}")
+    elif isinstance(obj, np.ndarray | list | tuple | float | int | np.number) and not (
+        isinstance(obj, bool)
+    ):
+        try:
+            a = np.asarray(obj)
+        except ValueError:  # ragged
+            a = np.asarray(obj, dtype=object)
+        if a.dtype.kind not in "biuf":
+            if isinstance(obj, np.ndarray) and a.dtype.kind != "O":
+                h.update(repr(a.tolist()).encode())
+                return
+            h.update(f"seq{len(obj)}[".encode())
+            for item in obj:
+                update_digest(h, item)
+            h.update(b"]")
+            return
+        a = np.ascontiguousarray(a, dtype="float64")
+        h.update(f"{a.shape}".encode())
+        h.update((a.view(np.uint64) & _MASK).tobytes())
+    else:
+        h.update(repr(obj).encode())

@@ -41,7 +41,16 @@ from pathlib import Path
 import numpy as np
 
 from .features import CONC, DOSE_FEATURES, FEATURES, STATIC_FEATURES, TIME, check_values
-from .files import atomic_path, exclusive_lock, write_text_atomic
+from .files import (  # CACHE_ENV re-exported: networks.CACHE_ENV names the store
+    CACHE_ENV,  # noqa: F401
+    StoreMissError,
+    atomic_path,
+    default_cache_dir,
+    exclusive_lock,
+    miss_is_error,
+    update_digest,
+    write_text_atomic,
+)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
@@ -734,32 +743,10 @@ def config_to_json(config: NetworkConfig) -> str:
 
 # --- reproducible training with an on-disk cache --------------------------------------
 
-#: Environment variable that names the folder of cached models (the book's commands set
-#: it to ``_build/model_cache``).
-CACHE_ENV = "PKPD_MODEL_CACHE"
-
-
-def default_cache_dir() -> Path:
-    """Folder of cached trained models: ``$PKPD_MODEL_CACHE`` if set, else the user's
-    cache folder (``$XDG_CACHE_HOME`` or ``~/.cache``) under ``pkpd_lib/models``.
-
-    Examples
-    --------
-    >>> import os
-    >>> from unittest import mock
-    >>> with mock.patch.dict(os.environ, {CACHE_ENV: "/tmp/models"}):
-    ...     default_cache_dir()
-    PosixPath('/tmp/models')
-    """
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(root) / "pkpd_lib" / "models"
-
-
-#: Bumped when saved models change form (2: training ranges recorded), so that older
-#: cached models are not reused.
-MODEL_FORMAT = 2
+#: Bumped when saved models change form (2: training ranges recorded; 3: data keyed to
+#: about 6 significant digits, so that another CPU's numpy finds the same model), so
+#: that older cached models are not reused.
+MODEL_FORMAT = 3
 
 
 def _fingerprint(config: NetworkConfig, seed: int, arrays) -> str:
@@ -768,12 +755,12 @@ def _fingerprint(config: NetworkConfig, seed: int, arrays) -> str:
     h.update(f"seed={seed};keras={keras.__version__};tf={tf.__version__}".encode())
     h.update(f"format={MODEL_FORMAT}".encode())
     for a in arrays:
-        if isinstance(a, Mapping):
-            for k in sorted(a):
-                h.update(k.encode())
-                h.update(np.ascontiguousarray(a[k], dtype="float32").tobytes())
-        else:
-            h.update(np.ascontiguousarray(a, dtype="float32").tobytes())
+        update_digest(
+            h,
+            {k: np.asarray(v, float) for k, v in a.items()}
+            if isinstance(a, Mapping)
+            else np.asarray(a, float),
+        )
     return h.hexdigest()[:16]
 
 
@@ -795,7 +782,9 @@ def train_or_load(
     cache only saves time when several chapters need the same model. ``cache_dir``:
     ``"default"`` is :func:`default_cache_dir`; ``None`` always trains. Processes that
     need the same model at once (notebooks run side by side) train it once: the others
-    wait for it and load it.
+    wait for it and load it. With ``$PKPD_CACHE_MISS=error`` (the book's test command) a
+    model missing from the default store raises :class:`StoreMissError` instead of
+    training: the committed networks must be the ones the book's outputs came from.
 
     Examples
     --------
@@ -814,10 +803,22 @@ def train_or_load(
     """
     if cache_dir is None:
         return train_network(config, train_x, train_y, val_x, val_y, seed, report_every, label)
+    strict = cache_dir == "default" and miss_is_error()
     if cache_dir == "default":
         cache_dir = default_cache_dir()
     key = _fingerprint(config, seed, (train_x, train_y, val_x, val_y))
     path = Path(cache_dir) / f"{config.label}_seed{seed}_{key}.keras"
+    if strict:
+        if not (path.is_file() and path.with_suffix(".json").is_file()):
+            raise StoreMissError(
+                f"{label}network {config.label} (seed {seed}) is not in the store "
+                f"{cache_dir} (key {key}) and $PKPD_CACHE_MISS=error forbids training it: "
+                "its data, configuration or library versions changed. Re-execute the "
+                "chapters (python3 tools/tasks.py execute) to train and store it."
+            )
+        return _train_or_load_locked(
+            path, config, train_x, train_y, val_x, val_y, seed, report_every, label
+        )
     with exclusive_lock(path.with_suffix(".lock")):
         return _train_or_load_locked(
             path, config, train_x, train_y, val_x, val_y, seed, report_every, label
@@ -845,6 +846,7 @@ def _train_or_load_locked(path, config, train_x, train_y, val_x, val_y, seed, re
                 "epochs_run": result.epochs_run,
                 "config": asdict(config),
                 "seed": seed,
+                "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
             }
         ),
         overwrite=True,

@@ -27,14 +27,25 @@ quantity is on the scale its name says.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import optimize
 from scipy.special import expit, logit
+
+from .files import (
+    StoreMissError,
+    default_cache_dir,
+    miss_is_error,
+    update_digest,
+    write_text_atomic,
+)
 
 TRANSFORMS = ("log", "logit", "none")
 
@@ -164,6 +175,7 @@ class _Problem:
         if unknown:
             raise ValueError(f"cannot fix unknown parameter(s) {sorted(unknown)}")
         self.fixed = {k: float(to_transformed(model.transforms[k], v)) for k, v in fixed.items()}
+        self.fixed_natural = dict(fixed)
         self.free = [p for p in model.params if p not in fixed]
         self.p, self.q = len(self.free), len(model.random)
         self.betas = model.beta_names
@@ -369,6 +381,7 @@ def fit_foce(
     fixed: Mapping[str, float] | None = None,
     restarts: int = 3,
     ofv_tol: float = 0.01,
+    cache_dir: str | Path | None = None,
 ) -> NLMEFit:
     """Estimate ``model`` from ``data`` by FOCE-I, starting from ``typical`` values
     (natural scale), ``omega_sd`` and ``sigma`` (see :func:`start_vector`). ``fixed``:
@@ -380,6 +393,15 @@ def fit_foce(
     BFGS iterations in a row lower the OFV by less than ``ofv_tol`` in all (the estimates
     then move in digits no inference reads; NONMEM's default stops on significant
     digits of the estimates, to the same effect).
+
+    ``cache_dir``: a folder where the fit is stored under a key of the model, data,
+    starting values and settings, and loaded from when asked again (``"default"``: the
+    ``fits`` folder of :func:`pkpd_lib.files.default_cache_dir`; ``None``: always
+    estimate). A loaded fit is the stored one to the last bit, so everything computed
+    from it reproduces exactly. With ``$PKPD_CACHE_MISS=error`` a fit missing from the
+    default store raises :class:`~pkpd_lib.files.StoreMissError`. The key holds the
+    model's name, structure and the bytecode of its ``predict`` (not of the functions
+    that calls): after changing those, clear the store or bump :data:`FIT_FORMAT`.
 
     Examples
     --------
@@ -399,6 +421,45 @@ def fit_foce(
     fixed = dict(fixed or {})
     problem = _Problem(model, data, fixed)
     x0 = start_vector(model, typical, omega_sd, sigma, fixed)
+    settings = (standard_errors, max_iter, restarts, ofv_tol)
+    if cache_dir is not None:
+        strict = cache_dir == "default" and miss_is_error()
+        folder = default_cache_dir() / "fits" if cache_dir == "default" else Path(cache_dir)
+        key = _fit_key(model, data, x0, fixed, settings)
+        slug = "".join(c if c.isalnum() else "_" for c in model.name)[:40].strip("_")
+        path = folder / f"{slug}_{key}.json"
+        if path.is_file():
+            return _load_fit(problem, json.loads(path.read_text()))
+        if strict:
+            raise StoreMissError(
+                f"the FOCE-I fit of {model.name!r} (key {key}) is not in the store {folder} "
+                "and $PKPD_CACHE_MISS=error forbids estimating it: its model, data, start "
+                "or settings changed. Re-execute the chapters (python3 tools/tasks.py "
+                "execute) to fit and store it."
+            )
+        fit = fit_foce(
+            model,
+            data,
+            typical,
+            omega_sd,
+            sigma,
+            standard_errors=standard_errors,
+            max_iter=max_iter,
+            fixed=fixed,
+            restarts=restarts,
+            ofv_tol=ofv_tol,
+        )
+        stored = {
+            "x": fit.x.tolist(),
+            "ofv": fit.ofv,
+            "se": fit.estimates["SE (estimation scale)"].tolist(),
+            "etas": fit.etas.tolist(),
+            "n_iterations": fit.n_iterations,
+            "seconds": fit.seconds,
+            "converged": fit.converged,
+        }
+        write_text_atomic(path, json.dumps(stored), overwrite=True)
+        return _load_fit(problem, stored)
     t0 = time.perf_counter()
 
     history: list[float] = []
@@ -437,13 +498,65 @@ def fit_foce(
             break
     problem.eta = problem.conditional_modes(x, problem.eta)[0]
     ofv = problem.ofv(x)
-    names = problem.names()
     se = np.full(x.size, np.nan)
     if standard_errors:
         hess = _hessian(problem.ofv, x)
         with np.errstate(invalid="ignore"):
             cov = 2.0 * np.linalg.pinv(hess)
             se = np.sqrt(np.diag(cov))
+    converged = bool(stalled[0] or np.abs(result.jac).max() * scale < 0.1)
+    return _finish(problem, x, ofv, se, iterations, time.perf_counter() - t0, converged)
+
+
+#: Bumped when the estimator or the stored form of a fit changes, so that fits stored
+#: earlier are not reused.
+FIT_FORMAT = 1
+
+
+def _fit_key(model: NLMEModel, data: Observations, x0, fixed, settings) -> str:
+    """The store key of a fit: model structure, its predict function's bytecode, the
+    data (to about 6 significant digits, see :func:`pkpd_lib.files.update_digest`), the
+    starting vector, fixed values and estimator settings."""
+    h = hashlib.sha256(f"format={FIT_FORMAT};{model.name}".encode())
+    code = getattr(model.predict, "__code__", None)
+    closure = [
+        c.cell_contents
+        for c in getattr(model.predict, "__closure__", None) or ()
+        if isinstance(c.cell_contents, int | float | str | tuple | np.ndarray)
+    ]
+    structure = {
+        "params": model.params,
+        "transforms": dict(model.transforms),
+        "random": model.random,
+        "error": model.error,
+        "covariates": {k: tuple(v) for k, v in model.covariates.items()},
+        "predict": (code.co_code.hex(), repr(code.co_names)) if code else repr(model.predict),
+        "closure": closure,
+    }
+    for part in (structure, data.ids, data.times_h, data.dv, dict(data.covariates)):
+        update_digest(h, part)
+    update_digest(h, dict(data.extra))
+    update_digest(h, {"x0": x0, "fixed": dict(fixed), "settings": settings})
+    return h.hexdigest()[:16]
+
+
+def _load_fit(problem: _Problem, stored: Mapping) -> NLMEFit:
+    problem.eta = np.asarray(stored["etas"], float).reshape(problem.data.n_subjects, problem.q)
+    return _finish(
+        problem,
+        np.asarray(stored["x"], float),
+        float(stored["ofv"]),
+        np.asarray(stored["se"], float),
+        int(stored["n_iterations"]),
+        float(stored["seconds"]),
+        bool(stored["converged"]),
+    )
+
+
+def _finish(problem: _Problem, x, ofv, se, iterations, seconds, converged) -> NLMEFit:
+    """The fit's tables at the estimate ``x``, with the subjects' modes in ``problem.eta``."""
+    model, fixed = problem.model, problem.fixed_natural
+    names = problem.names()
     natural = []
     for name, value in zip(names, x, strict=True):
         kind, _, what = name.partition("_")
@@ -476,8 +589,8 @@ def fit_foce(
         problem.eta.copy(),
         individual,
         iterations,
-        time.perf_counter() - t0,
-        bool(stalled[0] or np.abs(result.jac).max() * scale < 0.1),
+        seconds,
+        converged,
         fixed,
     )
 

@@ -1,61 +1,85 @@
-"""What the book's regression check compares exactly, and what within a tolerance.
+"""What the book's regression check compares, and how closely.
 
-Simulation, data tables and anything else computed by numpy and scipy from fixed seeds
-reproduce to the printed digits on any machine, and the tests compare them exactly. The
-score of a trained network does not: TensorFlow's oneDNN kernels choose their code path
-from the CPU's instruction set (AVX2, AVX-512, ...), the last bits of a few sums
-differ, and training turns those bits into a network that is as different as one
-trained from another seed. (Chapter 4 measures this; the book's appendix
-"Reproducibility" explains it.) Such numbers are compared within :data:`SCORE_RTOL`.
+The test command re-executes every chapter and compares its outputs with the stored ones.
+The networks and population-model fits the stored outputs came from are committed with
+the book (``data/trained``) and loaded, never retrained, so everything downstream of the
+weights and estimates is a deterministic computation: it is compared to the last printed
+digit. Code cells tagged :data:`TRAINED_TAG` print numbers computed from networks or
+fits; on another CPU their inference sums in another order, which can move a printed
+number by one unit of its last digit (rounding), and that is all the test command allows
+them (:func:`numbers_match` with ``rtol=0``). Untagged cells are compared character for
+character.
+
+The retrain tier (``python3 tools/tasks.py test --retrain``) trains every network and
+refits every model from scratch and compares the tagged cells within
+:data:`RETRAIN_RTOL`, the measured reproducibility of retraining with the same seed and
+pinned library versions (see the book's appendix "Reproducibility").
 
 This module imports neither TensorFlow nor the rest of the package, so the test
 harness can read it cheaply.
 
 Examples
 --------
->>> numbers_match("BID 3.77%", "BID 4.10%")
+>>> numbers_match("BID 3.77%", "BID 3.78%")  # one unit of the last printed digit
 True
->>> numbers_match("BID 3.77%", "BID 9.10%")
+>>> numbers_match("BID 3.77%", "BID 3.80%")
 False
+>>> numbers_match("BID 3.77%", "BID 3.7745%", rtol=RETRAIN_RTOL)
+True
 >>> numbers_match("washout: 23%", "low dose: 23%")
 False
 """
 
 from __future__ import annotations
 
+import os
 import re
 
-#: Relative tolerance for numbers computed from trained networks (scores, ratios,
-#: coverages), as a fraction of the larger of the two values. Chapter 4 derives it from
-#: the measured seed-to-seed spread and asserts that it covers that spread: a number
-#: from another machine is a draw from the same seed distribution as the stored one.
-SCORE_RTOL = 0.5
-
-#: The cell tag that marks a cell whose printed numbers come from trained networks.
+#: The cell tag that marks a cell whose printed numbers come from trained networks or
+#: iterative fits.
 TRAINED_TAG = "trained-scores"
+
+#: Relative tolerance of the retrain tier for tagged cells: retraining a network with
+#: the same seed, data and pinned versions on another CPU reproduced its scores to about
+#: 1e-6 (relative); this allows a thousand times that, and stays far below the 25%
+#: regression the check must catch.
+RETRAIN_RTOL = 1e-3
+
+#: The largest relative tolerance :func:`tolerance` accepts from the environment.
+MAX_RTOL = 0.15
+
+#: Environment variable with the relative tolerance for tagged cells (default 0: the
+#: last printed digit only). The retrain tier sets it to :data:`RETRAIN_RTOL`.
+RTOL_ENV = "PKPD_NBVAL_RTOL"
 
 _NUMBER = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")
 
-#: What :func:`verdict` may answer in the book. A verdict is a function of a number that
-#: is itself compared within the tolerance, so on another machine it may move to the
-#: neighbouring answer (the claims it supports are asserted in the notebooks).
-VERDICT_WORDS = (
-    "NOT within the 2x goal",
-    "within the 2x goal",
-    "too close to call",
-    "missed",
-    "breaks",
-    "holds",
-    "met",
-)
-_VERDICT = re.compile(r"\b(?:" + "|".join(re.escape(w) for w in VERDICT_WORDS) + r")\b")
+
+def tolerance() -> float:
+    """The relative tolerance for tagged cells: ``$PKPD_NBVAL_RTOL``, default 0.
+
+    Examples
+    --------
+    >>> import os
+    >>> from unittest import mock
+    >>> with mock.patch.dict(os.environ, {RTOL_ENV: "0.5"}):
+    ...     tolerance()
+    Traceback (most recent call last):
+    ...
+    ValueError: $PKPD_NBVAL_RTOL=0.5 is above the largest tolerance allowed, 0.15
+    """
+    value = float(os.environ.get(RTOL_ENV) or 0.0)
+    if not 0.0 <= value <= MAX_RTOL:
+        raise ValueError(
+            f"${RTOL_ENV}={value:g} is above the largest tolerance allowed, {MAX_RTOL:g}"
+        )
+    return value
 
 
 def _split(text: str) -> tuple[list[str], list[str]]:
-    """The text between numbers (whitespace runs collapsed, verdicts masked) and the
-    numbers themselves."""
+    """The text between numbers (whitespace runs collapsed) and the numbers themselves."""
     numbers = _NUMBER.findall(text)
-    skeleton = [" ".join(_VERDICT.sub("<verdict>", part).split()) for part in _NUMBER.split(text)]
+    skeleton = [" ".join(part.split()) for part in _NUMBER.split(text)]
     return skeleton, numbers
 
 
@@ -65,14 +89,13 @@ def _decimals(number: str) -> int:
     return places - int(exponent or 0)
 
 
-def numbers_match(reference: str, fresh: str, rtol: float = SCORE_RTOL) -> bool:
+def numbers_match(reference: str, fresh: str, rtol: float = 0.0) -> bool:
     """True when ``fresh`` is ``reference`` with every number within tolerance.
 
-    The words around the numbers must agree exactly (a reordered table or another
-    label fails), except the answers of :func:`verdict`, which follow their numbers;
-    whitespace may differ, since a table realigns when a number gains a digit. Two
-    numbers agree when ``|a - b| <= rtol * max(|a|, |b|) + u``, where ``u`` is one unit
-    in the last printed digit of the reference (rounding).
+    The words around the numbers must agree exactly (a reordered table, another label
+    or another verdict fails); whitespace may differ, since a table realigns when a
+    number gains a digit. Two numbers agree when ``|a - b| <= rtol * max(|a|, |b|) + u``,
+    where ``u`` is one unit in the last printed digit of the reference (rounding).
     """
     ref_skeleton, ref_numbers = _split(reference)
     new_skeleton, new_numbers = _split(fresh)
@@ -80,14 +103,14 @@ def numbers_match(reference: str, fresh: str, rtol: float = SCORE_RTOL) -> bool:
         return False
     for a_text, b_text in zip(ref_numbers, new_numbers, strict=True):
         a, b = float(a_text), float(b_text)
-        unit = 10.0 ** -_decimals(a_text)
+        unit = 10.0 ** -_decimals(a_text) * (1 + 1e-9)  # one unit, decimal rounding
         if abs(a - b) > rtol * max(abs(a), abs(b)) + unit:
             return False
     return True
 
 
 #: Default margin of :func:`verdict`: a value within 15% of its threshold is too close
-#: to call, since the mean of a few seeds moves by about that much between machines.
+#: to call, since the mean of a few seeds moves by about that much between seeds.
 VERDICT_MARGIN = 0.15
 
 

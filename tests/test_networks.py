@@ -186,3 +186,28 @@ def test_the_cache_examples_leave_the_environment_alone(monkeypatch):
     monkeypatch.setenv(nw.CACHE_ENV, "/somewhere")
     doctest.run_docstring_examples(nw.default_cache_dir, vars(nw), verbose=False)
     assert os.environ[nw.CACHE_ENV] == "/somewhere"
+
+
+def test_a_network_missing_from_the_store_is_an_error_not_a_retrain(small, tmp_path, monkeypatch):
+    monkeypatch.setenv(nw.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv("PKPD_CACHE_MISS", "error")
+    with pytest.raises(nw.StoreMissError, match=r"not in the store .*tasks.py execute"):
+        nw.train_or_load(CONFIG, *small, seed=5, report_every=None)
+    assert not list(tmp_path.iterdir())  # nothing trained, nothing written
+    monkeypatch.setenv("PKPD_CACHE_MISS", "compute")
+    a = nw.train_or_load(CONFIG, *small, seed=5, report_every=None)
+    monkeypatch.setenv("PKPD_CACHE_MISS", "error")
+    b = nw.train_or_load(CONFIG, *small, seed=5, report_every=None)  # stored: loaded
+    assert b.history == a.history
+    changed = [{**small[0], "WT": small[0]["WT"] * 1.01}, *small[1:]]
+    with pytest.raises(nw.StoreMissError):
+        nw.train_or_load(CONFIG, *changed, seed=5, report_every=None)
+
+
+def test_store_key_ignores_the_last_bits_of_the_data(small):
+    x, y, vx, vy = small
+    jitter = {k: np.asarray(v, float) * (1 + 1e-13) for k, v in x.items()}
+    assert nw._fingerprint(CONFIG, 5, (x, y, vx, vy)) == nw._fingerprint(
+        CONFIG, 5, (jitter, y, vx, vy)
+    )
+    assert nw._fingerprint(CONFIG, 5, (x, y, vx, vy)) != nw._fingerprint(CONFIG, 6, (x, y, vx, vy))

@@ -334,3 +334,25 @@ def test_hessian_tolerates_the_ofv_noise_of_inner_optimisations():
 
     h = nlme._hessian(noisy_ofv, np.zeros(2))
     np.testing.assert_allclose(np.diag(h), np.diag(curvature), rtol=0.1)
+
+
+def test_a_stored_fit_is_the_fit_to_the_last_bit(tmp_path, monkeypatch):
+    model = _decay_model()
+    rng = np.random.default_rng(3)
+    t = np.tile([0.5, 1, 2, 4, 8, 12.0], (30, 1))
+    k = 0.2 * np.exp(0.3 * rng.normal(size=(30, 1)))
+    y = 10 * np.exp(-k * t) * (1 + 0.05 * rng.normal(size=t.shape))
+    data = nlme.Observations(np.arange(30), t, y)
+    fresh = nlme.fit_foce(model, data, {"C0": 5.0, "k": 0.5})
+    stored = nlme.fit_foce(model, data, {"C0": 5.0, "k": 0.5}, cache_dir=tmp_path)
+    loaded = nlme.fit_foce(model, data, {"C0": 5.0, "k": 0.5}, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("*.json"))) == 1
+    for fit in (stored, loaded):
+        pd.testing.assert_frame_equal(fit.estimates, fresh.estimates)
+        np.testing.assert_array_equal(fit.etas, fresh.etas)
+        assert fit.ofv == fresh.ofv and fit.converged == fresh.converged
+    # another start is another fit; in the test command a missing fit is an error
+    monkeypatch.setenv("PKPD_MODEL_CACHE", str(tmp_path))
+    monkeypatch.setenv("PKPD_CACHE_MISS", "error")
+    with pytest.raises(nlme.StoreMissError, match="not in the store"):
+        nlme.fit_foce(model, data, {"C0": 6.0, "k": 0.5}, cache_dir="default")

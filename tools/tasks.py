@@ -6,10 +6,13 @@
                                      # property, browser and nbval)
     python3 tools/tasks.py test --quick   # the edit loop: lint, unit and property
                                      # tests, and the notebooks that train nothing
-    python3 tools/tasks.py execute   # re-execute every notebook from its text twin
-    python3 tools/tasks.py portability book/chapters/10_richer_pd.ipynb
-                                     # re-run notebooks from an empty model cache with
-                                     # oneDNN held to other CPU ISAs and on one core
+    python3 tools/tasks.py test --retrain # every notebook with every network retrained
+                                     # and every population model refitted from scratch
+    python3 tools/tasks.py execute   # re-execute every notebook from its text twin,
+                                     # training into (and reading from) data/trained
+    python3 tools/tasks.py portability [--retrain] [notebooks]
+                                     # the test command (or retrain tier) on emulated
+                                     # CPUs: oneDNN held to SSE4.1 and AVX2, one core
     python3 tools/tasks.py bench     # run the benchmarks
 
 Set-up is skipped when .venv already matches pyproject.toml.
@@ -31,6 +34,9 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 PY = VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 CHAPTERS = ROOT / "book" / "chapters"
+#: The networks and population-model fits the stored outputs came from, committed with
+#: the book: the test command loads them and refuses to train or fit what is missing.
+STORE = ROOT / "data" / "trained"
 STAMP = VENV / ".pyproject.sha256"
 
 
@@ -70,7 +76,7 @@ def env() -> dict[str, str]:
     e = dict(os.environ)
     e.update(PYTHONHASHSEED="0", TF_CPP_MIN_LOG_LEVEL="3", TF_ENABLE_ONEDNN_OPTS="0")
     e.update(ONE_THREAD)
-    e.setdefault("PKPD_MODEL_CACHE", str(ROOT / "_build" / "model_cache"))
+    e.setdefault("PKPD_MODEL_CACHE", str(STORE))
     e["PATH"] = f"{PY.parent}{os.pathsep}{e.get('PATH', '')}"
     return e
 
@@ -132,19 +138,51 @@ def lint() -> None:
     run(PY, "-m", "ruff", "format", "--check", "--line-length", "79", "book/chapters")
 
 
+def stored_only() -> dict[str, str]:
+    """The test command's environment: results only from the committed store; a network
+    or fit missing from it is an error, never a silent retrain."""
+    return {**env(), "PKPD_MODEL_CACHE": str(STORE), "PKPD_CACHE_MISS": "error"}
+
+
+def retrain_env(cache: str) -> dict[str, str]:
+    """The retrain tier's environment: an empty store, tagged cells within the measured
+    reproducibility of retraining."""
+    sys.path.insert(0, str(ROOT))
+    from pkpd_lib.reproducibility import RETRAIN_RTOL
+
+    return {
+        **env(),
+        "PKPD_MODEL_CACHE": cache,
+        "PKPD_CACHE_MISS": "compute",
+        "PKPD_NBVAL_RTOL": str(RETRAIN_RTOL),
+    }
+
+
 def test() -> None:
-    """Lint, build the book, then pytest: unit, property, browser and nbval tests.
+    """Lint, build the book, then pytest: unit, property, browser and nbval tests, the
+    notebooks re-executed from the committed networks and fits.
 
     ``--quick``: lint, unit and property tests (browser test skipped) and the notebooks
-    that train nothing; for the edit loop. CI runs the full command.
+    that train nothing; for the edit loop. ``--retrain``: every notebook with an empty
+    store, so every network is trained and every population model fitted from scratch.
+    CI runs the full command; the GitHub workflow runs the retrain tier once a week.
     """
     setup()
-    extra = [a for a in sys.argv[2:] if a != "--quick"]
+    flags = {"--quick", "--retrain"}
+    extra = [a for a in sys.argv[2:] if a not in flags]
     if "--quick" in sys.argv[2:]:
         lint()
         notebooks = [CHAPTERS / name for name in TRAIN_NOTHING]
-        run(*pytest_args("tests", "pkpd_lib", *notebooks), *extra, env=env())
+        run(*pytest_args("tests", "pkpd_lib", *notebooks), *extra, env=stored_only())
         return
+    if "--retrain" in sys.argv[2:]:
+        notebooks = extra or [str(p) for p in sorted(CHAPTERS.glob("*.ipynb"))]
+        with tempfile.TemporaryDirectory() as cache:
+            t0 = time.perf_counter()
+            run(*pytest_args(*notebooks), env=retrain_env(cache))
+            print(f"retrain tier passed in {time.perf_counter() - t0:.0f} s", flush=True)
+        return
+    t0 = time.perf_counter()
     ensure_chromium()
     lint()
     book()
@@ -152,34 +190,47 @@ def test() -> None:
     run(
         *pytest_args("book", "tests", "pkpd_lib"),
         *extra,
-        env={**env(), "PKPD_REQUIRE_BROWSER": "1"},
+        env={**stored_only(), "PKPD_REQUIRE_BROWSER": "1"},
     )
+    print(f"test passed in {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+#: Emulated CPUs for :func:`portability`: oneDNN held to an older instruction set, numpy's
+#: AVX-512 code paths off, one core.
+NO_AVX512 = "X86_V4 AVX512_ICL AVX512_SPR"
+MACHINES = {
+    "SSE4.1, core 0": ({"ONEDNN_MAX_CPU_ISA": "SSE41", "NPY_DISABLE_CPU_FEATURES": NO_AVX512}, "0"),
+    "AVX2, core 1": ({"ONEDNN_MAX_CPU_ISA": "AVX2", "NPY_DISABLE_CPU_FEATURES": NO_AVX512}, "1"),
+}
 
 
 def portability() -> None:
-    """Re-run notebooks (default: every chapter) with nbval from an empty model cache,
-    once per emulated machine: oneDNN held to SSE4.1 and to AVX2, and one core."""
+    """The test command's notebooks (default: every chapter), or with ``--retrain`` the
+    retrain tier's, once per emulated CPU (:data:`MACHINES`), each from an empty user
+    cache."""
     setup()
-    targets = sys.argv[2:] or [str(p) for p in sorted(CHAPTERS.glob("*.ipynb"))]
-    machines = {
-        "oneDNN SSE4.1": ({"ONEDNN_MAX_CPU_ISA": "SSE41"}, []),
-        "oneDNN AVX2": ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, []),
-        "one core": ({}, ["taskset", "-c", "0"]),
-    }
-    for name, (variables, prefix) in machines.items():
+    retrain = "--retrain" in sys.argv[2:]
+    targets = [a for a in sys.argv[2:] if a != "--retrain"]
+    targets = targets or [str(p) for p in sorted(CHAPTERS.glob("*.ipynb"))]
+    for name, (variables, core) in MACHINES.items():
         with tempfile.TemporaryDirectory() as cache:
-            print(f"== {name}", flush=True)
+            print(f"== {name}{' (retrain)' if retrain else ''}", flush=True)
             t0 = time.perf_counter()
+            base = retrain_env(cache) if retrain else stored_only()
             run(
-                *prefix,
-                *pytest_args(*targets, workers=1 if prefix else WORKERS),
-                env={**env(), **variables, "PKPD_MODEL_CACHE": cache},
+                "taskset",
+                "-c",
+                core,
+                *pytest_args(*targets, workers=1),
+                env={**base, **variables, "XDG_CACHE_HOME": cache},
             )
             print(f"== {name}: passed in {time.perf_counter() - t0:.0f} s", flush=True)
 
 
 def execute() -> None:
-    """Re-execute every chapter from its MyST text twin and rewrite the paired .ipynb."""
+    """Re-execute every chapter from its MyST text twin and rewrite the paired .ipynb.
+    Networks and fits come from the committed store (``data/trained``); what is missing
+    there is trained or fitted and added to it, to be committed with the outputs."""
     setup()
     targets = sys.argv[2:] or sorted(str(p) for p in CHAPTERS.glob("*.md"))
     run(

@@ -1,0 +1,149 @@
+"""The regression check catches regressions: mutation tests.
+
+Each test breaks something on purpose and shows that the book's notebook check fails:
+a number in a stored output moved by 1.3x (every tagged cell of every chapter), and, by
+re-executing a chapter against the committed networks and fits, a library change that
+makes every relative RMSE 25% worse, one that makes the network's predicted response 20%
+larger around the baseline (BID predictions worse), and a FOCE-I estimate moved by 5%.
+The mutations are installed in the notebook's kernel by a ``sitecustomize`` module on
+``PYTHONPATH``, the way a bug in the library would reach it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from pkpd_lib.reproducibility import TRAINED_TAG, numbers_match
+
+ROOT = Path(__file__).resolve().parent.parent
+CHAPTERS = ROOT / "book" / "chapters"
+STORE = ROOT / "data" / "trained"
+NUMBER = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")
+
+
+def _plugin():
+    spec = importlib.util.spec_from_file_location("book_conftest", ROOT / "book" / "conftest.py")
+    plugin = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plugin)
+    return plugin
+
+
+def _tagged_texts():
+    """(chapter, cell index, output, kind, text) of every text output of tagged cells."""
+    plugin = _plugin()
+    for path in sorted(CHAPTERS.glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        for index, cell in enumerate(nb.cells):
+            if TRAINED_TAG not in cell.metadata.get("tags", []):
+                continue
+            for k, output in enumerate(cell.get("outputs", [])):
+                for kind, (box, key) in plugin._texts(output).items():
+                    if isinstance(box[key], str) and NUMBER.search(box[key]):
+                        yield path.stem, index, k, kind, box[key]
+
+
+def _scaled(text: str, position: int, factor: float) -> str | None:
+    """``text`` with its ``position``-th number times ``factor``, printed with the same
+    decimals; None when that change does not show at the printed precision."""
+    matches = list(NUMBER.finditer(text))
+    m = matches[position]
+    old = m.group()
+    mantissa = old.lower().partition("e")[0]
+    if "e" in old.lower() or float(old) == 0:
+        return None
+    decimals = len(mantissa.partition(".")[2]) if "." in mantissa else 0
+    new = f"{float(old) * factor:.{decimals}f}"
+    if abs(float(new) - float(old)) <= 1.5 * 10.0**-decimals:
+        return None  # too small to print: a moved digit no reader would see
+    return text[: m.start()] + new + text[m.end() :]
+
+
+def test_every_tagged_number_moved_by_1_3x_fails_the_comparison():
+    """Every number printed by a tagged cell of every chapter, moved by 1.3x on its own,
+    fails the comparison the test command makes (1.3x of a number too small to show at
+    its precision is not a change)."""
+    checked = 0
+    for chapter, index, k, kind, text in _tagged_texts():
+        for position in range(len(NUMBER.findall(text))):
+            mutated = _scaled(text, position, 1.3)
+            if mutated is None:
+                continue
+            checked += 1
+            assert not numbers_match(text, mutated), (chapter, index, k, kind, position)
+    assert checked > 1000, f"only {checked} numbers found in tagged cells"
+
+
+def test_plugin_restores_only_what_matches():
+    plugin = _plugin()
+    stored = [nbformat.from_dict({"output_type": "stream", "name": "stdout", "text": "BID 3.98%"})]
+    same = [nbformat.from_dict({"output_type": "stream", "name": "stdout", "text": "BID 3.99%"})]
+    moved = [nbformat.from_dict({"output_type": "stream", "name": "stdout", "text": "BID 5.17%"})]
+    assert plugin.within_tolerance(same, stored)[0]["text"] == "BID 3.98%"
+    assert plugin.within_tolerance(moved, stored)[0]["text"] == "BID 5.17%"
+
+
+#: sitecustomize bodies, each a bug a library change could bring.
+MUTATIONS = {
+    "relative RMSE 25% worse": """
+        import pkpd_lib.metrics as m
+        _rmse = m.relative_rmse
+        m.relative_rmse = lambda *a, **k: 1.25 * _rmse(*a, **k)
+    """,
+    "predicted response 20% larger (BID 20% worse)": """
+        import numpy as np
+        import pkpd_lib.networks as nw
+        _predict = nw.predict_pd
+        def predict_pd(model, x, *a, **k):
+            pred = _predict(model, x, *a, **k)
+            base = np.asarray(x["BASE_PD"], float).reshape(-1, 1)
+            return base + 1.2 * (pred - base)
+        nw.predict_pd = predict_pd
+    """,
+    "a FOCE-I estimate moved by 5%": """
+        import numpy as np
+        import pkpd_lib.nlme as nlme
+        _finish = nlme._finish
+        def _moved(problem, x, *a, **k):
+            x = np.array(x, float)
+            x[0] += np.log(1.05)  # the first typical value, log scale
+            return _finish(problem, x, *a, **k)
+        nlme._finish = _moved
+    """,
+}
+CHAPTER_OF = {
+    "relative RMSE 25% worse": "05_dense_extrapolation",
+    "predicted response 20% larger (BID 20% worse)": "05_dense_extrapolation",
+    "a FOCE-I estimate moved by 5%": "14_warfarin",
+}
+
+
+def _nbval(notebook: Path, sitecustomize: str | None, tmp_path: Path):
+    env = {**os.environ, "PKPD_MODEL_CACHE": str(STORE), "PKPD_CACHE_MISS": "error"}
+    env.update(TF_CPP_MIN_LOG_LEVEL="3", TF_ENABLE_ONEDNN_OPTS="0", PYTHONHASHSEED="0")
+    if sitecustomize is not None:
+        (tmp_path / "sitecustomize.py").write_text(textwrap.dedent(sitecustomize))
+        env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")])
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p", "no:xdist"]
+    cmd += ["--nbval", "--nbval-current-env", "--nbval-cell-timeout", "600"]
+    cmd += ["--nbval-sanitize-with", str(ROOT / "tools" / "nbval_sanitize.cfg"), str(notebook)]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.parametrize("mutation", list(MUTATIONS))
+def test_a_library_regression_fails_the_notebook_check(mutation, tmp_path):
+    notebook = CHAPTERS / f"{CHAPTER_OF[mutation]}.ipynb"
+    result = _nbval(notebook, MUTATIONS[mutation], tmp_path)
+    report = result.stdout + result.stderr
+    assert result.returncode == 1, report[-3000:]
+    # failed on a compared output or a claim's assert, not on a broken mutation
+    assert "Cell outputs differ" in report or "AssertionError" in report, report[-3000:]
+    assert "sitecustomize" not in report, report[-3000:]
