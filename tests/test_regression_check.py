@@ -138,6 +138,7 @@ def _nbval(notebook: Path, sitecustomize: str | None, tmp_path: Path):
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mutation", list(MUTATIONS))
 def test_a_library_regression_fails_the_notebook_check(mutation, tmp_path):
     notebook = CHAPTERS / f"{CHAPTER_OF[mutation]}.ipynb"

@@ -173,7 +173,13 @@ def test() -> None:
     if "--quick" in sys.argv[2:]:
         lint()
         notebooks = [CHAPTERS / name for name in TRAIN_NOTHING]
-        run(*pytest_args("tests", "pkpd_lib", *notebooks), *extra, env=stored_only())
+        run(
+            *pytest_args("tests", "pkpd_lib", *notebooks),
+            "-m",
+            "not slow",
+            *extra,
+            env=stored_only(),
+        )
         return
     if "--retrain" in sys.argv[2:]:
         notebooks = extra or [str(p) for p in sorted(CHAPTERS.glob("*.ipynb"))]
