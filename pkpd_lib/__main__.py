@@ -9,8 +9,9 @@ What it guarantees about files: every argument and the output folder are checked
 any simulation or training starts, and a problem ends the program with a one-line
 message and exit code 2; an existing model or metrics file is only replaced with
 ``--overwrite``; both files are written completely beside their final names and renamed
-into place together at the end, so an interrupted run (Ctrl-C: exit code 130) leaves the
-folder as it was.
+into place together at the end, the model first, all or nothing, so an interrupted run
+(Ctrl-C: exit code 130) leaves the folder as it was, and so does a run whose files
+cannot be placed (another process wrote one meanwhile: a one-line message, exit code 1).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from pathlib import Path
 
 OUTPUTS = ("model.keras", "metrics.json")
 MAX_SEED = 2**32 - 1
+#: Longest file or folder name (bytes) most file systems allow.
+NAME_MAX = 255
 
 
 def _positive_int(text: str) -> int:
@@ -55,14 +58,45 @@ def _folder(text: str) -> Path:
 
 def output_problem(out: Path, overwrite: bool) -> str | None:
     """Why ``out`` cannot receive the outputs, or None if it can."""
+    try:
+        return _name_problem(out) or _place_problem(out, overwrite)
+    except OSError as err:  # any other reason the system gives
+        return f"--out {_shown(out)}: {err.strerror or err}"
+
+
+def _shown(out: Path, width: int = 60) -> str:
+    """``out`` for a message, its middle left out if it is longer than ``width``."""
+    text = str(out)
+    return text if len(text) <= width else f"{text[: width // 2]}...{text[-width // 2 :]}"
+
+
+def _name_problem(out: Path) -> str | None:
+    """A name in ``out`` longer than the file system allows, or None."""
+    for part in out.parts:
+        if len(os.fsencode(part)) > NAME_MAX:
+            return (
+                f"--out {_shown(out)}: the name {part[:20]}... is "
+                f"{len(os.fsencode(part))} bytes long; file systems allow at most {NAME_MAX}"
+            )
+    return None
+
+
+def _place_problem(out: Path, overwrite: bool) -> str | None:
+    if out.is_symlink() and not out.exists():
+        return f"--out {out} is a broken link (to {os.readlink(out)})"
     if out.exists() and not out.is_dir():
         return f"--out {out} exists and is not a folder"
+    for name in OUTPUTS:
+        if os.path.lexists(out / name) and not (out / name).is_file():
+            return f"--out {out}: {out / name} is not a file (a folder?); cannot replace it"
     existing = [name for name in OUTPUTS if (out / name).exists()]
     if existing and not overwrite:
         return f"--out {out} already holds {', '.join(existing)}; pass --overwrite to replace"
     ancestor = out
-    while not ancestor.exists():
+    while not os.path.lexists(ancestor):
         ancestor = ancestor.parent
+    if ancestor.is_symlink() and not ancestor.exists():
+        return f"--out {out} lies under {ancestor}, a broken link (to {os.readlink(ancestor)})"
     if not ancestor.is_dir():
         return f"--out {out} lies under {ancestor}, which is a file"
     if not os.access(ancestor, os.W_OK | os.X_OK):
@@ -98,18 +132,16 @@ def parse(argv=None) -> argparse.Namespace:
 
 
 def _write_outputs(out: Path, model, report: dict, overwrite: bool) -> None:
-    """Write both files beside their final names, then rename both into place; a Ctrl-C
-    during the renames is held back until both are done."""
+    """Write both files beside their final names, then rename both into place, the model
+    first, all or nothing (:func:`pkpd_lib.files.atomic_paths`); a Ctrl-C during the
+    renames is held back until they are done."""
     from . import networks as nw
-    from .files import atomic_path
+    from .files import atomic_paths
 
     out.mkdir(parents=True, exist_ok=True)
     held, previous = [], signal.getsignal(signal.SIGINT)
     try:
-        with (
-            atomic_path(out / OUTPUTS[0], overwrite) as model_tmp,
-            atomic_path(out / OUTPUTS[1], overwrite) as metrics_tmp,
-        ):
+        with atomic_paths([out / name for name in OUTPUTS], overwrite) as (model_tmp, metrics_tmp):
             nw.save_model(model, model_tmp, overwrite=True)
             metrics_tmp.write_text(json.dumps(report, indent=2))
             signal.signal(signal.SIGINT, lambda *_: held.append(True))
@@ -147,7 +179,11 @@ def train(args: argparse.Namespace) -> int:
         "test": json.loads(scores.to_json(orient="index")),
         "history": result.history,
     }
-    _write_outputs(args.out, result.model, report, args.overwrite)
+    try:
+        _write_outputs(args.out, result.model, report, args.overwrite)
+    except OSError as err:
+        print(f"error: {err}; neither {' nor '.join(OUTPUTS)} was written", file=sys.stderr)
+        return 1
     print(scores.round(2).to_string())
     print(f"wrote {args.out / OUTPUTS[0]} and {args.out / OUTPUTS[1]}")
     return 0

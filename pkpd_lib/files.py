@@ -26,7 +26,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
+import sys
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -53,23 +56,112 @@ def atomic_path(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` (same suffix) to write to; on success it is
     renamed to ``path`` in one step, on any exception it is deleted and ``path`` is
     untouched. An existing ``path`` is only replaced with ``overwrite=True``."""
-    path = refuse_overwrite(path, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent
-    )
-    os.close(fd)
-    tmp = Path(tmp)
-    tmp.unlink()  # writers such as Keras refuse or append to an existing file
-    try:
+    with atomic_paths([path], overwrite) as (tmp,):
         yield tmp
-        if not tmp.is_file():
-            raise RuntimeError(f"nothing was written for {path}")
-        if not overwrite and path.exists():
-            raise FileExistsError(f"{path} appeared while it was being written")
-        os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def atomic_paths(paths, overwrite: bool = False) -> Iterator[list[Path]]:
+    """Like :func:`atomic_path` for several files that belong together (a model and its
+    metrics): yield one temporary path per target; on success all are placed, in the
+    order given, or none is (:func:`place_together`).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> with atomic_paths([folder / "a.txt", folder / "b.txt"]) as (a, b):
+    ...     _ = a.write_text("A"), b.write_text("B")
+    >>> sorted(p.name for p in folder.iterdir())
+    ['a.txt', 'b.txt']
+    """
+    targets = [refuse_overwrite(path, overwrite) for path in paths]
+    tmps = []
+    try:
+        for path in targets:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(
+                prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent
+            )
+            os.close(fd)
+            tmps.append(Path(tmp))
+            tmps[-1].unlink()  # writers such as Keras refuse or append to an existing file
+        yield tmps
+        for tmp, path in zip(tmps, targets, strict=True):
+            if not tmp.is_file():
+                raise RuntimeError(f"nothing was written for {path}")
+        place_together(list(zip(tmps, targets, strict=True)), overwrite)
     finally:
-        tmp.unlink(missing_ok=True)
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
+
+
+def _place(tmp: Path, path: Path, overwrite: bool) -> Path | None:
+    """Rename ``tmp`` to ``path``; return a backup (hard link, else copy) of the file it
+    replaced, None if none. Without ``overwrite`` an existing ``path`` is never replaced,
+    even one that another process creates at this moment (a hard link fails if the name
+    exists)."""
+    if not overwrite:
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise FileExistsError(f"{path} appeared while it was being written") from None
+        except OSError:  # a file system without hard links: check, then rename
+            if os.path.lexists(path):
+                raise FileExistsError(f"{path} appeared while it was being written") from None
+            os.replace(tmp, path)
+        else:
+            tmp.unlink()
+        return None
+    backup = None
+    if os.path.lexists(path) and (path.is_symlink() or not path.is_dir()):
+        backup = path.with_name(f"{tmp.name}.old")
+        try:
+            os.link(path, backup, follow_symlinks=False)
+        except OSError:  # a file system without hard links: a copy
+            shutil.copy2(path, backup, follow_symlinks=False)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        if backup is not None:
+            backup.unlink()
+        raise
+    return backup
+
+
+def place_together(moves: list[tuple[Path, Path]], overwrite: bool = False) -> None:
+    """Rename each complete temporary file to its target, in order, all or nothing: if
+    one rename fails (the target appeared, became a folder, the disk is gone), the ones
+    already done are undone (the new file removed, a replaced file put back) and the
+    error is raised.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (folder / "new_a").write_text("A"), (folder / "new_b").write_text("B")
+    >>> (folder / "b").mkdir()  # the second target cannot be placed
+    >>> place_together([(folder / "new_a", folder / "a"), (folder / "new_b", folder / "b")])
+    Traceback (most recent call last):
+    ...
+    FileExistsError: ... appeared while it was being written
+    >>> (folder / "a").exists()
+    False
+    """
+    done: list[tuple[Path, Path | None]] = []
+    try:
+        for tmp, path in moves:
+            done.append((path, _place(tmp, path, overwrite)))
+    except BaseException:
+        for path, backup in reversed(done):
+            if backup is not None:
+                os.replace(backup, path)
+            else:
+                path.unlink(missing_ok=True)
+        raise
+    for _path, backup in done:
+        if backup is not None:
+            backup.unlink(missing_ok=True)
 
 
 def write_text_atomic(path: str | Path, text: str, overwrite: bool = False) -> Path:
@@ -79,24 +171,71 @@ def write_text_atomic(path: str | Path, text: str, overwrite: bool = False) -> P
     return Path(path)
 
 
+#: Seconds :func:`exclusive_lock` waits for a lock before it gives up (training a network
+#: that another process holds the lock for takes minutes, not hours).
+LOCK_TIMEOUT_S = 3600.0
+
+#: Seconds of waiting after which :func:`exclusive_lock` says what it waits for.
+LOCK_NOTICE_S = 5.0
+
+
 @contextlib.contextmanager
-def exclusive_lock(path: str | Path) -> Iterator[None]:
+def exclusive_lock(
+    path: str | Path, timeout_s: float | None = None, poll_s: float = 0.2
+) -> Iterator[None]:
     """Hold an exclusive lock on ``path`` (created if missing) while in the block.
 
     Two processes that need the same cached model (notebooks run side by side) then
     train it once: the second waits and loads what the first saved. The operating
-    system releases the lock if the holder dies.
+    system releases the lock if the holder dies. A waiting process prints one line
+    (``waiting for ... held by another process``) after :data:`LOCK_NOTICE_S` seconds
+    and raises ``TimeoutError`` after ``timeout_s`` seconds (default
+    :data:`LOCK_TIMEOUT_S`), checking every ``poll_s`` seconds.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> lock = pathlib.Path(tempfile.mkdtemp()) / "m.lock"
+    >>> with exclusive_lock(lock):
+    ...     with exclusive_lock(lock, timeout_s=0.3):  # another open file: not re-entrant
+    ...         pass
+    Traceback (most recent call last):
+    ...
+    TimeoutError: gave up waiting for ....lock after 0.3 s: another process holds it ...
     """
     path = Path(path)
+    timeout_s = LOCK_TIMEOUT_S if timeout_s is None else float(timeout_s)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
         if fcntl is not None:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            _acquire(handle, path, timeout_s, poll_s)
         try:
             yield
         finally:
             if fcntl is not None:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _acquire(handle, path: Path, timeout_s: float, poll_s: float) -> None:
+    """Take the lock on the open ``handle``, polling; see :func:`exclusive_lock`."""
+    t0, told = time.monotonic(), False
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        waited = time.monotonic() - t0
+        if waited >= timeout_s:
+            raise TimeoutError(
+                f"gave up waiting for {path} after {timeout_s:g} s: another process holds "
+                "it (a training run that hangs?); end that process, or delete the lock "
+                "file if no process uses it"
+            )
+        if not told and waited >= min(LOCK_NOTICE_S, timeout_s):
+            print(f"waiting for {path} held by another process", file=sys.stderr, flush=True)
+            told = True
+        time.sleep(min(poll_s, max(timeout_s - waited, 0.0)))
 
 
 # --- the store of computed results ------------------------------------------------------
@@ -117,9 +256,15 @@ class StoreMissError(LookupError):
     """A result was asked of the store, is not in it, and computing it is not allowed."""
 
 
+class DamagedFileError(ValueError):
+    """A file exists but cannot be read: truncated (an interrupted copy, a full disk) or
+    otherwise damaged. The message names the file."""
+
+
 def default_cache_dir() -> Path:
     """Folder of stored results: ``$PKPD_MODEL_CACHE`` if set, else the user's
-    cache folder (``$XDG_CACHE_HOME`` or ``~/.cache``) under ``pkpd_lib/models``.
+    cache folder (``$XDG_CACHE_HOME`` or ``~/.cache``) under ``pkpd_lib/models``. An
+    empty ``$PKPD_MODEL_CACHE`` is an error (``ValueError``), not the user's cache.
 
     Examples
     --------
@@ -128,9 +273,20 @@ def default_cache_dir() -> Path:
     >>> with mock.patch.dict(os.environ, {CACHE_ENV: "/tmp/models"}):
     ...     default_cache_dir()
     PosixPath('/tmp/models')
+    >>> with mock.patch.dict(os.environ, {CACHE_ENV: ""}):
+    ...     default_cache_dir()
+    Traceback (most recent call last):
+    ...
+    ValueError: $PKPD_MODEL_CACHE is set but empty: set it to a folder, or unset it ...
     """
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
+    if CACHE_ENV in os.environ:
+        value = os.environ[CACHE_ENV]
+        if not value.strip():
+            raise ValueError(
+                f"${CACHE_ENV} is set but empty: set it to a folder, or unset it to use "
+                "the user's cache folder"
+            )
+        return Path(value)
     root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(root) / "pkpd_lib" / "models"
 

@@ -56,8 +56,21 @@ def relative_rmse(pred, truth, baseline) -> float:
     --------
     >>> round(relative_rmse([[100.0, 118.0, 142.0]], [[100.0, 120.0, 140.0]], [100.0]), 3)
     0.082
+    >>> relative_rmse([[100.0, 101.0]], [[100.0, 100.0]], [100.0])
+    Traceback (most recent call last):
+    ...
+    ValueError: the truth never leaves the baseline (effect size 0): ...
     """
-    return rmse(pred, truth) / effect_size(truth, baseline)
+    error = rmse(pred, truth)
+    effect = effect_size(truth, baseline)
+    if not np.isfinite(effect):
+        raise ValueError(f"baseline must be finite and one per patient, got effect size {effect}")
+    if effect == 0:
+        raise ValueError(
+            f"the truth never leaves the baseline (effect size {effect:g}): an error relative "
+            "to the drug effect is undefined; use rmse, or a truth with a drug effect"
+        )
+    return error / effect
 
 
 def score_table(

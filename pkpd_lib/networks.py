@@ -34,6 +34,7 @@ import json
 import os
 import time
 import warnings
+import zipfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -43,6 +44,7 @@ import numpy as np
 from .features import CONC, DOSE_FEATURES, FEATURES, STATIC_FEATURES, TIME, check_values
 from .files import (  # CACHE_ENV re-exported: networks.CACHE_ENV names the store
     CACHE_ENV,  # noqa: F401
+    DamagedFileError,
     StoreMissError,
     atomic_path,
     default_cache_dir,
@@ -597,6 +599,20 @@ def set_seed(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
+def _check_targets(name: str, y: np.ndarray, x_name: str, x: Mapping) -> None:
+    """``y`` must be (patients, times) with the patients and times of ``x``'s ``conc``."""
+    if y.ndim != 2:
+        raise ValueError(f"{name} must be (patients, times), got shape {y.shape}")
+    if (not isinstance(x, Mapping) and not hasattr(x, "columns")) or CONC_INPUT not in x:
+        return  # check_inputs names what is wrong with x
+    conc_shape = np.shape(x[CONC_INPUT])
+    if len(conc_shape) == 2 and y.shape != conc_shape:
+        raise ValueError(
+            f"{name} has shape {y.shape} (patients, times) but {x_name}[{CONC_INPUT!r}] has "
+            f"{conc_shape}: {name} must hold the PD of the same patients at the same times"
+        )
+
+
 def train_network(
     config: NetworkConfig,
     train_x: Mapping[str, np.ndarray],
@@ -629,6 +645,13 @@ def train_network(
     (2, 2)
     """
     train_y, val_y = np.asarray(train_y, float), np.asarray(val_y, float)
+    _check_targets("train_y", train_y, "train_x", train_x)
+    _check_targets("val_y", val_y, "val_x", val_x)
+    if val_y.shape[1] != train_y.shape[1]:
+        raise ValueError(
+            f"val_y has {val_y.shape[1]} time points and train_y {train_y.shape[1]}: the "
+            "network has one time grid"
+        )
     for name, y in (("train_y", train_y), ("val_y", val_y)):
         if np.isinf(y).any() or np.isnan(y).all(axis=1).any():
             raise ValueError(f"{name} must be finite, with at least one observation per patient")
@@ -713,15 +736,39 @@ def load_model(path: str | Path) -> keras.Model:
     Traceback (most recent call last):
     ...
     FileNotFoundError: no model file at no/such/model.keras
+
+    A truncated or damaged file (an interrupted copy) raises
+    :class:`~pkpd_lib.files.DamagedFileError`, a ``ValueError`` that names it.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no model file at {path}")
     if path.stat().st_size == 0:
-        raise ValueError(f"{path} is empty (0 bytes): not a saved model")
+        raise DamagedFileError(f"{path} is empty (0 bytes): not a saved model")
+    _check_zip(path)
     from . import node  # noqa: F401  (registers the ODE layers)
 
     return keras.saving.load_model(path, safe_mode=True, compile=False)
+
+
+def _check_zip(path: Path) -> None:
+    """Raise :class:`~pkpd_lib.files.DamagedFileError` naming ``path`` unless it is a
+    complete zip file (a ``.keras`` model is one) whose members pass their checksums."""
+    problem = None
+    try:
+        if not zipfile.is_zipfile(path):
+            problem = "it does not end like a complete zip file"
+        else:
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()
+            if bad is not None:
+                problem = f"its member {bad!r} fails its checksum"
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
+        problem = str(err)
+    if problem:
+        raise DamagedFileError(
+            f"{path} is a truncated or damaged file, not a complete .keras model ({problem})"
+        )
 
 
 def config_to_json(config: NetworkConfig) -> str:
@@ -782,9 +829,13 @@ def train_or_load(
     cache only saves time when several chapters need the same model. ``cache_dir``:
     ``"default"`` is :func:`default_cache_dir`; ``None`` always trains. Processes that
     need the same model at once (notebooks run side by side) train it once: the others
-    wait for it and load it. With ``$PKPD_CACHE_MISS=error`` (the book's test command) a
-    model missing from the default store raises :class:`StoreMissError` instead of
-    training: the committed networks must be the ones the book's outputs came from.
+    wait for it and load it (:func:`~pkpd_lib.files.exclusive_lock`); a stored model is
+    read without the lock, so a read-only store works. With ``$PKPD_CACHE_MISS=error``
+    (the book's test command) a model missing from the default store raises
+    :class:`StoreMissError` instead of training: the committed networks must be the ones
+    the book's outputs came from. A stored model or metadata file that is truncated or
+    damaged is trained again (with a warning naming it), or with
+    ``$PKPD_CACHE_MISS=error`` raises :class:`~pkpd_lib.files.DamagedFileError` naming it.
 
     Examples
     --------
@@ -808,16 +859,22 @@ def train_or_load(
         cache_dir = default_cache_dir()
     key = _fingerprint(config, seed, (train_x, train_y, val_x, val_y))
     path = Path(cache_dir) / f"{config.label}_seed{seed}_{key}.keras"
-    if strict:
-        if not (path.is_file() and path.with_suffix(".json").is_file()):
-            raise StoreMissError(
-                f"{label}network {config.label} (seed {seed}) is not in the store "
-                f"{cache_dir} (key {key}) and $PKPD_CACHE_MISS=error forbids training it: "
-                "its data, configuration or library versions changed. Re-execute the "
-                "chapters (python3 tools/tasks.py execute) to train and store it."
-            )
-        return _train_or_load_locked(
-            path, config, train_x, train_y, val_x, val_y, seed, report_every, label
+    if _stored(path):  # complete files (written atomically): no lock needed to read them
+        try:
+            return _load_stored(path, config, seed, report_every, label)
+        except DamagedFileError as err:
+            if strict:
+                raise DamagedFileError(
+                    f"{label}{err}; $PKPD_CACHE_MISS=error forbids training network "
+                    f"{config.label} (seed {seed}) again: restore the store's file (git "
+                    "checkout) or re-execute the chapters (python3 tools/tasks.py execute)"
+                ) from err
+    elif strict:
+        raise StoreMissError(
+            f"{label}network {config.label} (seed {seed}) is not in the store "
+            f"{cache_dir} (key {key}) and $PKPD_CACHE_MISS=error forbids training it: "
+            "its data, configuration or library versions changed. Re-execute the "
+            "chapters (python3 tools/tasks.py execute) to train and store it."
         )
     with exclusive_lock(path.with_suffix(".lock")):
         return _train_or_load_locked(
@@ -825,15 +882,43 @@ def train_or_load(
         )
 
 
+def _stored(path: Path) -> bool:
+    """Whether the model ``path`` and its metadata (``.json`` beside it) both exist."""
+    return path.is_file() and path.with_suffix(".json").is_file()
+
+
+def _read_meta(meta: Path) -> dict:
+    """The metadata of a stored model; :class:`~pkpd_lib.files.DamagedFileError` naming
+    the file if it is empty, truncated or lacks an entry."""
+    try:
+        info = json.loads(meta.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise DamagedFileError(
+            f"{meta} is a truncated or damaged file, not the metadata of a stored model ({err})"
+        ) from None
+    needed = ("history", "best_epoch", "seconds", "epochs_run")
+    if not isinstance(info, dict) or any(k not in info for k in needed):
+        raise DamagedFileError(f"{meta} is damaged: it lacks the entries {list(needed)}")
+    return info
+
+
+def _load_stored(path: Path, config, seed, report_every, label) -> TrainingResult:
+    info = _read_meta(path.with_suffix(".json"))
+    _check_zip(path)
+    if report_every:
+        print(f"{label}loaded the model trained earlier ({info['epochs_run']} epochs)")
+    return TrainingResult(
+        load_model(path), config, info["history"], info["best_epoch"], info["seconds"], seed
+    )
+
+
 def _train_or_load_locked(path, config, train_x, train_y, val_x, val_y, seed, report_every, label):
     meta = path.with_suffix(".json")
-    if path.is_file() and meta.is_file():
-        info = json.loads(meta.read_text())
-        if report_every:
-            print(f"{label}loaded the model trained earlier ({info['epochs_run']} epochs)")
-        return TrainingResult(
-            load_model(path), config, info["history"], info["best_epoch"], info["seconds"], seed
-        )
+    if _stored(path):
+        try:
+            return _load_stored(path, config, seed, report_every, label)
+        except DamagedFileError as err:
+            warnings.warn(f"{label}{err}: training the model again", stacklevel=3)
     result = train_network(config, train_x, train_y, val_x, val_y, seed, report_every, label)
     save_model(result.model, path, overwrite=True)
     write_text_atomic(

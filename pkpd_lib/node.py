@@ -66,9 +66,12 @@ def integrate_rk4(
         raise ValueError(
             f"inputs must be (T, N, F) and y0 (N, D), got {tuple(u.shape)} and {tuple(y0.shape)}"
         )
+    if u.shape[0] == 0:
+        raise ValueError("inputs has no time points (T = 0): nothing to integrate")
     if jumps is None:
         jumps = tf.zeros((tf.shape(u)[0], tf.shape(y0)[0], tf.shape(y0)[1]), u.dtype)
     jumps = tf.convert_to_tensor(jumps, dtype=u.dtype)
+    _check_jumps(jumps.shape, u.shape, y0.shape)
     h = step_h / substeps
 
     def interval(y, pair):
@@ -89,6 +92,20 @@ def integrate_rk4(
     first = y0 + jumps[0]
     rest = tf.scan(interval, (u[:-1], u[1:], jumps[1:]), initializer=first)
     return tf.concat([first[None], rest], axis=0)
+
+
+def _check_jumps(jumps, inputs, y0) -> None:
+    """``jumps`` must be (T, N, D) for (T, N, F) inputs and an (N, D) state; sizes not
+    known yet (a symbolic batch) are not compared."""
+    expected = (inputs[0], y0[0], y0[1])
+    if jumps.rank != 3 or any(
+        a is not None and b is not None and a != b for a, b in zip(jumps, expected, strict=True)
+    ):
+        shown = ", ".join("?" if n is None else str(n) for n in expected)
+        raise ValueError(
+            f"jumps must be (T, N, D) = ({shown}) like the inputs' T and the state y0's "
+            f"(N, D), got {tuple(jumps)}"
+        )
 
 
 def _mlp(hidden: int, out: int, name: str) -> keras.Sequential:

@@ -29,6 +29,21 @@ def _check(observed, simulated) -> tuple[np.ndarray, np.ndarray]:
             f"observed must be (N, T) and simulated (replicates, N, T); got "
             f"{obs.shape} and {sims.shape}"
         )
+    if np.isinf(obs).any():
+        i, j = np.argwhere(np.isinf(obs))[0]
+        raise ValueError(
+            f"observed must be finite (NaN marks a missing sample), got {obs[i, j]} for "
+            f"patient {i} at time column {j}"
+        )
+    seen = ~np.isnan(obs)
+    bad = ~np.isfinite(sims) & seen
+    if bad.any():
+        r, i, j = np.argwhere(bad)[0]
+        raise ValueError(
+            f"simulated must be finite where a sample was observed, got {sims[r, i, j]} in "
+            f"{int(bad.any(axis=0).sum())} sample(s), first replicate {r}, patient {i}, "
+            f"time column {j}"
+        )
     return obs, sims
 
 
@@ -65,6 +80,12 @@ def vpc_table(
     times = np.asarray(times_h, float)
     if times.shape != (obs.shape[1],):
         raise ValueError(f"times_h must have one entry per column ({obs.shape[1]})")
+    empty = np.flatnonzero(np.isnan(obs).all(axis=0))
+    if empty.size:
+        raise ValueError(
+            f"no observation at time(s) {times[empty].tolist()} h (column(s) "
+            f"{empty.tolist()}): drop those columns, they have no percentiles"
+        )
     rows = []
     for j, t in enumerate(times):
         seen = ~np.isnan(obs[:, j])

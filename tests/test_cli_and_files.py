@@ -117,3 +117,116 @@ def test_deviating_training_schedules_are_never_the_test_regimens():
     tests = [reg.named(r) for r in ("QD", "BID", "TID")]
     assert not any(s.doses() == t.doses() for s in schedules for t in tests)
     assert any(len(s) < 8 for s in schedules), "some patients stop or miss doses"
+
+
+def test_a_broken_link_as_output_folder_fails_before_training(tmp_path):
+    os.symlink("/nonexistent/x", tmp_path / "out")
+    result = _cli("--out", "out", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "--out out is a broken link (to /nonexistent/x)" in result.stderr
+    assert "Traceback" not in result.stderr and "simulating" not in result.stdout
+    assert "lies under" in output_problem(tmp_path / "out" / "run", overwrite=False)
+
+
+def test_an_output_that_is_a_folder_fails_before_training_even_with_overwrite(tmp_path):
+    (tmp_path / "o" / "model.keras").mkdir(parents=True)
+    (tmp_path / "o" / "metrics.json").write_text("{}")
+    result = _cli("--out", "o", "--overwrite", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "o/model.keras is not a file" in result.stderr
+    assert "Traceback" not in result.stderr and "simulating" not in result.stdout
+    assert (tmp_path / "o" / "metrics.json").read_text() == "{}"
+
+
+def test_a_name_too_long_fails_before_training(tmp_path):
+    result = _cli("--out", "x" * 300, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "300 bytes long; file systems allow at most 255" in result.stderr
+    assert "Traceback" not in result.stderr and "simulating" not in result.stdout
+    deep = tmp_path.joinpath(*["d" * 200] * 25)  # each name fits, the path does not
+    assert "--out" in output_problem(deep, overwrite=False)
+
+
+def test_the_pair_of_outputs_is_placed_all_or_nothing(tmp_path):
+    """Another writer creates model.keras while the files are written: neither is placed
+    (the metrics are never left beside another run's model), and nothing is left over."""
+    from pkpd_lib.files import atomic_paths
+
+    targets = [tmp_path / "model.keras", tmp_path / "metrics.json"]
+    with pytest.raises(FileExistsError, match="model.keras appeared"):
+        with atomic_paths(targets) as (model_tmp, metrics_tmp):
+            model_tmp.write_text("our model")
+            metrics_tmp.write_text("our metrics")
+            targets[0].write_text("another run's model")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.keras"]
+    assert targets[0].read_text() == "another run's model"
+    # the model placed, then the metrics cannot be: the model is taken back
+    with pytest.raises(FileExistsError, match="metrics.json appeared"):
+        with atomic_paths([tmp_path / "b" / "model.keras", tmp_path / "b" / "metrics.json"]) as (
+            model_tmp,
+            metrics_tmp,
+        ):
+            model_tmp.write_text("our model")
+            metrics_tmp.write_text("our metrics")
+            (tmp_path / "b" / "metrics.json").write_text("another run's metrics")
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["metrics.json"]
+    # with overwrite, a failed second rename puts the replaced first file back
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "model.keras").write_text("old model")
+    with pytest.raises(IsADirectoryError):
+        with atomic_paths(
+            [tmp_path / "c" / "model.keras", tmp_path / "c" / "metrics.json"], overwrite=True
+        ) as (model_tmp, metrics_tmp):
+            model_tmp.write_text("new model")
+            metrics_tmp.write_text("new metrics")
+            (tmp_path / "c" / "metrics.json").mkdir()
+    assert (tmp_path / "c" / "model.keras").read_text() == "old model"
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["metrics.json", "model.keras"]
+
+
+def test_the_cli_writes_neither_file_if_another_writer_made_one(tmp_path, monkeypatch, capsys):
+    from pkpd_lib import __main__ as cli
+    from pkpd_lib import networks as nw
+
+    def save_while_another_writes(model, path, overwrite=False):
+        Path(path).write_text("our model")
+        (tmp_path / "model.keras").write_text("another run's model")
+
+    monkeypatch.setattr(nw, "save_model", save_while_another_writes)
+    with pytest.raises(FileExistsError):
+        cli._write_outputs(tmp_path, None, {"a": 1}, overwrite=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.keras"]
+    assert (tmp_path / "model.keras").read_text() == "another run's model"
+
+
+def test_a_lock_held_by_a_hung_process_is_reported_then_times_out(tmp_path, monkeypatch, capsys):
+    import pkpd_lib.files as files
+
+    lock = tmp_path / "model.lock"
+    code = (
+        "import time; from pkpd_lib.files import exclusive_lock\n"
+        f"with exclusive_lock({str(lock)!r}):\n"
+        "    print('held', flush=True); time.sleep(60)\n"
+    )
+    hung = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert hung.stdout.readline().strip() == "held"
+        monkeypatch.setattr(files, "LOCK_NOTICE_S", 0.2)
+        with pytest.raises(TimeoutError, match=f"gave up waiting for {lock} after 1 s"):
+            with exclusive_lock(lock, timeout_s=1.0):
+                pass
+        err = capsys.readouterr().err.splitlines()
+        assert err == [f"waiting for {lock} held by another process"]
+    finally:
+        hung.kill()
+        hung.wait(timeout=30)
+    with exclusive_lock(lock, timeout_s=5.0):  # the holder is gone: free again
+        pass
+
+
+def test_an_empty_cache_variable_is_an_error(monkeypatch):
+    from pkpd_lib.files import CACHE_ENV, default_cache_dir
+
+    monkeypatch.setenv(CACHE_ENV, "")
+    with pytest.raises(ValueError, match=r"\$PKPD_MODEL_CACHE is set but empty"):
+        default_cache_dir()

@@ -51,3 +51,9 @@ def test_conformal_interval_reaches_its_level_on_new_patients():
     assert abs(cov - 0.9) < 0.03 and low < cov < high
     raw_lo, raw_hi = metrics.ensemble_interval(new_members, 0.9)
     assert metrics.coverage(raw_lo, raw_hi, new_truth) < 0.5
+
+
+def test_relative_rmse_refuses_a_truth_without_a_drug_effect():
+    flat = np.full((2, 3), 100.0)
+    with pytest.raises(ValueError, match="never leaves the baseline"):
+        metrics.relative_rmse(flat + 1.0, flat, [100.0, 100.0])

@@ -154,3 +154,13 @@ def test_lstm_fingerprints_do_not_change_with_the_ode_fields():
     assert '"kind": "node"' in nw.config_to_json(
         nw.NetworkConfig(kind="node", block=1, units=(16,))
     )
+
+
+def test_rk4_refuses_no_time_points_and_jumps_of_another_shape():
+    with pytest.raises(ValueError, match="no time points"):
+        integrate_rk4(_linear_rhs, np.zeros((1, 2)), np.zeros((0, 1, 1)))
+    one_state = lambda y, u: -0.5 * y  # noqa: E731
+    with pytest.raises(ValueError, match=r"jumps must be \(T, N, D\) = \(4, 2, 1\).*\(4, 2, 3\)"):
+        integrate_rk4(one_state, np.zeros((2, 1)), np.zeros((4, 2, 1)), jumps=np.ones((4, 2, 3)))
+    with pytest.raises(ValueError, match="jumps must be"):
+        integrate_rk4(one_state, np.zeros((2, 1)), np.zeros((4, 2, 1)), jumps=np.ones((4, 2)))

@@ -36,3 +36,24 @@ def test_prediction_correction_removes_a_covariate_scale():
 def test_shapes_are_checked():
     with pytest.raises(ValueError, match="replicates, N, T"):
         vpc.vpc_table(np.ones((3, 2)), np.ones((5, 3, 3)), [1.0, 2.0])
+
+
+def test_a_time_without_observations_is_named():
+    observed = np.array([[1.0, np.nan], [2.0, np.nan]])
+    with pytest.raises(ValueError, match=r"no observation at time\(s\) \[4.0\] h"):
+        vpc.vpc_table(observed, np.ones((5, 2, 2)), [1.0, 4.0])
+
+
+def test_non_finite_simulations_or_observations_are_refused():
+    observed = np.array([[1.0, 2.0], [2.0, np.nan]])
+    sims = np.ones((5, 2, 2))
+    with pytest.raises(ValueError, match="observed must be finite.*patient 0 at time column 1"):
+        vpc.vpc_table(np.where(observed == 2.0, np.inf, observed), sims, [1.0, 4.0])
+    bad = sims.copy()
+    bad[3, 0, 1] = np.nan
+    with pytest.raises(ValueError, match="simulated must be finite.*replicate 3, patient 0"):
+        vpc.vpc_table(observed, bad, [1.0, 4.0])
+    bad = sims.copy()
+    bad[:, 1, 1] = np.nan  # where nothing was observed: left out, as before
+    table = vpc.vpc_table(observed, bad, [1.0, 4.0])
+    assert np.isfinite(table[["low", "high"]].to_numpy()).all()
