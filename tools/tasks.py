@@ -20,6 +20,7 @@ Set-up is skipped when .venv already matches pyproject.toml.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -212,25 +213,37 @@ MACHINES = {
 
 def portability() -> None:
     """The test command's notebooks (default: every chapter), or with ``--retrain`` the
-    retrain tier's, once per emulated CPU (:data:`MACHINES`), each from an empty user
-    cache."""
+    retrain tier's, on each emulated CPU of :data:`MACHINES` side by side, each on its
+    own core, from an empty user cache; each machine's log goes to
+    ``_build/portability/``."""
     setup()
     retrain = "--retrain" in sys.argv[2:]
     targets = [a for a in sys.argv[2:] if a != "--retrain"]
     targets = targets or [str(p) for p in sorted(CHAPTERS.glob("*.ipynb"))]
-    for name, (variables, core) in MACHINES.items():
-        with tempfile.TemporaryDirectory() as cache:
-            print(f"== {name}{' (retrain)' if retrain else ''}", flush=True)
-            t0 = time.perf_counter()
+    logs = ROOT / "_build" / "portability"
+    logs.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        running = {}
+        for name, (variables, core) in MACHINES.items():
+            cache = stack.enter_context(tempfile.TemporaryDirectory())
             base = retrain_env(cache) if retrain else stored_only()
-            run(
-                "taskset",
-                "-c",
-                core,
-                *pytest_args(*targets, workers=1),
-                env={**base, **variables, "XDG_CACHE_HOME": cache},
+            cmd = ["taskset", "-c", core, *map(str, pytest_args(*targets, workers=1))]
+            log = logs / f"{'retrain-' if retrain else ''}core{core}.log"
+            print(f"== {name}{' (retrain)' if retrain else ''}: {log}", flush=True)
+            handle = stack.enter_context(open(log, "w"))
+            env_ = {**base, **variables, "XDG_CACHE_HOME": cache}
+            running[name] = (
+                subprocess.Popen(cmd, cwd=ROOT, env=env_, stdout=handle, stderr=subprocess.STDOUT),
+                log,
             )
-            print(f"== {name}: passed in {time.perf_counter() - t0:.0f} s", flush=True)
+        t0, failed = time.perf_counter(), []
+        for name, (process, log) in running.items():
+            code = process.wait()
+            tail = log.read_text().strip().splitlines()[-1:]
+            print(f"== {name}: exit {code} after {time.perf_counter() - t0:.0f} s: {tail}")
+            failed += [name] if code else []
+    if failed:
+        sys.exit(f"portability failed on {failed}")
 
 
 def execute() -> None:
