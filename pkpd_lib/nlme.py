@@ -23,16 +23,38 @@ which equals -2 log-likelihood up to the approximation. The outer problem is min
 by scipy's BFGS (central-difference gradients); standard errors come from the
 finite-difference Hessian of the OFV (covariance ``2 H^-1``, NONMEM's R matrix). Every
 quantity is on the scale its name says.
+
+Comparing with NONMEM: the OFV above includes ``n_observations * log(2 pi)``, which
+NONMEM's objective function value (OBJV) leaves out; :attr:`NLMEFit.ofv_nonmem` is the
+OFV without it (differences of OFVs between models of the same data are the same
+either way). ``omega`` and ``sigma`` here are standard deviations (of eta, and of the
+additive error in the DV's unit or the proportional error as a fraction), while NONMEM
+reports the variances ``$OMEGA`` and ``$SIGMA``: :meth:`NLMEFit.variances` gives
+``omega**2`` and ``sigma**2`` with their standard errors.
+
+What the estimator refuses or flags instead of fitting through it: starting values that
+are not finite or out of range, SDs that are not finite and > 0, covariates the data
+lack, predictions that are NaN or infinite at the starting values, data whose DV are
+all 0, and a proportional error with predictions of exactly 0 or DV of the opposite
+sign (:func:`fit_foce`). A fit whose predictions fail (NaN or infinite) at its
+estimate is marked invalid (OFV inf, not converged, an :class:`NLMEWarning`); on the way
+there, trial points with failed predictions are compared with a stand-in value (see
+``_Problem.conditional_modes`` for why). A fit reports why it stopped
+(:attr:`NLMEFit.convergence`) and warns (:class:`NLMEWarning`) when a parameter ends at
+a bound of its scale.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -48,6 +70,29 @@ from .files import (
 )
 
 TRANSFORMS = ("log", "logit", "none")
+
+#: A fit counts as converged when the largest component of the OFV's gradient at the
+#: estimate is below this (OFV units per unit of the estimation scale: log, logit or
+#: natural; log for omega and sigma). For a parameter with standard error ``s`` the
+#: curvature of the OFV is about ``2 / s**2``, so the estimate then lies within
+#: ``s**2 / 2`` of the optimum (0.005 for ``s = 0.1``, a twentieth of a standard error)
+#: and the OFV within ``s**2 / 4`` of its minimum. The gradient is BFGS's own (central
+#: differences, relative step 1e-4), which carries the OFV's noise from the inner
+#: optimisations: where that noise is large a fit can stall at its optimum with a
+#: gradient above this (chapter 15's PK, 600 observations and subjects with two modes:
+#: 24 to 40, where a Newton step from a gradient of step 0.01 gains nothing) and count
+#: as not converged; read :attr:`NLMEFit.convergence` then.
+CONVERGED_GRADIENT = 1.0
+#: A logit-scale parameter beyond this (in absolute value) is at a bound: the fraction
+#: is within 5e-5 of 0 or 1.
+LOGIT_BOUND = 10.0
+#: An omega (SD of eta) below this is at its lower bound: no variability is estimated.
+OMEGA_BOUND = 1e-3
+
+
+class NLMEWarning(UserWarning):
+    """A fit's result or data that needs a look: a parameter at a bound, observations
+    a proportional error cannot explain."""
 
 
 @dataclass(frozen=True)
@@ -166,6 +211,44 @@ def values_at(grid, index) -> np.ndarray:
     return np.take_along_axis(grid, wide, axis=-1)
 
 
+def _solve(matrices, vectors) -> np.ndarray:
+    """``matrices^-1 vectors`` for each subject: (N, q, q) and (N, q) to (N, q). A
+    singular system (a trial point whose values overflowed) gives NaN for that subject,
+    whose step is then rejected, instead of stopping the whole fit."""
+    try:
+        return np.linalg.solve(matrices, vectors[:, :, None])[:, :, 0]
+    except np.linalg.LinAlgError:
+        out = np.full(vectors.shape, np.nan)
+        for i, (a, b) in enumerate(zip(matrices, vectors, strict=True)):
+            with contextlib.suppress(np.linalg.LinAlgError):
+                out[i] = np.linalg.solve(a, b)
+        return out
+
+
+def _check_covariates(model: NLMEModel, data: Observations) -> None:
+    """A ``ValueError`` naming each covariate the model uses and the data lack."""
+    missing = {c: p for p, cs in model.covariates.items() for c in cs if c not in data.covariates}
+    if missing:
+        uses = ", ".join(f"{c!r} (on {p})" for c, p in missing.items())
+        raise ValueError(
+            f"model {model.name!r} uses covariate(s) {uses} that the data lack; the data "
+            f"have {sorted(data.covariates)}"
+        )
+
+
+def _transformed(model: NLMEModel, name: str, value, what: str) -> float:
+    """The transformed value of parameter ``name``, or a ``ValueError`` naming it (and
+    ``what`` the value is: a starting or a fixed value) if it is not finite or out of
+    its transform's range."""
+    value = np.asarray(value, float)
+    if value.shape != () or not np.isfinite(value):
+        raise ValueError(f"the {what} of {name!r} must be one finite number, got {value}")
+    try:
+        return float(to_transformed(model.transforms[name], value))
+    except ValueError as error:
+        raise ValueError(f"the {what} of {name!r}: {error}") from None
+
+
 class _Problem:
     """The packed outer vector of a model and data, and the FOCE-I objective."""
 
@@ -174,7 +257,8 @@ class _Problem:
         unknown = set(fixed) - set(model.params)
         if unknown:
             raise ValueError(f"cannot fix unknown parameter(s) {sorted(unknown)}")
-        self.fixed = {k: float(to_transformed(model.transforms[k], v)) for k, v in fixed.items()}
+        _check_covariates(model, data)
+        self.fixed = {k: _transformed(model, k, v, "fixed value") for k, v in fixed.items()}
         self.fixed_natural = dict(fixed)
         self.free = [p for p in model.params if p not in fixed]
         self.p, self.q = len(self.free), len(model.random)
@@ -218,12 +302,18 @@ class _Problem:
             out[name] = to_natural(m.transforms[name], value)
         return out
 
-    def predict(self, theta, beta, eta):
-        # trial values far out (a line search's) may overflow; such predictions are
-        # replaced by a huge value, which the objective rejects
+    def raw_predict(self, theta, beta, eta) -> np.ndarray:
+        """The model's predictions (N, R, K) as it returns them, NaN and inf included."""
+        # trial values far out (a line search's) may overflow
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             f = self.model.predict(self.individual(theta, beta, eta), self.data)
-            f = np.asarray(f, float)
+            return np.asarray(f, float)
+
+    def predict(self, theta, beta, eta):
+        """Predictions (N, R, K) with NaN and inf replaced by 1e10 (for the prediction
+        and simulation functions; the objective notes which subjects failed: see
+        :meth:`_linearised` and :meth:`failed_subjects`)."""
+        f = self.raw_predict(theta, beta, eta)
         return np.where(np.isfinite(f), f, 1e10)
 
     def sd(self, f, sigma):
@@ -238,13 +328,19 @@ class _Problem:
         return terms.sum(axis=-1) + ((eta / omega) ** 2).sum(axis=-1)
 
     def _linearised(self, theta, beta, eta, omega, sigma, h: float = 1e-5):
-        """Objective terms, Hessian and gradient (of half the objective) at ``eta`` (N, q).
+        """Objective terms, Hessian and gradient (of half the objective) at ``eta`` (N, q),
+        and which subjects failed: a prediction of one of their observations at ``eta``
+        or its finite-difference neighbours is NaN or infinite. The terms of a failed
+        subject are computed with 1e10 in place of those predictions, a stand-in that
+        only guides the search (see :meth:`conditional_modes`).
 
         The gradient includes the residual SD's dependence on the prediction (the
         interaction); the Hessian is the expected (Fisher) information
         ``J' diag(1/sd**2 + 2 (sd'/sd)**2) J + Omega^-1``."""
         steps = np.vstack([np.zeros(self.q), h * np.eye(self.q)])  # (q + 1, q)
-        f_all = self.predict(theta, beta, eta[:, None, :] + steps[None])
+        raw = self.raw_predict(theta, beta, eta[:, None, :] + steps[None])
+        failed = (~np.isfinite(raw) & self.mask[:, None, :]).any(axis=(1, 2))
+        f_all = np.where(np.isfinite(raw), raw, 1e10)
         f = f_all[:, 0]
         jac = (f_all[:, 1:] - f[:, None]) / h  # (N, q, K)
         g = self.subject_terms(f_all[:, :1], sigma, eta[:, None], omega)[:, 0]
@@ -255,24 +351,32 @@ class _Problem:
         info = np.where(self.mask, 1.0 / sd**2 + 2.0 * (sd_slope / sd) ** 2, 0.0)
         hess = (jac * info[:, None, :]) @ jac.transpose(0, 2, 1) + np.diag(1.0 / omega**2)[None]
         grad = (jac @ d_half[:, :, None])[:, :, 0] + eta / omega**2
-        return g, hess, grad
+        return g, hess, grad, failed
 
     def conditional_modes(self, x, eta_start, max_iter: int = 100, tol: float = 1e-8):
         """Each subject's mode of the random effects (Levenberg-Marquardt, all subjects
-        at once), its objective terms and Gauss-Newton Hessian."""
+        at once), its objective terms and Gauss-Newton Hessian.
+
+        A trial point with failed predictions (NaN or inf) is compared by its terms with
+        1e10 in their place: a stand-in that lets the search pass through such points,
+        as correct models need (chapter 15's PK: far line-search points overflow ka and
+        V, and the stand-in carries subjects out of a flip-flop mode into the better
+        one; with such points given an infinite objective instead, that fit's three
+        starts stopped 210 to 2900 OFV points above its optimum, not converged). At the
+        estimate, failed predictions make the fit invalid (see :func:`fit_foce`)."""
         theta, beta, omega, sigma = self.unpack(x)
         n, q = self.data.n_subjects, self.q
         eta = np.array(eta_start, float)
         lam = np.full(n, 1e-3)
         active = np.ones(n, bool)
-        g, hess, grad = self._linearised(theta, beta, eta, omega, sigma)
+        g, hess, grad, _ = self._linearised(theta, beta, eta, omega, sigma)
         for _ in range(max_iter):
             diag = np.diagonal(hess, axis1=1, axis2=2)
             damped = hess + lam[:, None, None] * np.eye(q)[None] * diag[:, :, None]
-            step = -np.linalg.solve(damped, grad[:, :, None])[:, :, 0]
+            step = -_solve(damped, grad)
             step[~active] = 0.0
             trial = eta + step
-            g_trial, h_trial, grad_trial = self._linearised(theta, beta, trial, omega, sigma)
+            g_trial, h_trial, grad_trial, _ = self._linearised(theta, beta, trial, omega, sigma)
             better = active & (g_trial <= g)
             eta = np.where(better[:, None], trial, eta)
             g = np.where(better, g_trial, g)
@@ -285,7 +389,15 @@ class _Problem:
                 break
         return eta, g, hess, omega
 
+    def failed_subjects(self, x) -> np.ndarray:
+        """Which subjects (N,) have a failed prediction (NaN or inf) of an observation at
+        their modes ``self.eta`` (or the modes' finite-difference neighbours) at ``x``."""
+        theta, beta, omega, sigma = self.unpack(x)
+        return self._linearised(theta, beta, self.eta, omega, sigma)[3]
+
     def ofv(self, x, eta_start=None) -> float:
+        """The OFV at the packed vector ``x``; 1e20 (a step BFGS rejects) where it is not
+        finite."""
         start = self.eta if eta_start is None else eta_start
         eta, g, hess, omega = self.conditional_modes(x, start)
         _, logdet_h = np.linalg.slogdet(hess)
@@ -299,7 +411,14 @@ class NLMEFit:
     quantity (fixed effects as typical values on their natural scale, covariate
     effects, omega as SDs of eta, residual error), with standard errors on the
     estimation scale and the relative standard error (%). ``etas`` (N, q): each subject's
-    conditional mode; ``individual``: its parameters (N,) on the natural scale."""
+    conditional mode; ``individual``: its parameters (N,) on the natural scale.
+
+    ``converged``: the largest component of the OFV's gradient at the estimate was below
+    :data:`CONVERGED_GRADIENT`. ``convergence``: why the estimation stopped, in words
+    ("gradient below tolerance", "stalled: ...", "iteration limit ..."; a fit loaded
+    from the store says only whether it converged, the reason is not stored).
+    ``ofv_nonmem``: the OFV without ``n_observations * log(2 pi)``, comparable with
+    NONMEM's objective function value."""
 
     model: NLMEModel
     ofv: float
@@ -311,12 +430,33 @@ class NLMEFit:
     seconds: float
     converged: bool
     fixed: dict[str, float] = field(default_factory=dict)
+    convergence: str = ""
+    ofv_nonmem: float = np.nan
 
     def typical(self, name: str) -> float:
         """The typical value of parameter ``name`` (natural scale), estimated or fixed."""
         if name in self.fixed:
             return self.fixed[name]
         return float(self.estimates.loc[f"theta_{name}", "estimate"])
+
+    def variances(self) -> pd.DataFrame:
+        """The between-subject and residual variances, as NONMEM reports them (the
+        diagonals of ``$OMEGA`` and ``$SIGMA``): for each omega and sigma its ``SD``
+        (as in :attr:`estimates`), its ``variance`` (omega**2 in the squared unit of
+        eta, sigma**2 in the DV's squared unit for ``add``, dimensionless for ``prop``)
+        and the variance's standard error by the delta method, ``2 variance SE(log SD)``.
+        """
+        rows = [n for n in self.estimates.index if n.startswith(("omega_", "sigma_"))]
+        table = self.estimates.loc[rows]
+        sd = table["estimate"]
+        variance = sd**2
+        return pd.DataFrame(
+            {
+                "SD": sd,
+                "variance": variance,
+                "SE (variance)": 2.0 * variance * table["SE (estimation scale)"],
+            }
+        )
 
 
 def _hessian(fun, x, step: float = 1e-2) -> np.ndarray:
@@ -349,25 +489,56 @@ def start_vector(
     fixed: Mapping[str, float] | None = None,
 ) -> np.ndarray:
     """The packed starting point: typical values on the natural scale, omega as SDs of
-    eta (one number for all), residual error terms (default 0.1 each); covariate effects
-    start at 0."""
+    eta (one number for all, or one for each random effect), residual error terms
+    (default 0.1 each: SD in the DV's unit for ``add``, a fraction for ``prop``);
+    covariate effects start at 0. A ``ValueError`` names a typical value that is
+    missing, not finite or out of its transform's range, and an SD that is missing, not
+    finite and > 0, or given for a random effect or error term the model lacks."""
     fixed = fixed or {}
     free = [p for p in model.params if p not in fixed]
     missing = [p for p in free if p not in typical]
     if missing:
         raise ValueError(f"starting values missing for {missing}")
-    theta = [float(to_transformed(model.transforms[p], typical[p])) for p in free]
+    theta = [_transformed(model, p, typical[p], "starting value") for p in free]
     if not isinstance(omega_sd, Mapping):
-        omega_sd = dict.fromkeys(model.random, float(omega_sd))
+        omega_sd = dict.fromkeys(model.random, omega_sd)
     sigma = sigma or dict.fromkeys(model.error, 0.1)
     return np.array(
         [
             *theta,
             *np.zeros(len(model.beta_names)),
-            *np.log([omega_sd[r] for r in model.random]),
-            *np.log([sigma[e] for e in model.error]),
+            *np.log(_start_sds("omega_sd", omega_sd, model.random, "random effects")),
+            *np.log(_start_sds("sigma", sigma, model.error, "error terms")),
         ]
     )
+
+
+def _start_sds(what: str, given: Mapping, names: Sequence[str], kind: str) -> list[float]:
+    """Starting SDs for ``names`` from the mapping ``given`` (argument ``what``), or a
+    ``ValueError`` naming a key that is missing or unknown, or a value that is not a
+    finite number > 0."""
+    missing = [n for n in names if n not in given]
+    unknown = [k for k in given if k not in names]
+    if missing or unknown:
+        problems = []
+        if missing:
+            problems.append(f"missing {missing}")
+        if unknown:
+            problems.append(f"unknown {unknown}")
+        raise ValueError(
+            f"{what} must give one SD for each of the model's {kind} {tuple(names)}: "
+            + "; ".join(problems)
+        )
+    values = []
+    for n in names:
+        try:
+            value = float(given[n])
+        except (TypeError, ValueError):
+            value = np.nan
+        if not (np.isfinite(value) and value > 0):
+            raise ValueError(f"{what}[{n!r}] must be a finite SD > 0, got {given[n]!r}")
+        values.append(value)
+    return values
 
 
 def fit_foce(
@@ -386,13 +557,31 @@ def fit_foce(
     """Estimate ``model`` from ``data`` by FOCE-I, starting from ``typical`` values
     (natural scale), ``omega_sd`` and ``sigma`` (see :func:`start_vector`). ``fixed``:
     parameters held at a value (natural scale) instead of estimated. The outer gradient
-    is by central differences; the fit counts as converged when BFGS ends with the
-    largest OFV gradient below 0.1 per unit of the estimation scale; a BFGS run that
-    stalls before that (its Hessian estimate gone stale) is restarted from where it
-    ended, up to ``restarts`` times. It also counts as converged, and stops, when three
-    BFGS iterations in a row lower the OFV by less than ``ofv_tol`` in all (the estimates
-    then move in digits no inference reads; NONMEM's default stops on significant
-    digits of the estimates, to the same effect).
+    is by central differences. BFGS stops when the largest OFV gradient is below 0.1
+    per unit of the estimation scale; a BFGS run that stalls before that (its Hessian
+    estimate gone stale) is restarted from where it ended, up to ``restarts`` times. It
+    also stops when three BFGS iterations in a row lower the OFV by less than
+    ``ofv_tol`` in all (the estimates then move in digits no inference reads; NONMEM's
+    default stops on significant digits of the estimates, to the same effect). Either
+    way the fit counts as ``converged`` only if the largest gradient component is then
+    below :data:`CONVERGED_GRADIENT`; :attr:`NLMEFit.convergence` says why it stopped.
+
+    One start can end in a local optimum (e.g. a flip-flop or fast-absorption solution
+    of a PK model with few absorption samples): fit from several starts with
+    :func:`fit_foce_starts`, which keeps the lowest OFV and says when they disagree.
+
+    Refused with a ``ValueError`` before estimating: starting values or SDs that are not
+    finite or out of range (naming the parameter), covariates the data lack, DV that are
+    all 0, predictions at the starting values that are NaN or infinite for an observation
+    (naming the subjects, observations and the parameters there); with a proportional
+    error term, DV all 0 or of the opposite sign of the predictions (negated DV); with a
+    proportional error alone, predictions of exactly 0 (e.g. a pre-dose sample: leave it
+    out). DV of 0 or of the opposite sign among others, with a proportional error alone
+    (values below a limit of quantification coded 0?), give an :class:`NLMEWarning`.
+    Predictions that fail (NaN or inf) at the estimate, for a subject's mode, make the
+    fit invalid: its OFV is inf, its SEs NaN, ``converged`` False, with an
+    :class:`NLMEWarning`. Trial points with failed predictions on the way are compared
+    with 1e10 in place of those predictions (see ``_Problem.conditional_modes``).
 
     ``cache_dir``: a folder where the fit is stored under a key of the model, data,
     starting values and settings, and loaded from when asked again (``"default"``: the
@@ -414,52 +603,74 @@ def fit_foce(
     ...                   lambda p, d: p["C0"][..., None] * np.exp(-p["k"][..., None]
     ...                                                            * d.times_h[:, None]))
     >>> fit = fit_foce(decay, Observations(np.arange(40), t, y), {"C0": 5.0, "k": 0.5})
-    >>> round(fit.typical("C0"), 1), round(fit.typical("k"), 2)
-    (10.0, 0.2)
+    >>> round(fit.typical("C0"), 1), round(fit.typical("k"), 2), fit.converged
+    (10.0, 0.2, True)
+    >>> round(fit.ofv - fit.ofv_nonmem, 1)  # 240 observations times log(2 pi)
+    441.1
     """
     data.require_observations()
     fixed = dict(fixed or {})
     problem = _Problem(model, data, fixed)
     x0 = start_vector(model, typical, omega_sd, sigma, fixed)
+    _check_start(problem, x0)
     settings = (standard_errors, max_iter, restarts, ofv_tol)
-    if cache_dir is not None:
-        strict = cache_dir == "default" and miss_is_error()
-        folder = default_cache_dir() / "fits" if cache_dir == "default" else Path(cache_dir)
-        key = _fit_key(model, data, x0, fixed, settings)
-        slug = "".join(c if c.isalnum() else "_" for c in model.name)[:40].strip("_")
-        path = folder / f"{slug}_{key}.json"
-        if path.is_file():
-            return _load_fit(problem, json.loads(path.read_text()))
-        if strict:
-            raise StoreMissError(
-                f"the FOCE-I fit of {model.name!r} (key {key}) is not in the store {folder} "
-                "and $PKPD_CACHE_MISS=error forbids estimating it: its model, data, start "
-                "or settings changed. Re-execute the chapters (python3 tools/tasks.py "
-                "execute) to fit and store it."
-            )
-        fit = fit_foce(
-            model,
-            data,
-            typical,
-            omega_sd,
-            sigma,
-            standard_errors=standard_errors,
-            max_iter=max_iter,
-            fixed=fixed,
-            restarts=restarts,
-            ofv_tol=ofv_tol,
+    fit = _estimate_or_load(problem, x0, settings, cache_dir)
+    _warn_at_bounds(problem, fit.x)
+    if not np.isfinite(fit.ofv):
+        warnings.warn(f"{model.name!r}: {fit.convergence}", NLMEWarning, stacklevel=2)
+    return fit
+
+
+def _estimate_or_load(problem: _Problem, x0, settings, cache_dir) -> NLMEFit:
+    """The fit from ``x0`` with ``settings`` (see :func:`fit_foce`), estimated, or
+    loaded from and stored in ``cache_dir``."""
+    if cache_dir is None:
+        result = _estimate(problem, x0, *settings)
+        return _finish(problem, *result)
+    model, data = problem.model, problem.data
+    strict = cache_dir == "default" and miss_is_error()
+    folder = default_cache_dir() / "fits" if cache_dir == "default" else Path(cache_dir)
+    key = _fit_key(model, data, x0, problem.fixed_natural, settings)
+    slug = "".join(c if c.isalnum() else "_" for c in model.name)[:40].strip("_")
+    path = folder / f"{slug}_{key}.json"
+    if path.is_file():
+        return _load_fit(problem, json.loads(path.read_text()))
+    if strict:
+        raise StoreMissError(
+            f"the FOCE-I fit of {model.name!r} (key {key}) is not in the store {folder} "
+            "and $PKPD_CACHE_MISS=error forbids estimating it: its model, data, start "
+            "or settings changed. Re-execute the chapters (python3 tools/tasks.py "
+            "execute) to fit and store it."
         )
-        stored = {
-            "x": fit.x.tolist(),
-            "ofv": fit.ofv,
-            "se": fit.estimates["SE (estimation scale)"].tolist(),
-            "etas": fit.etas.tolist(),
-            "n_iterations": fit.n_iterations,
-            "seconds": fit.seconds,
-            "converged": fit.converged,
-        }
-        write_text_atomic(path, json.dumps(stored), overwrite=True)
-        return _load_fit(problem, stored)
+    result = _estimate(problem, x0, *settings)
+    stored = {
+        "x": result.x.tolist(),
+        "ofv": result.ofv,
+        "se": result.se.tolist(),
+        "etas": problem.eta.tolist(),
+        "n_iterations": result.iterations,
+        "seconds": result.seconds,
+        "converged": result.converged,
+    }
+    write_text_atomic(path, json.dumps(stored), overwrite=True)
+    return _load_fit(problem, stored, result.convergence)
+
+
+class _Estimate(NamedTuple):
+    """What :func:`_estimate` found: :func:`_finish`'s arguments after the problem."""
+
+    x: np.ndarray
+    ofv: float
+    se: np.ndarray
+    iterations: int
+    seconds: float
+    converged: bool
+    convergence: str
+
+
+def _estimate(problem: _Problem, x0, standard_errors, max_iter, restarts, ofv_tol) -> _Estimate:
+    """Minimise the OFV from ``x0`` (see :func:`fit_foce`); the subjects' modes end in
+    ``problem.eta``."""
     t0 = time.perf_counter()
 
     history: list[float] = []
@@ -474,7 +685,7 @@ def fit_foce(
 
     # per-observation scale: BFGS's first steps (along the raw gradient) stay O(1) on the
     # log scale whatever the data set's size
-    scale = max(1.0, data.n_observations / 10.0)
+    scale = max(1.0, problem.data.n_observations / 10.0)
 
     def scaled(x):
         return problem.ofv(x) / scale
@@ -504,8 +715,164 @@ def fit_foce(
         with np.errstate(invalid="ignore"):
             cov = 2.0 * np.linalg.pinv(hess)
             se = np.sqrt(np.diag(cov))
-    converged = bool(stalled[0] or np.abs(result.jac).max() * scale < 0.1)
-    return _finish(problem, x, ofv, se, iterations, time.perf_counter() - t0, converged)
+    gradient = float(np.abs(result.jac).max() * scale)
+    converged = bool(gradient < CONVERGED_GRADIENT)
+    reason = _stop_reason(result, gradient, stalled[0], ofv_tol, max_iter)
+    failed = problem.failed_subjects(x)
+    if failed.any():
+        ofv, se, converged = np.inf, np.full(x.size, np.nan), False
+        ids = problem.data.ids[failed][:10].tolist()
+        reason = (
+            f"failed predictions (NaN or inf) at the estimate for {failed.sum()} subject(s) "
+            f"{ids}{' ...' if failed.sum() > 10 else ''}: not a fit (OFV set to inf); {reason}"
+        )
+    return _Estimate(x, ofv, se, iterations, time.perf_counter() - t0, converged, reason)
+
+
+def _stop_reason(result, gradient: float, stalled: bool, ofv_tol: float, max_iter: int) -> str:
+    """Why the estimation stopped, in words, with the largest gradient component
+    ``gradient`` (OFV units per unit of the estimation scale)."""
+    g = f"max |g| = {gradient:.3g}"
+    if stalled:
+        return f"stalled: OFV changed < {ofv_tol:g} over 3 iterations with gradient {g}"
+    if gradient < CONVERGED_GRADIENT:
+        return f"gradient below tolerance ({g})"
+    if result.status == 1:
+        return f"iteration limit ({max_iter} BFGS iterations a run), {g}"
+    return f"BFGS stopped: {result.message} ({g})"
+
+
+def _check_start(problem: _Problem, x0) -> None:
+    """Refuse (``ValueError``) or flag (:class:`NLMEWarning`) data and a model that a fit
+    would otherwise run through silently; see :func:`fit_foce`."""
+    model, data, mask = problem.model, problem.data, problem.mask
+    if np.all(problem.y[mask] == 0):
+        raise ValueError(
+            f"every observation (DV) is 0: nothing to estimate {model.name!r} from "
+            "(values below a limit of quantification coded 0? leave them out, NaN)"
+        )
+    theta, beta, _, _ = problem.unpack(x0)
+    eta = np.zeros((data.n_subjects, 1, problem.q))
+    f = problem.raw_predict(theta, beta, eta)[:, 0]
+    with np.errstate(over="ignore"):
+        params = problem.individual(theta, beta, eta)
+    failed = mask & ~np.isfinite(f)
+    if failed.any():
+        raise ValueError(
+            f"model {model.name!r} predicts NaN or inf at the starting values for "
+            + _where(data, failed, params)
+        )
+    only_prop = model.error == ("prop",)
+    zero = mask & (f == 0)
+    if only_prop and zero.any():
+        raise ValueError(
+            f"model {model.name!r} predicts exactly 0 at the starting values, where a "
+            "proportional error alone has SD 0, for "
+            + _where(data, zero, params)
+            + ": leave such samples out (NaN in dv, e.g. pre-dose) or add an additive error"
+        )
+    if "prop" not in model.error:
+        return
+    opposite = mask & (np.sign(problem.y0) != np.sign(f))
+    if opposite[mask].all():
+        raise ValueError(
+            "every observation is 0 or has the opposite sign of the prediction at the "
+            "starting values, which a proportional error cannot explain (DV negated?): "
+            + _where(data, opposite, params)
+        )
+    if only_prop and opposite.any():
+        warnings.warn(
+            f"{opposite.sum()} observation(s) are 0 or have the opposite sign of the "
+            "prediction, which a proportional error alone cannot explain (values below a "
+            "limit of quantification coded 0? leave them out, NaN, or add an additive "
+            "error): " + _where(data, opposite, params),
+            NLMEWarning,
+            stacklevel=3,
+        )
+
+
+def _where(data: Observations, flagged, params, shown: int = 3) -> str:
+    """Subjects and observations (N, K) ``flagged``, in words: the first ``shown``
+    subjects by id, with their observation indices, times, DV and parameters."""
+    rows = np.flatnonzero(flagged.any(axis=1))
+    parts = []
+    for i in rows[:shown]:
+        cols = np.flatnonzero(flagged[i])
+        values = ", ".join(f"{k}={float(v[i, 0]):.4g}" for k, v in params.items())
+        parts.append(
+            f"subject {data.ids[i]} (row {i}) at observation(s) {cols[:5].tolist()} "
+            f"(times {data.times_h[i, cols[:5]].tolist()} h, DV {data.dv[i, cols[:5]].tolist()};"
+            f" parameters {values})"
+        )
+    more = f" and {rows.size - shown} more subject(s)" if rows.size > shown else ""
+    return "; ".join(parts) + more
+
+
+@dataclass
+class MultiStartFit:
+    """The fits of :func:`fit_foce_starts`: ``fits`` in the order of the starts, the
+    ``best`` (lowest OFV), and a ``note`` when the starts disagree (they ended more
+    than the tolerance apart in OFV, or one did not converge), else ``""``."""
+
+    fits: list[NLMEFit]
+    best: NLMEFit
+    note: str
+
+    def table(self) -> pd.DataFrame:
+        """The starts' estimates side by side, with their OFV."""
+        return compare_estimates(self.fits)
+
+
+def fit_foce_starts(
+    model: NLMEModel,
+    data: Observations,
+    starts: Sequence[Mapping[str, float]],
+    agree_ofv: float = 3.84,
+    **kwargs,
+) -> MultiStartFit:
+    """Fit ``model`` from each of several ``starts`` (typical values, natural scale; see
+    :func:`fit_foce`, which takes the other arguments ``kwargs``, e.g. ``omega_sd``,
+    ``sigma``, ``cache_dir``) and keep the fit with the lowest OFV: one start can end in
+    a local optimum. The result's ``note`` says which starts ended more than
+    ``agree_ofv`` OFV points above the best (default 3.84, the chi-square 5% point of
+    one degree of freedom: a worse OFV than that is a clearly worse optimum) and which
+    did not converge.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> t = np.tile([0.5, 1, 2, 4, 8, 12.0], (20, 1))
+    >>> y = 10 * np.exp(-0.2 * np.exp(0.3 * rng.normal(size=(20, 1))) * t)
+    >>> decay = NLMEModel("decay", ("C0", "k"), {"C0": "log", "k": "log"}, ("k",),
+    ...                   lambda p, d: p["C0"][..., None] * np.exp(-p["k"][..., None]
+    ...                                                            * d.times_h[:, None]))
+    >>> data = Observations(np.arange(20), t, y * (1 + 0.05 * rng.normal(size=t.shape)))
+    >>> starts = [{"C0": 5.0, "k": 0.5}, {"C0": 20.0, "k": 0.1}]
+    >>> result = fit_foce_starts(decay, data, starts, standard_errors=False)
+    >>> len(result.fits), result.note, round(result.best.typical("k"), 1)
+    (2, '', 0.2)
+    """
+    if not starts:
+        raise ValueError("give at least one start")
+    fits = [fit_foce(model, data, start, **kwargs) for start in starts]
+    ofv = np.array([fit.ofv for fit in fits])
+    best = int(np.argmin(ofv))
+    notes = []
+    worse = [i for i in range(len(fits)) if ofv[i] - ofv[best] > agree_ofv]
+    if worse:
+        above = ", ".join(f"start {i} by {ofv[i] - ofv[best]:.1f}" for i in worse)
+        notes.append(
+            f"the starts disagree: OFV above the best (start {best}, OFV {ofv[best]:.2f}): "
+            f"{above}; those ended in a worse local optimum or stopped early"
+        )
+    failed = [i for i, fit in enumerate(fits) if not fit.converged]
+    if failed:
+        notes.append(
+            "not converged: "
+            + ", ".join(f"start {i} ({fits[i].convergence or 'stored'})" for i in failed)
+        )
+    return MultiStartFit(fits, fits[best], "; ".join(notes))
 
 
 #: Bumped when the estimator or the stored form of a fit changes, so that fits stored
@@ -540,8 +907,14 @@ def _fit_key(model: NLMEModel, data: Observations, x0, fixed, settings) -> str:
     return h.hexdigest()[:16]
 
 
-def _load_fit(problem: _Problem, stored: Mapping) -> NLMEFit:
+def _load_fit(problem: _Problem, stored: Mapping, convergence: str | None = None) -> NLMEFit:
+    """The fit from its ``stored`` form; ``convergence``: the reason it stopped, known
+    only when it was just estimated (the store does not hold it)."""
     problem.eta = np.asarray(stored["etas"], float).reshape(problem.data.n_subjects, problem.q)
+    converged = bool(stored["converged"])
+    if convergence is None:
+        state = "converged" if converged else "not converged"
+        convergence = f"loaded from the store: {state} (the reason is not stored)"
     return _finish(
         problem,
         np.asarray(stored["x"], float),
@@ -549,11 +922,14 @@ def _load_fit(problem: _Problem, stored: Mapping) -> NLMEFit:
         np.asarray(stored["se"], float),
         int(stored["n_iterations"]),
         float(stored["seconds"]),
-        bool(stored["converged"]),
+        converged,
+        convergence,
     )
 
 
-def _finish(problem: _Problem, x, ofv, se, iterations, seconds, converged) -> NLMEFit:
+def _finish(
+    problem: _Problem, x, ofv, se, iterations, seconds, converged, convergence: str = ""
+) -> NLMEFit:
     """The fit's tables at the estimate ``x``, with the subjects' modes in ``problem.eta``."""
     model, fixed = problem.model, problem.fixed_natural
     names = problem.names()
@@ -592,7 +968,33 @@ def _finish(problem: _Problem, x, ofv, se, iterations, seconds, converged) -> NL
         seconds,
         converged,
         fixed,
+        convergence,
+        float(ofv - problem.data.n_observations * np.log(2 * np.pi)),
     )
+
+
+def _warn_at_bounds(problem: _Problem, x) -> None:
+    """An :class:`NLMEWarning` for each parameter at a bound of its scale: a logit-scale
+    typical value beyond :data:`LOGIT_BOUND`, an omega below :data:`OMEGA_BOUND`."""
+    for name, value in zip(problem.names(), x, strict=True):
+        kind, _, what = name.partition("_")
+        if kind == "theta" and problem.model.transforms[what] == "logit":
+            if abs(value) > LOGIT_BOUND:
+                warnings.warn(
+                    f"{name} is at a bound: {what} = {float(expit(value)):.6g} (logit "
+                    f"{value:.3g}, beyond +-{LOGIT_BOUND:g}); the data do not bound it and "
+                    "its standard error means nothing: fix it or simplify the model",
+                    NLMEWarning,
+                    stacklevel=3,
+                )
+        elif kind == "omega" and value < np.log(OMEGA_BOUND):
+            warnings.warn(
+                f"{name} is at its lower bound: SD {float(np.exp(value)):.3g} < {OMEGA_BOUND:g}"
+                f"; the data show no variability of {what} between subjects: remove its "
+                "random effect",
+                NLMEWarning,
+                stacklevel=3,
+            )
 
 
 def _is_log(model: NLMEModel, name: str) -> bool:

@@ -1,5 +1,7 @@
 """The FOCE-I estimator against known answers, and the warfarin data and model."""
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -30,6 +32,32 @@ def _decay_model():
         ("k",),
         lambda p, d: p["C0"][..., None] * np.exp(-p["k"][..., None] * d.times_h[:, None]),
     )
+
+
+def _decay_data(n=20, seed=0):
+    """Observations of the decay model: C0 10, k 0.2 1/h (SD 0.3 of log k between
+    subjects), 5% proportional error, six samples each."""
+    rng = np.random.default_rng(seed)
+    t = np.tile([0.5, 1, 2, 4, 8, 12.0], (n, 1))
+    k = 0.2 * np.exp(0.3 * rng.normal(size=(n, 1)))
+    y = 10 * np.exp(-k * t) * (1 + 0.05 * rng.normal(size=t.shape))
+    return nlme.Observations(np.arange(n), t, y)
+
+
+#: Where the decay fits start (typical values: C0, k 1/h).
+DECAY_START = {"C0": 5.0, "k": 0.5}
+
+
+def _decay_edited(edit):
+    """The decay model with its predictions (N, R, K) changed in place by ``edit(out, p)``."""
+    base = _decay_model()
+
+    def predict(p, d):
+        out = np.array(base.predict(p, d), float)
+        edit(out, p)
+        return out
+
+    return dataclasses.replace(base, predict=predict)
 
 
 def test_ofv_is_the_exact_likelihood_of_a_linear_mixed_model():
@@ -306,6 +334,8 @@ def test_stopping_on_a_stalled_ofv_leaves_the_estimates_where_the_gradient_test_
     stalled = nlme.fit_foce(decay, data, start, standard_errors=False, ofv_tol=0.01)
     strict = nlme.fit_foce(decay, data, start, standard_errors=False, ofv_tol=0.0)
     assert stalled.converged and strict.converged
+    assert stalled.convergence.startswith("stalled: OFV changed < 0.01 over 3 iterations")
+    assert strict.convergence.startswith("gradient below tolerance")
     assert abs(stalled.ofv - strict.ofv) < 0.05
     np.testing.assert_allclose(stalled.x, strict.x, atol=0.01)
 
@@ -351,8 +381,211 @@ def test_a_stored_fit_is_the_fit_to_the_last_bit(tmp_path, monkeypatch):
         pd.testing.assert_frame_equal(fit.estimates, fresh.estimates)
         np.testing.assert_array_equal(fit.etas, fresh.etas)
         assert fit.ofv == fresh.ofv and fit.converged == fresh.converged
+        assert fit.ofv_nonmem == fresh.ofv_nonmem
+    assert stored.convergence == fresh.convergence
+    assert loaded.convergence == "loaded from the store: converged (the reason is not stored)"
     # another start is another fit; in the test command a missing fit is an error
     monkeypatch.setenv("PKPD_MODEL_CACHE", str(tmp_path))
     monkeypatch.setenv("PKPD_CACHE_MISS", "error")
     with pytest.raises(nlme.StoreMissError, match="not in the store"):
         nlme.fit_foce(model, data, {"C0": 6.0, "k": 0.5}, cache_dir="default")
+
+
+# --- failures the estimator must not fit through ------------------------------------
+
+
+def _nan_at_first_time(out, p):
+    out[..., 0] = np.nan
+
+
+def _all_nan(out, p):
+    out[...] = np.nan
+
+
+@pytest.mark.parametrize("edit", [_nan_at_first_time, _all_nan])
+def test_predictions_that_fail_at_the_start_are_refused_naming_subject_and_values(edit):
+    """Before: NaN replaced by 1e10 and fitted (converged, C0 8.51 for 10, sigma 10x)."""
+    with pytest.raises(
+        ValueError,
+        match=r"NaN or inf at the starting values for subject 0 \(row 0\) at "
+        r"observation\(s\) \[0.*times \[0\.5.*parameters C0=5, k=0\.5\).* and 17 more",
+    ):
+        nlme.fit_foce(_decay_edited(edit), _decay_data(), DECAY_START)
+
+
+def test_a_fit_whose_predictions_fail_at_the_estimate_is_marked_invalid():
+    """Probe 1 past the start check: a model that fails (NaN at the first time) from its
+    second call on, so that the check at the starting values passes and every point
+    after it fails. Before: fitted with 1e10 in place of each NaN, converged=True, C0
+    8.51 for 10, sigma 10 times too large."""
+    calls = [0]
+
+    def nan_after_the_start(out, p):
+        calls[0] += 1
+        if calls[0] > 1:
+            out[..., 0] = np.nan
+
+    with pytest.warns(nlme.NLMEWarning, match=r"failed predictions .* at the estimate"):
+        fit = nlme.fit_foce(
+            _decay_edited(nan_after_the_start), _decay_data(), DECAY_START, max_iter=5
+        )
+    assert not fit.converged and fit.ofv == np.inf
+    assert fit.convergence.startswith("failed predictions (NaN or inf) at the estimate for 20")
+    assert fit.estimates["SE (estimation scale)"].isna().all()
+
+
+def _zero_at_first_time(out, p):
+    out[..., 0] = 0.0
+
+
+@pytest.mark.parametrize(
+    "dv, edit, message",
+    [
+        # before: converged, k = 4.9e8
+        (lambda y: 0.0 * y, None, r"every observation \(DV\) is 0"),
+        # before: converged at C0 = k = 0
+        (lambda y: -y, None, r"opposite sign .* \(DV negated\?\): subject 0"),
+        # before: OFV 6e11
+        (
+            lambda y: y,
+            _zero_at_first_time,
+            r"predicts exactly 0 .* subject 0 \(row 0\) at observation\(s\) \[0\] "
+            r"\(times \[0\.5\] h.*leave such samples out",
+        ),
+    ],
+)
+def test_data_a_proportional_error_cannot_explain_are_refused(dv, edit, message):
+    data = _decay_data()
+    data = nlme.Observations(data.ids, data.times_h, dv(data.dv))
+    model = _decay_model() if edit is None else _decay_edited(edit)
+    with pytest.raises(ValueError, match=message):
+        nlme.fit_foce(model, data, DECAY_START)
+
+
+def test_values_coded_0_under_a_proportional_error_warn():
+    """Below-limit values coded 0 among others (before: fitted silently)."""
+    data = _decay_data()
+    y = data.dv.copy()
+    y[:, -1] = 0.0
+    with pytest.warns(nlme.NLMEWarning, match=r"20 observation\(s\) are 0 .* coded 0"):
+        nlme.fit_foce(
+            _decay_model(),
+            nlme.Observations(data.ids, data.times_h, y),
+            DECAY_START,
+            standard_errors=False,
+            max_iter=1,
+            restarts=0,
+        )
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        # before: 0 iterations, OFV 1e20, every SE 0.0
+        ({"omega_sd": 0.0}, r"omega_sd\['k'\] must be a finite SD > 0, got 0\.0"),
+        ({"omega_sd": -0.3}, r"omega_sd\['k'\] must be a finite SD > 0"),
+        ({"omega_sd": np.nan}, r"omega_sd\['k'\] must be a finite SD > 0, got nan"),
+        ({"sigma": {"prop": 0.0}}, r"sigma\['prop'\] must be a finite SD > 0"),
+        ({"typical": {"C0": np.nan, "k": 0.5}}, r"starting value of 'C0' must be one finite"),
+        ({"typical": {"C0": -1.0, "k": 0.5}}, r"starting value of 'C0': .* must be > 0"),
+        ({"fixed": {"C0": np.nan}}, r"fixed value of 'C0' must be one finite"),
+        # before: a bare KeyError
+        ({"omega_sd": {}}, r"omega_sd must give one SD .* \('k',\): missing \['k'\]"),
+        ({"omega_sd": {"k": 0.3, "C0": 0.3}}, r"random effects \('k',\): unknown \['C0'\]"),
+        ({"sigma": {"add": 1.0}}, r"error terms \('prop',\): missing \['prop'\]; unknown"),
+    ],
+)
+def test_bad_starting_values_and_sds_are_refused_by_name(arguments, message):
+    arguments = {"typical": DECAY_START, **arguments}
+    with pytest.raises(ValueError, match=message):
+        nlme.fit_foce(_decay_model(), _decay_data(), **arguments)
+
+
+def test_names_the_model_uses_and_the_data_or_model_lack_are_refused():
+    data = _decay_data()
+    on_weight = dataclasses.replace(_decay_model(), covariates={"k": ("WT",)})
+    with pytest.raises(ValueError, match=r"covariate\(s\) 'WT' \(on k\) that the data lack"):
+        nlme.fit_foce(on_weight, data, DECAY_START)  # before: KeyError: 'WT'
+    levels = nlme.Observations(data.ids, np.zeros_like(data.dv), data.dv)
+    with pytest.raises(ValueError, match=r"error terms \('add',\): .* unknown \['prop'\]"):
+        nlme.fit_foce(_linear_model(), levels, {"m": 1.0}, sigma={"prop": 0.1})
+
+
+def test_converged_needs_a_small_gradient_and_the_fit_says_why_it_stopped():
+    """Before: a stall (three iterations gaining < ofv_tol) counted as convergence
+    whatever the gradient."""
+    data = _decay_data()
+    limited = nlme.fit_foce(
+        _decay_model(), data, DECAY_START, standard_errors=False, max_iter=2, restarts=0
+    )
+    assert not limited.converged
+    assert limited.convergence.startswith("iteration limit (2 BFGS iterations a run)")
+    coarse = nlme.fit_foce(_decay_model(), data, DECAY_START, standard_errors=False, ofv_tol=1e3)
+    assert not coarse.converged
+    assert coarse.convergence.startswith("stalled: OFV changed < 1000 over 3 iterations")
+    gradient = float(coarse.convergence.rpartition("max |g| = ")[2])
+    assert gradient >= nlme.CONVERGED_GRADIENT
+
+
+def test_a_singular_inner_system_rejects_that_subject_not_the_fit():
+    """Before: LinAlgError ('Singular matrix') from the decay model started at C0 0.1,
+    k 5 (a trial point's omega overflowed)."""
+    matrices = np.array([np.eye(2), np.ones((2, 2))])
+    steps = nlme._solve(matrices, np.ones((2, 2)))
+    np.testing.assert_array_equal(steps[0], [1.0, 1.0])
+    assert np.isnan(steps[1]).all()
+
+
+def test_parameters_at_a_bound_are_named_in_a_warning():
+    data = _decay_data()
+    fraction = nlme.NLMEModel(
+        "decay to a floor",
+        ("C0", "F", "k"),
+        {"C0": "log", "F": "logit", "k": "log"},
+        ("k",),
+        lambda p, d: (
+            p["C0"][..., None]
+            * (1 - p["F"][..., None] * (1 - np.exp(-p["k"][..., None] * d.times_h[:, None])))
+        ),
+    )
+    problem = nlme._Problem(fraction, data, {})
+    x = np.array([np.log(10.0), 11.0, np.log(0.2), np.log(1e-4), np.log(0.05)])
+    with pytest.warns(nlme.NLMEWarning) as caught:
+        nlme._warn_at_bounds(problem, x)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 2
+    assert messages[0].startswith("theta_F is at a bound: F = 0.999983 (logit 11")
+    assert messages[1].startswith("omega_k is at its lower bound: SD 0.0001 < 0.001")
+
+
+def test_several_starts_keep_the_lowest_ofv_and_say_when_they_disagree():
+    """A far start that ends worse (here: stopped by the iteration limit) is reported,
+    and the best fit kept."""
+    starts = [{"C0": 10.0, "k": 0.2}, {"C0": 1e4, "k": 20.0}]
+    result = nlme.fit_foce_starts(
+        _decay_model(), _decay_data(), starts, standard_errors=False, max_iter=10, restarts=0
+    )
+    assert len(result.fits) == 2 and result.best is result.fits[0]
+    assert result.fits[1].ofv > result.fits[0].ofv + 3.84
+    assert result.note.startswith("the starts disagree: OFV above the best (start 0")
+    assert result.fits[0].converged and not result.fits[1].converged
+    assert "start 1 by" in result.note and "not converged: start 1 (iteration limit" in result.note
+    assert list(result.table().columns) == [0, 1]
+    with pytest.raises(ValueError, match="at least one start"):
+        nlme.fit_foce_starts(_decay_model(), _decay_data(), [])
+
+
+def test_nonmem_objective_and_variances():
+    """NONMEM's OBJV leaves out n log(2 pi) and reports variances, not SDs."""
+    rng = np.random.default_rng(0)
+    y = 5 + rng.normal(size=(6, 1)) + 0.5 * rng.normal(size=(6, 4))
+    data = nlme.Observations(np.arange(6), np.zeros_like(y), y)
+    problem = nlme._Problem(_linear_model(), data, {})
+    x = np.array([4.5, np.log(0.8), np.log(0.6)])
+    se = np.array([0.3, 0.2, 0.1])
+    fit = nlme._finish(problem, x, problem.ofv(x), se, 0, 0.0, True)
+    assert fit.ofv_nonmem == pytest.approx(fit.ofv - 24 * np.log(2 * np.pi), rel=1e-12)
+    table = fit.variances()
+    assert list(table.index) == ["omega_m", "sigma_add"]
+    np.testing.assert_allclose(table["variance"], [0.64, 0.36], rtol=1e-12)
+    np.testing.assert_allclose(table["SE (variance)"], [2 * 0.64 * 0.2, 2 * 0.36 * 0.1])
