@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import sys
@@ -309,68 +310,121 @@ def miss_is_error() -> bool:
     return value == "error"
 
 
-#: Significant digits, relative to an array's largest value, that :func:`update_digest`
-#: keeps. Another CPU's numpy (other vector code for exp, log, power) moves simulated data
-#: by about 1e-14 of their scale, and the ODE solver's near-zero concentrations by about
-#: 1e-12 mg/L absolute: rounding every element to 1e-4 of the array's scale (a power of
-#: ten) gives such data the same key, while any change a reader could see (a seed, a
-#: dose, a sampling time) still changes it.
-DIGEST_DIGITS = 4
+#: Relative tolerance of :func:`signatures_match`, as a fraction of an array's RMS.
+#: Another CPU's numpy (other vector code for exp, log, power) moves simulated data by
+#: about 1e-14 of their scale, the ODE solver's near-zero concentrations by about 1e-12
+#: mg/L, and an iterative fit's results by up to its own tolerance (about 1e-8): all
+#: far inside this, while data from another seed, dose or sampling design differ by the
+#: order of the data themselves.
+SIGNATURE_RTOL = 1e-5
+
+#: Random projections per array in a :func:`data_signature`.
+SIGNATURE_PROJECTIONS = 8
 
 
-def _quantised(a: np.ndarray) -> bytes:
-    """The bytes of ``a`` (float64) rounded as :func:`update_digest` describes."""
-    finite = np.isfinite(a)
-    scale = float(np.abs(a[finite]).max()) if finite.any() else 0.0
-    if scale == 0.0:
-        return np.where(finite, 0.0, a).tobytes()
-    quantum = 10.0 ** (np.floor(np.log10(scale)) - DIGEST_DIGITS)
-    with np.errstate(invalid="ignore"):
-        q = np.where(finite, np.round(np.where(finite, a, 0.0) / quantum), a)
-    return f"q{quantum:.0e}".encode() + (q + 0.0).tobytes()  # + 0.0: no negative zeros
-
-
-def update_digest(h: hashlib._Hash, obj: object) -> None:
-    """Feed ``obj`` into hash ``h``: arrays and numbers by value (float64, each rounded to
-    :data:`DIGEST_DIGITS` digits of its array's largest value), mappings by sorted key,
-    sequences in order, anything else by its ``repr``.
-
-    Examples
-    --------
-    >>> import hashlib
-    >>> def key(x):
-    ...     h = hashlib.sha256(); update_digest(h, x); return h.hexdigest()[:8]
-    >>> key({"a": [1.0, 2.0]}) == key({"a": np.array([1.0, 2.0 + 1e-15])})
-    True
-    >>> key({"a": [2.0, 1e-9]}) == key({"a": [2.0, 1.0000002e-9]})  # solver noise near 0
-    True
-    >>> key({"a": [1.0, 2.0]}) == key({"a": [1.0, 2.001]})
-    False
-    """
+def _flatten(obj: object, name: str = "") -> dict[str, object]:
+    """Numeric arrays (float64) and other leaves (their repr) of nested mappings and
+    sequences, by path."""
     if isinstance(obj, Mapping):
-        h.update(b"{")
+        out = {}
         for k in sorted(obj, key=str):
-            h.update(repr(k).encode())
-            update_digest(h, obj[k])
-        h.update(b"}")
-    elif isinstance(obj, np.ndarray | list | tuple | float | int | np.number) and not (
-        isinstance(obj, bool)
+            out.update(_flatten(obj[k], f"{name}/{k}"))
+        return out
+    if isinstance(obj, np.ndarray | list | tuple | float | int | np.number) and not isinstance(
+        obj, bool
     ):
         try:
             a = np.asarray(obj)
         except ValueError:  # ragged
             a = np.asarray(obj, dtype=object)
-        if a.dtype.kind not in "biuf":
-            if isinstance(obj, np.ndarray) and a.dtype.kind != "O":
-                h.update(repr(a.tolist()).encode())
-                return
-            h.update(f"seq{len(obj)}[".encode())
-            for item in obj:
-                update_digest(h, item)
-            h.update(b"]")
-            return
-        a = np.ascontiguousarray(a, dtype="float64")
-        h.update(f"{a.shape}".encode())
-        h.update(_quantised(a))
-    else:
-        h.update(repr(obj).encode())
+        if a.dtype.kind in "biuf":
+            return {name: np.asarray(a, dtype="float64")}
+        if a.dtype.kind == "O" and not isinstance(obj, np.ndarray):
+            out = {}
+            for i, item in enumerate(obj):
+                out.update(_flatten(item, f"{name}[{i}]"))
+            return out
+        return {name: repr(a.tolist())}
+    return {name: repr(obj)}
+
+
+def data_signature(obj: object) -> dict[str, object]:
+    """A summary of the data in ``obj`` (arrays in nested mappings and sequences) that
+    identifies them up to :data:`SIGNATURE_RTOL`: for each numeric array its shape, the
+    count of NaNs, and the mean, RMS, minimum, maximum and :data:`SIGNATURE_PROJECTIONS`
+    fixed random projections of its finite values; anything else by its ``repr``.
+    Compare two with :func:`signatures_match`; it is stored as JSON beside a result.
+
+    Examples
+    --------
+    >>> a = data_signature({"conc": np.linspace(0.0, 5.0, 100)})
+    >>> b = data_signature({"conc": np.linspace(0.0, 5.0, 100) * (1 + 1e-12)})
+    >>> signatures_match(a, b), signatures_match(a, data_signature({"conc": np.ones(100)}))
+    (True, False)
+    """
+    out: dict[str, object] = {}
+    for name, a in _flatten(obj).items():
+        if isinstance(a, str):
+            out[name] = a
+            continue
+        flat = a.ravel()
+        finite = np.isfinite(flat)
+        values = np.where(finite, flat, 0.0)
+        n = max(flat.size, 1)
+        signs = np.random.default_rng(flat.size).integers(0, 2, (SIGNATURE_PROJECTIONS, flat.size))
+        stats = [
+            float(values.mean()) if flat.size else 0.0,
+            float(np.sqrt((values**2).mean())) if flat.size else 0.0,
+            float(values.min()) if flat.size else 0.0,
+            float(values.max()) if flat.size else 0.0,
+            *((2.0 * signs - 1.0) @ values / np.sqrt(n)).tolist(),
+        ]
+        out[name] = {"shape": list(a.shape), "nonfinite": int((~finite).sum()), "stats": stats}
+    return out
+
+
+def signatures_match(a: Mapping, b: Mapping, rtol: float = SIGNATURE_RTOL) -> bool:
+    """Whether two :func:`data_signature` results describe the same data: the same
+    arrays, shapes and non-finite counts, every statistic within ``rtol`` times the
+    array's RMS, everything else equal."""
+    if set(a) != set(b):
+        return False
+    for name, x in a.items():
+        y = b[name]
+        if isinstance(x, str) or isinstance(y, str):
+            if x != y:
+                return False
+            continue
+        if x["shape"] != y["shape"] or x["nonfinite"] != y["nonfinite"]:
+            return False
+        sx, sy = np.asarray(x["stats"]), np.asarray(y["stats"])
+        scale = max(abs(sx[1]), abs(sy[1]), 1e-300)
+        if sx.shape != sy.shape or np.any(np.abs(sx - sy) > rtol * scale):
+            return False
+    return True
+
+
+def signature_structure(signature: Mapping) -> str:
+    """What must agree exactly for two signatures to match (names, shapes, reprs): part
+    of a stored result's file name, so a lookup reads only candidates that can match."""
+    parts = [f"{k}:{v if isinstance(v, str) else v['shape']}" for k, v in sorted(signature.items())]
+    return ";".join(parts)
+
+
+def find_stored(folder: Path, prefix: str, signature: Mapping) -> Path | None:
+    """The ``.json`` record in ``folder`` named ``prefix_*.json`` whose ``"signature"``
+    matches ``signature`` (:func:`signatures_match`), or None."""
+    for record in sorted(Path(folder).glob(f"{prefix}_*.json")):
+        try:
+            stored = json.loads(record.read_text()).get("signature")
+        except (ValueError, OSError, AttributeError):
+            continue  # a damaged record: the caller finds the file by its own name
+        if stored is not None and signatures_match(stored, signature):
+            return record
+    return None
+
+
+def signature_name(signature: Mapping) -> str:
+    """A short name for one signature (8 hex digits), to tell stored results apart."""
+    text = json.dumps(signature, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]

@@ -47,10 +47,13 @@ from .files import (  # CACHE_ENV re-exported: networks.CACHE_ENV names the stor
     DamagedFileError,
     StoreMissError,
     atomic_path,
+    data_signature,
     default_cache_dir,
     exclusive_lock,
+    find_stored,
     miss_is_error,
-    update_digest,
+    signature_name,
+    signature_structure,
     write_text_atomic,
 )
 
@@ -790,25 +793,23 @@ def config_to_json(config: NetworkConfig) -> str:
 
 # --- reproducible training with an on-disk cache --------------------------------------
 
-#: Bumped when saved models change form (2: training ranges recorded; 3: data keyed to
-#: about 6 significant digits, so that another CPU's numpy finds the same model), so
-#: that older cached models are not reused.
-MODEL_FORMAT = 3
+#: Bumped when saved models change form (2: training ranges recorded; 3: data keyed
+#: approximately; 4: data matched by signature, so that another CPU's numpy finds the
+#: same model), so that older cached models are not reused.
+MODEL_FORMAT = 4
 
 
-def _fingerprint(config: NetworkConfig, seed: int, arrays) -> str:
+def _fingerprint(config: NetworkConfig, seed: int, arrays) -> tuple[str, dict]:
+    """The store key (configuration, seed, versions, format and the data's names and
+    shapes) and the data's :func:`~pkpd_lib.files.data_signature`, which a stored model
+    must match within :data:`~pkpd_lib.files.SIGNATURE_RTOL`."""
+    names = ("train_x", "train_y", "val_x", "val_y")
+    signature = data_signature(dict(zip(names, arrays, strict=True)))
     h = hashlib.sha256()
     h.update(config_to_json(config).encode())
     h.update(f"seed={seed};keras={keras.__version__};tf={tf.__version__}".encode())
-    h.update(f"format={MODEL_FORMAT}".encode())
-    for a in arrays:
-        update_digest(
-            h,
-            {k: np.asarray(v, float) for k, v in a.items()}
-            if isinstance(a, Mapping)
-            else np.asarray(a, float),
-        )
-    return h.hexdigest()[:16]
+    h.update(f"format={MODEL_FORMAT};{signature_structure(signature)}".encode())
+    return h.hexdigest()[:16], signature
 
 
 def train_or_load(
@@ -857,8 +858,10 @@ def train_or_load(
     strict = cache_dir == "default" and miss_is_error()
     if cache_dir == "default":
         cache_dir = default_cache_dir()
-    key = _fingerprint(config, seed, (train_x, train_y, val_x, val_y))
-    path = Path(cache_dir) / f"{config.label}_seed{seed}_{key}.keras"
+    key, signature = _fingerprint(config, seed, (train_x, train_y, val_x, val_y))
+    folder, prefix = Path(cache_dir), f"{config.label}_seed{seed}_{key}"
+    record = find_stored(folder, prefix, signature)
+    path = (record or folder / f"{prefix}_{signature_name(signature)}.json").with_suffix(".keras")
     if _stored(path):  # complete files (written atomically): no lock needed to read them
         try:
             return _load_stored(path, config, seed, report_every, label)
@@ -876,9 +879,9 @@ def train_or_load(
             "its data, configuration or library versions changed. Re-execute the "
             "chapters (python3 tools/tasks.py execute) to train and store it."
         )
-    with exclusive_lock(path.with_suffix(".lock")):
+    with exclusive_lock(folder / f"{prefix}.lock"):
         return _train_or_load_locked(
-            path, config, train_x, train_y, val_x, val_y, seed, report_every, label
+            path, config, train_x, train_y, val_x, val_y, seed, report_every, label, signature
         )
 
 
@@ -912,7 +915,9 @@ def _load_stored(path: Path, config, seed, report_every, label) -> TrainingResul
     )
 
 
-def _train_or_load_locked(path, config, train_x, train_y, val_x, val_y, seed, report_every, label):
+def _train_or_load_locked(
+    path, config, train_x, train_y, val_x, val_y, seed, report_every, label, signature
+):
     meta = path.with_suffix(".json")
     if _stored(path):
         try:
@@ -932,6 +937,7 @@ def _train_or_load_locked(path, config, train_x, train_y, val_x, val_y, seed, re
                 "config": asdict(config),
                 "seed": seed,
                 "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
+                "signature": signature,
             }
         ),
         overwrite=True,

@@ -63,9 +63,12 @@ from scipy.special import expit, logit
 
 from .files import (
     StoreMissError,
+    data_signature,
     default_cache_dir,
+    find_stored,
     miss_is_error,
-    update_digest,
+    signature_name,
+    signature_structure,
     write_text_atomic,
 )
 
@@ -630,9 +633,10 @@ def _estimate_or_load(problem: _Problem, x0, settings, cache_dir) -> NLMEFit:
     model, data = problem.model, problem.data
     strict = cache_dir == "default" and miss_is_error()
     folder = default_cache_dir() / "fits" if cache_dir == "default" else Path(cache_dir)
-    key = _fit_key(model, data, x0, problem.fixed_natural, settings)
+    key, signature = _fit_key(model, data, x0, problem.fixed_natural, settings)
     slug = "".join(c if c.isalnum() else "_" for c in model.name)[:40].strip("_")
-    path = folder / f"{slug}_{key}.json"
+    record = find_stored(folder, f"{slug}_{key}", signature)
+    path = record or folder / f"{slug}_{key}_{signature_name(signature)}.json"
     if path.is_file():
         return _load_fit(problem, json.loads(path.read_text()))
     if strict:
@@ -651,6 +655,7 @@ def _estimate_or_load(problem: _Problem, x0, settings, cache_dir) -> NLMEFit:
         "n_iterations": result.iterations,
         "seconds": result.seconds,
         "converged": result.converged,
+        "signature": signature,
     }
     write_text_atomic(path, json.dumps(stored), overwrite=True)
     return _load_fit(problem, stored, result.convergence)
@@ -877,19 +882,19 @@ def fit_foce_starts(
 
 #: Bumped when the estimator or the stored form of a fit changes, so that fits stored
 #: earlier are not reused.
-FIT_FORMAT = 1
+FIT_FORMAT = 2
 
 
-def _fit_key(model: NLMEModel, data: Observations, x0, fixed, settings) -> str:
-    """The store key of a fit: model structure, its predict function's bytecode, the
-    data (to about 6 significant digits, see :func:`pkpd_lib.files.update_digest`), the
-    starting vector, fixed values and estimator settings."""
-    h = hashlib.sha256(f"format={FIT_FORMAT};{model.name}".encode())
+def _fit_key(model: NLMEModel, data: Observations, x0, fixed, settings) -> tuple[str, dict]:
+    """The store key of a fit (model structure, its predict function's bytecode, the
+    estimator settings, the data's names and shapes) and the signature of its numbers
+    (data, starting vector, fixed values; :func:`pkpd_lib.files.data_signature`), which
+    a stored fit must match within :data:`~pkpd_lib.files.SIGNATURE_RTOL`."""
     code = getattr(model.predict, "__code__", None)
     closure = [
-        c.cell_contents
+        repr(c.cell_contents)
         for c in getattr(model.predict, "__closure__", None) or ()
-        if isinstance(c.cell_contents, int | float | str | tuple | np.ndarray)
+        if isinstance(c.cell_contents, int | float | str | tuple)
     ]
     structure = {
         "params": model.params,
@@ -899,12 +904,20 @@ def _fit_key(model: NLMEModel, data: Observations, x0, fixed, settings) -> str:
         "covariates": {k: tuple(v) for k, v in model.covariates.items()},
         "predict": (code.co_code.hex(), repr(code.co_names)) if code else repr(model.predict),
         "closure": closure,
+        "settings": repr(settings),
     }
-    for part in (structure, data.ids, data.times_h, data.dv, dict(data.covariates)):
-        update_digest(h, part)
-    update_digest(h, dict(data.extra))
-    update_digest(h, {"x0": x0, "fixed": dict(fixed), "settings": settings})
-    return h.hexdigest()[:16]
+    numbers = {
+        "ids": data.ids,
+        "times_h": data.times_h,
+        "dv": data.dv,
+        "covariates": dict(data.covariates),
+        "extra": dict(data.extra),
+        "x0": x0,
+        "fixed": {k: float(v) for k, v in fixed.items()},
+    }
+    signature = data_signature(numbers)
+    text = f"format={FIT_FORMAT};{model.name};{structure};{signature_structure(signature)}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16], signature
 
 
 def _load_fit(problem: _Problem, stored: Mapping, convergence: str | None = None) -> NLMEFit:
