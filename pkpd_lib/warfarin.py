@@ -35,7 +35,7 @@ CMT_OF_DVID = {"cp": nonmem.CMT_CENTRAL, "pca": nonmem.CMT_RESPONSE}
 SEX_CODES = {"male": 0, "female": 1}
 
 #: Typical values published for this model and these data: nlmixr2's "multiple
-#: endpoints" example (joint PK/PD fit by SAEM), as quoted in this project's issue 11.
+#: endpoints" example (joint PK/PD fit by SAEM), as quoted when this chapter was written.
 PUBLISHED = {
     "CL": 0.14,
     "V": 7.43,

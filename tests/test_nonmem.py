@@ -1,5 +1,5 @@
 """The NONMEM-style table: layout, exact round trip, and a strict reader that changes no
-value and names the IDs and records of every problem (issue: "a strict NONMEM reader")."""
+value and names the IDs and records of every problem."""
 
 import io
 

@@ -39,3 +39,18 @@ def test_pre_commit_checks_formatting_and_the_notebook_pairs():
     hooks = {h["id"]: h for repo in config["repos"] for h in repo["hooks"]}
     assert {"ruff", "ruff-format", "jupytext", "check-github-workflows"} <= set(hooks)
     assert "--sync" in hooks["jupytext"]["args"]
+
+
+def test_the_pharmacometrics_modules_do_not_import_tensorflow():
+    import subprocess
+    import sys
+
+    modules = "regimens model population sampling nonmem pkfit classical nlme popmodels"
+    modules += " warfarin vpc metrics files reproducibility features datasets"
+    code = "; ".join(f"import pkpd_lib.{m}" for m in modules.split())
+    code += "; import sys; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "False"]
