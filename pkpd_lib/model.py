@@ -68,10 +68,48 @@ STIFF_RATE_PER_H = 50.0
 MAX_RATE_PER_H = 3600.0 * np.log(2.0)
 #: Output times beyond this (h, about 114 years) are refused.
 MAX_TIME_H = 1e6
+#: Right-hand-side calls allowed for one integrated segment (between dose events): this
+#: many, plus :data:`MAX_RHS_CALLS_PER_H` per hour of the segment (times one plus the
+#: number of state values for LSODA, whose finite-difference Jacobian costs a call per
+#: value). A correct model needs under 100 calls per hour; the cap turns a runaway
+#: integration (a model far stiffer than its ``rates`` say) into an error, not a hang.
+MAX_RHS_CALLS_BASE = 100_000
+MAX_RHS_CALLS_PER_H = 10_000
+#: The integrator's error leaves concentrations slightly below zero in the washout (seen
+#: down to -2e-8 mg/L in a 1000-patient run); those are returned as 0. More negative than
+#: -max(NEGATIVE_CONC_ABS_MG_L, NEGATIVE_CONC_REL * total dose / V) (mg/L) is a model
+#: error and raises ``ValueError``.
+NEGATIVE_CONC_ABS_MG_L = 1e-9
+NEGATIVE_CONC_REL = 1e-6
 
 #: State names, in the order of the ODE state vector.
 STATE_NAMES = ("Ag", "Ac", "T1", "T2", "T3", "R")
 STATE_UNITS = {"Ag": "mg", "Ac": "mg", "T1": "-", "T2": "-", "T3": "-", "R": "biomarker units"}
+
+
+class NonFiniteStateError(ValueError):
+    """The right-hand side returned, or a state became, NaN or inf.
+
+    ``patients``: indices of the patients concerned (in the integrated group for
+    :func:`integrate_with_doses`, in the population for :func:`simulate_structure`);
+    ``time_h``: the time (h) at which it was found.
+    """
+
+    def __init__(self, message: str, patients, time_h: float) -> None:
+        super().__init__(message)
+        self.patients = np.asarray(patients, dtype=int)
+        self.time_h = float(time_h)
+
+
+class IntegrationLimitError(RuntimeError):
+    """An integrated segment needed more right-hand-side calls than the cap allows (see
+    :data:`MAX_RHS_CALLS_BASE`). ``patients`` and ``time_h`` as in
+    :class:`NonFiniteStateError`."""
+
+    def __init__(self, message: str, patients, time_h: float) -> None:
+        super().__init__(message)
+        self.patients = np.asarray(patients, dtype=int)
+        self.time_h = float(time_h)
 
 
 @dataclass(frozen=True)
@@ -175,7 +213,9 @@ class Simulation:
 
     ``conc_mg_L`` and ``pd`` have shape (N, T); ``states`` maps each state name in
     :data:`STATE_NAMES` to an (N, T) array. A value at a dose time is the one just before
-    that dose (the trough).
+    that dose (the trough). ``conc_mg_L`` is ``Ac / V`` with the integrator's tiny negative
+    values in the washout set to 0 (see :data:`NEGATIVE_CONC_ABS_MG_L`); ``states`` are as
+    integrated.
 
     Examples
     --------
@@ -261,6 +301,12 @@ def integrate_with_doses(
     equal to a dose time the state just before the dose is reported (the trough). Any
     model with bolus doses can reuse this.
 
+    A right-hand side or state that turns NaN or inf raises :class:`NonFiniteStateError`
+    (naming the patients, by index in ``y0``), and a segment that needs more calls of
+    ``rhs`` than :data:`MAX_RHS_CALLS_BASE` plus :data:`MAX_RHS_CALLS_PER_H` per hour
+    raises :class:`IntegrationLimitError`: neither can run forever. Neither check changes
+    a finite result.
+
     Examples
     --------
     One state decaying at 0.5/h, a bolus of 10 at 0 h and at 2 h (reported just before):
@@ -278,6 +324,7 @@ def integrate_with_doses(
     n_states, n = y.shape
     times = _check_times(times_h)
     event_times, amounts = _dose_matrix(per_patient(regimen, n), n)
+    _check_finite_states(y, 0.0, "the initial state")
     out = np.empty((n_states, n, times.size))
     t_now, done = 0.0, 0  # done: how many output times are filled
     # Segment ends: every dose time, then the last output time. Each output time is filled
@@ -290,12 +337,22 @@ def integrate_with_doses(
         if t_end > t_now:
             seg_times = times[done : done + n_seg]
             t_eval = seg_times if n_seg and seg_times[-1] == t_end else np.append(seg_times, t_end)
+            max_calls = MAX_RHS_CALLS_BASE + MAX_RHS_CALLS_PER_H * (t_end - t_now) * (
+                1 + y.size if method == "LSODA" else 1
+            )
             sol = solve_ivp(
-                rhs, (t_now, t_end), y.ravel(), method=method, t_eval=t_eval, rtol=rtol, atol=atol
+                _guarded_rhs(rhs, y.shape, max_calls, t_now, t_end),
+                (t_now, t_end),
+                y.ravel(),
+                method=method,
+                t_eval=t_eval,
+                rtol=rtol,
+                atol=atol,
             )
             if not sol.success:  # pragma: no cover - integrator failure is exceptional
                 raise RuntimeError(f"ODE integration failed on {t_now}-{t_end} h: {sol.message}")
             seg = sol.y.reshape(n_states, n, t_eval.size)
+            _check_finite_states(seg, t_end, f"a state on {t_now:g}-{t_end:g} h")
             out[:, :, done : done + n_seg] = seg[:, :, :n_seg]
             y = seg[:, :, -1].copy()
             t_now = float(t_end)
@@ -305,6 +362,59 @@ def integrate_with_doses(
         if dose is not None:
             y[dose_state] += dose
     return out
+
+
+def _check_finite_states(y: np.ndarray, time_h: float, what: str) -> None:
+    """Raise :class:`NonFiniteStateError` if ``y`` (S, N, ...) holds NaN or inf."""
+    finite = np.isfinite(y).all(axis=tuple(i for i in range(y.ndim) if i != 1))
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise NonFiniteStateError(f"{what} is NaN or inf", bad, time_h)
+
+
+def _guarded_rhs(rhs, shape: tuple[int, int], max_calls: float, t_start: float, t_end: float):
+    """``rhs`` that raises instead of returning NaN/inf or running past ``max_calls``.
+
+    Parameters
+    ----------
+    rhs
+        The right-hand side ``rhs(t, y)`` over the flat state vector (state-major).
+    shape
+        ``(S, N)``: states and patients, to name the patients at fault.
+    max_calls
+        Calls allowed before :class:`IntegrationLimitError` is raised.
+    t_start, t_end
+        The segment (h), for the messages.
+    """
+    n_states, n = shape
+    calls = 0
+
+    def guarded(t: float, y: np.ndarray) -> np.ndarray:
+        nonlocal calls
+        calls += 1
+        if calls > max_calls:
+            raise IntegrationLimitError(
+                f"more than {max_calls:.0f} right-hand-side calls on {t_start:g}-{t_end:g} h "
+                f"(stopped at t = {t:.6g} h): the model is far stiffer than its rates say",
+                np.arange(n),
+                t,
+            )
+        f = rhs(t, y)
+        if not np.all(np.isfinite(f)):
+            f_arr, y_arr = np.asarray(f, dtype=float), np.asarray(y, dtype=float)
+            if f_arr.size == n_states * n and y_arr.size == n_states * n:
+                finite = np.isfinite(f_arr.reshape(n_states, n)) & np.isfinite(
+                    y_arr.reshape(n_states, n)
+                )
+                bad = np.flatnonzero(~finite.all(axis=0))
+            else:
+                bad = np.arange(n)
+            raise NonFiniteStateError(
+                f"the right-hand side returned NaN or inf at t = {t:.6g} h", bad, t
+            )
+        return f
+
+    return guarded
 
 
 @dataclass(frozen=True)
@@ -482,7 +592,11 @@ def simulate_structure(
     """Simulate any :class:`Structure` for N patients (see :func:`simulate`).
 
     Patients that :func:`stiff_patients` flags are integrated apart with LSODA, so one
-    stiff patient cannot slow the others (integrated with DOP853).
+    stiff patient cannot slow the others (integrated with DOP853). A right-hand side that
+    turns NaN or inf raises :class:`NonFiniteStateError` (a ``ValueError``) naming the
+    patients (index) and the first one's parameter values; a runaway integration raises
+    :class:`IntegrationLimitError`; a concentration below zero beyond the integrator's
+    error raises ``ValueError``.
 
     Examples
     --------
@@ -507,22 +621,88 @@ def simulate_structure(
         if group.any():
             q = {k: v[group] for k, v in p.items()}
             group_regimens = [r for r, g in zip(regimens, group, strict=True) if g]
-            out[:, group] = integrate_with_doses(
-                structure.make_rhs(q),
-                structure.initial(q),
-                group_regimens,
-                times,
-                rtol=rtol,
-                atol=atol,
-                method=method,
-            )
+            try:
+                out[:, group] = integrate_with_doses(
+                    structure.make_rhs(q),
+                    structure.initial(q),
+                    group_regimens,
+                    times,
+                    rtol=rtol,
+                    atol=atol,
+                    method=method,
+                )
+            except (NonFiniteStateError, IntegrationLimitError) as err:
+                index = np.flatnonzero(group)[err.patients]
+                raise type(err)(
+                    f"structure {structure.name!r} ({method}): {err}, for "
+                    f"{_describe_patients(p, index)}; check these values",
+                    index,
+                    err.time_h,
+                ) from err
     states = {name: out[i] for i, name in enumerate(structure.states)}
+    total_dose_mg = np.array([r.total_mg for r in regimens])
     return Simulation(
         times_h=times,
-        conc_mg_L=states["Ac"] / p["V"][:, None],
+        conc_mg_L=_clip_solver_noise(states["Ac"] / p["V"][:, None], total_dose_mg, p),
         pd=structure.pd(states, p),
         states=states,
     )
+
+
+def _describe_patients(p: Mapping[str, np.ndarray], index: np.ndarray) -> str:
+    """``"patient(s) [i, ...]; patient i has ka = ... 1/h, ..."`` for error messages."""
+    units = {**PARAM_UNITS, "kout2": "1/h", "ke0": "1/h"}
+    text = f"patient(s) {index[:5].tolist()}" + (f" (of {index.size})" if index.size > 5 else "")
+    if index.size:
+        i = index[0]
+        values = ", ".join(
+            f"{k} = {v[i]:.6g} {units.get(k, '').strip('-')}".rstrip() for k, v in p.items()
+        )
+        text += f"; patient {i} has {values}"
+    return text
+
+
+def _clip_solver_noise(
+    conc_mg_L: np.ndarray, total_dose_mg: np.ndarray, p: Mapping[str, np.ndarray]
+) -> np.ndarray:
+    """Concentrations (N, T) with the integrator's slightly negative values set to 0.
+
+    Parameters
+    ----------
+    conc_mg_L
+        Concentrations (mg/L) as integrated, (N, T).
+    total_dose_mg
+        Each patient's total dose (mg), (N,): with ``V`` it scales the tolerance.
+    p
+        The patients' parameters, each (N,); ``V`` in L.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``conc_mg_L`` itself if nothing is negative, otherwise a copy with each negative
+        value set to 0 (every other value unchanged).
+
+    Raises
+    ------
+    ValueError
+        If a value is below -max(:data:`NEGATIVE_CONC_ABS_MG_L`,
+        :data:`NEGATIVE_CONC_REL` * total dose / V): not integration noise but a model
+        error. The message names the patient and its parameters.
+    """
+    negative = conc_mg_L < 0.0
+    if not negative.any():
+        return conc_mg_L
+    allowed = np.maximum(NEGATIVE_CONC_ABS_MG_L, NEGATIVE_CONC_REL * total_dose_mg / p["V"])
+    too_low = conc_mg_L < -allowed[:, None]
+    if too_low.any():
+        patients = np.flatnonzero(too_low.any(axis=1))
+        i = patients[0]
+        raise ValueError(
+            f"{_describe_patients(p, patients)}: concentration {conc_mg_L[i].min():.3g} mg/L "
+            f"is below zero beyond the integrator's error (allowed down to {-allowed[i]:.3g} "
+            "mg/L); the model produces negative amounts"
+        )
+    return np.where(negative, 0.0, conc_mg_L)
 
 
 def simulate(
@@ -553,7 +733,16 @@ def simulate(
     Returns
     -------
     Simulation
-        Concentration C (mg/L), PD (biomarker units) and all six states, each (N, T).
+        Concentration C (mg/L, >= 0), PD (biomarker units) and all six states, each (N, T).
+
+    Raises
+    ------
+    NonFiniteStateError
+        A ``ValueError``: the model turned NaN or inf (e.g. ``EC50**gam`` underflows to 0
+        for a huge ``gam`` or a tiny EC50); names the patient (index) and its parameters.
+    IntegrationLimitError
+        A segment needed more right-hand-side calls than :data:`MAX_RHS_CALLS_BASE`
+        allows (a runaway integration).
 
     Examples
     --------

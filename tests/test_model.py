@@ -1,3 +1,7 @@
+import contextlib
+import re
+import signal
+
 import numpy as np
 import pytest
 
@@ -203,3 +207,108 @@ def test_a_new_structure_is_one_registration(population):
         m.STRUCTURES.pop("direct_emax_test", None)
     with pytest.raises(ValueError, match="needs parameter"):
         m.simulate_structure(m.SECOND_TURNOVER, population.params, reg.qd(), HOURLY)
+
+
+@contextlib.contextmanager
+def _no_hang(seconds: int = 60):
+    """Fail (TimeoutError) instead of hanging if the body runs longer than ``seconds``."""
+    if not hasattr(signal, "SIGALRM"):  # pragma: no cover - not on Windows
+        yield
+        return
+
+    def _timeout(*_):
+        raise TimeoutError(f"still running after {seconds} s: the simulation hangs")
+
+    previous = signal.signal(signal.SIGALRM, _timeout)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+@pytest.mark.parametrize(
+    ("changes", "shown"),
+    [({"gam": 2000.0}, r"gam = 2000\b"), ({"EC50": 1e-300}, r"EC50 = 1e-300 mg/L")],
+)
+def test_a_nan_right_hand_side_raises_naming_patient_and_parameters(changes, shown):
+    """EC50**gam underflows to 0, so E = 0/0 at C = 0: this used to hang (a NaN step)."""
+    with _no_hang(), pytest.raises(m.NonFiniteStateError, match=r"NaN or inf") as err:
+        m.simulate({**m.TYPICAL_PARAMS, **changes}, reg.qd(), [0.0, 24.0])
+    message = str(err.value)
+    assert "patient(s) [0]; patient 0 has ka = 1 1/h, CL = 15 L/h" in message
+    assert re.search(shown, message), message
+    assert isinstance(err.value, ValueError)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("ka", [1.0, 1e3])  # 1e3: a stiff patient, integrated with LSODA
+def test_the_nan_patient_is_named_within_a_population(population, ka):
+    params = _with_one_patient(population, gam=2000.0, ka=ka)
+    with _no_hang(), pytest.raises(ValueError, match=r"patient\(s\) \[40\]; patient 40 has") as err:
+        m.simulate(params, reg.qd(), [0.0, 24.0])
+    assert f"ka = {ka:g} 1/h" in str(err.value)
+    assert err.value.patients.tolist() == [40]
+
+
+def _custom_structure(name, make_rhs):
+    """A one-compartment oral PK structure with the given right-hand side."""
+    return m.Structure(
+        name=name,
+        parameters=("ka", "CL", "V"),
+        states=("Ag", "Ac"),
+        make_rhs=make_rhs,
+        initial=lambda p: np.zeros((2, p["ka"].size)),
+        pd=lambda states, p: states["Ac"] / p["V"][:, None],
+        rates=lambda p: {"ka": p["ka"], "CL/V": p["CL"] / p["V"]},
+    )
+
+
+def _pk_rhs(p, ke_factor=1.0, nan_when=None, sign=1.0):
+    ka, ke = p["ka"], ke_factor * p["CL"] / p["V"]
+    bad = np.zeros(ka.size, bool) if nan_when is None else nan_when(p)
+
+    def rhs(_t, y):
+        ag, ac = y.reshape(2, -1)
+        dac = np.where(bad, np.nan, sign * ka * ag - ke * ac)
+        return np.concatenate((-ka * ag, dac))
+
+    return rhs
+
+
+def test_a_custom_structure_returning_nan_raises_naming_the_patient():
+    nan_rhs = _custom_structure(
+        "nan_rhs_test", lambda p: _pk_rhs(p, nan_when=lambda q: q["CL"] > 100.0)
+    )
+    params = {"ka": 1.0, "CL": np.array([10.0, 200.0, 20.0]), "V": 50.0}
+    with _no_hang(), pytest.raises(ValueError, match=r"'nan_rhs_test'.*patient\(s\) \[1\]"):
+        m.simulate_structure(nan_rhs, params, reg.qd(), HOURLY)
+
+
+def test_a_runaway_integration_is_capped(monkeypatch):
+    """A model far stiffer than its rates say (elimination 3e4/h reported as 0.3/h)."""
+    stiff = _custom_structure("hidden_stiff_test", lambda p: _pk_rhs(p, ke_factor=1e5))
+    monkeypatch.setattr(m, "MAX_RHS_CALLS_BASE", 2_000)
+    monkeypatch.setattr(m, "MAX_RHS_CALLS_PER_H", 10)
+    with _no_hang(), pytest.raises(m.IntegrationLimitError, match=r"more than 2240 right-hand"):
+        m.simulate_structure(stiff, {"ka": 1.0, "CL": 15.0, "V": 50.0}, reg.qd(), HOURLY)
+
+
+def test_washout_concentrations_are_never_negative(population):
+    """The integrator leaves Ac slightly below 0 (about -5e-12 mg/L) in a long washout;
+    the simulator returns those as 0 and every other value bit for bit."""
+    sim = m.simulate(population.params, reg.from_doses([(0.0, 100.0)]), np.arange(0, 1001.0, 2))
+    raw = sim.states["Ac"] / population.params.V[:, None]
+    assert (raw < 0).sum() > 100  # the case this test is about does occur
+    assert raw.min() > -m.NEGATIVE_CONC_ABS_MG_L
+    assert np.all(sim.conc_mg_L >= 0.0)
+    np.testing.assert_array_equal(sim.conc_mg_L, np.where(raw < 0, 0.0, raw))
+
+
+def test_a_clearly_negative_concentration_is_a_model_error_and_raises():
+    wrong_sign = _custom_structure("wrong_sign_test", lambda p: _pk_rhs(p, sign=-1.0))
+    with pytest.raises(ValueError, match=r"patient\(s\) \[0\].*below zero beyond"):
+        m.simulate_structure(wrong_sign, {"ka": 1.0, "CL": 15.0, "V": 50.0}, reg.qd(), HOURLY)
