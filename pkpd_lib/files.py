@@ -425,6 +425,31 @@ def find_stored(folder: Path, prefix: str, signature: Mapping) -> Path | None:
     return None
 
 
+#: Environment variable naming a file to which every stored result that is read or
+#: written is noted (one file name per line); ``tasks.py execute`` uses it to remove
+#: stored results no chapter uses any more.
+USE_LOG_ENV = "PKPD_STORE_LOG"
+
+
+def note_use(*paths: Path) -> None:
+    """Note ``paths`` (their folder and name) in the file ``$PKPD_STORE_LOG``, if set.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from unittest import mock
+    >>> log = Path(tempfile.mkdtemp()) / "used.txt"
+    >>> with mock.patch.dict(os.environ, {USE_LOG_ENV: str(log)}):
+    ...     note_use(Path("store/a.json"))
+    >>> log.read_text().splitlines()
+    ['store/a.json']
+    """
+    log = os.environ.get(USE_LOG_ENV)
+    if log:
+        with open(log, "a") as handle:  # appends of one short line do not interleave
+            handle.write("".join(f"{Path(p)}\n" for p in paths))
+
+
 def signature_name(signature: Mapping) -> str:
     """A short name for one signature (8 hex digits), to tell stored results apart."""
     text = json.dumps(signature, sort_keys=True)

@@ -52,6 +52,7 @@ from .files import (  # CACHE_ENV re-exported: networks.CACHE_ENV names the stor
     exclusive_lock,
     find_stored,
     miss_is_error,
+    note_use,
     signature_name,
     signature_structure,
     write_text_atomic,
@@ -862,6 +863,7 @@ def train_or_load(
     folder, prefix = Path(cache_dir), f"{config.label}_seed{seed}_{key}"
     record = find_stored(folder, prefix, signature)
     path = (record or folder / f"{prefix}_{signature_name(signature)}.json").with_suffix(".keras")
+    note_use(path, path.with_suffix(".json"))
     if _stored(path):  # complete files (written atomically): no lock needed to read them
         try:
             return _load_stored(path, config, seed, report_every, label)

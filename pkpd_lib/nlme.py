@@ -67,6 +67,7 @@ from .files import (
     default_cache_dir,
     find_stored,
     miss_is_error,
+    note_use,
     signature_name,
     signature_structure,
     write_text_atomic,
@@ -637,6 +638,7 @@ def _estimate_or_load(problem: _Problem, x0, settings, cache_dir) -> NLMEFit:
     slug = "".join(c if c.isalnum() else "_" for c in model.name)[:40].strip("_")
     record = find_stored(folder, f"{slug}_{key}", signature)
     path = record or folder / f"{slug}_{key}_{signature_name(signature)}.json"
+    note_use(path)
     if path.is_file():
         return _load_fit(problem, json.loads(path.read_text()))
     if strict:

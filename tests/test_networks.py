@@ -4,6 +4,7 @@ Uses small synthetic data sets so the whole file runs in seconds."""
 
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -218,3 +219,13 @@ def test_store_key_ignores_the_last_bits_of_the_data(small):
     assert nw._fingerprint(CONFIG, 6, (x, y, vx, vy))[0] != key
     other = {**x, "WT": np.asarray(x["WT"], float)[::-1]}
     assert not signatures_match(signature, nw._fingerprint(CONFIG, 5, (other, y, vx, vy))[1])
+
+
+def test_every_stored_network_read_or_written_is_noted(small, tmp_path, monkeypatch):
+    """``tasks.py execute`` removes stored networks no chapter notes (stale ones)."""
+    log = tmp_path / "used.txt"
+    monkeypatch.setenv("PKPD_STORE_LOG", str(log))
+    nw.train_or_load(CONFIG, *small, seed=5, cache_dir=tmp_path / "store", report_every=None)
+    stored = sorted(p.name for p in (tmp_path / "store").iterdir() if p.suffix != ".lock")
+    noted = sorted(Path(line).name for line in log.read_text().splitlines())
+    assert noted == stored and len(stored) == 2

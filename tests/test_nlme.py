@@ -1,6 +1,7 @@
 """The FOCE-I estimator against known answers, and the warfarin data and model."""
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -589,3 +590,17 @@ def test_nonmem_objective_and_variances():
     assert list(table.index) == ["omega_m", "sigma_add"]
     np.testing.assert_allclose(table["variance"], [0.64, 0.36], rtol=1e-12)
     np.testing.assert_allclose(table["SE (variance)"], [2 * 0.64 * 0.2, 2 * 0.36 * 0.1])
+
+
+def test_a_stored_fit_is_noted_as_used(tmp_path, monkeypatch):
+    rng = np.random.default_rng(4)
+    t = np.tile([0.5, 1, 2, 4, 8, 12.0], (20, 1))
+    k = 0.2 * np.exp(0.3 * rng.normal(size=(20, 1)))
+    y = 10 * np.exp(-k * t) * (1 + 0.05 * rng.normal(size=t.shape))
+    data = nlme.Observations(np.arange(20), t, y)
+    log = tmp_path / "used.txt"
+    monkeypatch.setenv("PKPD_STORE_LOG", str(log))
+    nlme.fit_foce(_decay_model(), data, {"C0": 5.0, "k": 0.5}, cache_dir=tmp_path / "fits")
+    assert [p.name for p in (tmp_path / "fits").iterdir()] == [
+        Path(line).name for line in log.read_text().splitlines()
+    ]

@@ -249,16 +249,26 @@ def portability() -> None:
 def execute() -> None:
     """Re-execute every chapter from its MyST text twin and rewrite the paired .ipynb.
     Networks and fits come from the committed store (``data/trained``); what is missing
-    there is trained or fitted and added to it, to be committed with the outputs."""
+    there is trained or fitted and added to it, to be committed with the outputs. After
+    all chapters ran (no chapter named), stored results none of them used are removed."""
     setup()
     targets = sys.argv[2:] or sorted(str(p) for p in CHAPTERS.glob("*.md"))
-    run(
-        PY,
-        str(ROOT / "tools" / "execute_notebooks.py"),
-        f"--workers={WORKERS}",
-        *targets,
-        env=env(),
-    )
+    with tempfile.TemporaryDirectory() as folder:
+        log = Path(folder) / "used.txt"
+        log.touch()
+        run(
+            PY,
+            str(ROOT / "tools" / "execute_notebooks.py"),
+            f"--workers={WORKERS}",
+            *targets,
+            env={**env(), "PKPD_STORE_LOG": str(log)},
+        )
+        if not sys.argv[2:]:
+            used = {Path(line).resolve() for line in log.read_text().splitlines()}
+            for path in sorted(STORE.rglob("*")):
+                if path.suffix in (".keras", ".json") and path.resolve() not in used:
+                    print(f"removed {path.relative_to(ROOT)}: no chapter uses it", flush=True)
+                    path.unlink()
 
 
 def bench() -> None:
