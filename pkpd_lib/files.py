@@ -450,6 +450,22 @@ def note_use(*paths: Path) -> None:
             handle.write("".join(f"{Path(p)}\n" for p in paths))
 
 
+def locate_stored(
+    cache_dir: str | Path, prefix: str, signature: Mapping, subfolder: str = ""
+) -> tuple[Path, bool]:
+    """Where the result ``prefix`` computed from data with ``signature`` is stored: its
+    ``.json`` record (the stored one that matches, else the name a new one gets), noted
+    with :func:`note_use`, and whether a miss must raise (:func:`miss_is_error`, for the
+    default store only). ``cache_dir``: a folder, or ``"default"`` for
+    :func:`default_cache_dir` (its ``subfolder``)."""
+    strict = cache_dir == "default" and miss_is_error()
+    folder = default_cache_dir() / subfolder if cache_dir == "default" else Path(cache_dir)
+    record = find_stored(folder, prefix, signature)
+    record = record or folder / f"{prefix}_{signature_name(signature)}.json"
+    note_use(record)
+    return record, strict
+
+
 def signature_name(signature: Mapping) -> str:
     """A short name for one signature (8 hex digits), to tell stored results apart."""
     text = json.dumps(signature, sort_keys=True)

@@ -42,18 +42,16 @@ from pathlib import Path
 import numpy as np
 
 from .features import CONC, DOSE_FEATURES, FEATURES, STATIC_FEATURES, TIME, check_values
-from .files import (  # CACHE_ENV re-exported: networks.CACHE_ENV names the store
+from .files import (  # CACHE_ENV, default_cache_dir re-exported: the store's names
     CACHE_ENV,  # noqa: F401
     DamagedFileError,
     StoreMissError,
     atomic_path,
     data_signature,
-    default_cache_dir,
+    default_cache_dir,  # noqa: F401
     exclusive_lock,
-    find_stored,
-    miss_is_error,
+    locate_stored,
     note_use,
-    signature_name,
     signature_structure,
     write_text_atomic,
 )
@@ -856,14 +854,11 @@ def train_or_load(
     """
     if cache_dir is None:
         return train_network(config, train_x, train_y, val_x, val_y, seed, report_every, label)
-    strict = cache_dir == "default" and miss_is_error()
-    if cache_dir == "default":
-        cache_dir = default_cache_dir()
     key, signature = _fingerprint(config, seed, (train_x, train_y, val_x, val_y))
-    folder, prefix = Path(cache_dir), f"{config.label}_seed{seed}_{key}"
-    record = find_stored(folder, prefix, signature)
-    path = (record or folder / f"{prefix}_{signature_name(signature)}.json").with_suffix(".keras")
-    note_use(path, path.with_suffix(".json"))
+    prefix = f"{config.label}_seed{seed}_{key}"
+    record, strict = locate_stored(cache_dir, prefix, signature)
+    folder, path = record.parent, record.with_suffix(".keras")
+    note_use(path)
     if _stored(path):  # complete files (written atomically): no lock needed to read them
         try:
             return _load_stored(path, config, seed, report_every, label)
@@ -877,7 +872,7 @@ def train_or_load(
     elif strict:
         raise StoreMissError(
             f"{label}network {config.label} (seed {seed}) is not in the store "
-            f"{cache_dir} (key {key}) and $PKPD_CACHE_MISS=error forbids training it: "
+            f"{folder} (key {key}) and $PKPD_CACHE_MISS=error forbids training it: "
             "its data, configuration or library versions changed. Re-execute the "
             "chapters (python3 tools/tasks.py execute) to train and store it."
         )

@@ -64,11 +64,7 @@ from scipy.special import expit, logit
 from .files import (
     StoreMissError,
     data_signature,
-    default_cache_dir,
-    find_stored,
-    miss_is_error,
-    note_use,
-    signature_name,
+    locate_stored,
     signature_structure,
     write_text_atomic,
 )
@@ -632,13 +628,10 @@ def _estimate_or_load(problem: _Problem, x0, settings, cache_dir) -> NLMEFit:
         result = _estimate(problem, x0, *settings)
         return _finish(problem, *result)
     model, data = problem.model, problem.data
-    strict = cache_dir == "default" and miss_is_error()
-    folder = default_cache_dir() / "fits" if cache_dir == "default" else Path(cache_dir)
     key, signature = _fit_key(model, data, x0, problem.fixed_natural, settings)
     slug = "".join(c if c.isalnum() else "_" for c in model.name)[:40].strip("_")
-    record = find_stored(folder, f"{slug}_{key}", signature)
-    path = record or folder / f"{slug}_{key}_{signature_name(signature)}.json"
-    note_use(path)
+    path, strict = locate_stored(cache_dir, f"{slug}_{key}", signature, subfolder="fits")
+    folder = path.parent
     if path.is_file():
         return _load_fit(problem, json.loads(path.read_text()))
     if strict:
