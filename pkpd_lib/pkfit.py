@@ -17,13 +17,15 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy.optimize import least_squares
-from scipy.sparse import lil_matrix
+from scipy.sparse import csr_matrix
 
 from .population import ETA_SD, individual_params
 from .regimens import Regimen, per_patient
 from .sampling import RESIDUAL_CV
 
 PK_PARAMS = ("ka", "CL", "V")
+#: ``xtol``, ``ftol`` and ``gtol`` of the empirical Bayes fit (scipy's defaults are 1e-8).
+FIT_TOL = 1e-12
 
 
 def _dose_arrays(regimens: Regimen | Sequence[Regimen], n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -75,6 +77,33 @@ def _superposed_conc(ka, cl, v, dose_t, dose_amt, t) -> np.ndarray:
     shape = np.where(near, dt * np.exp(-k_e * dt), (np.exp(-k_e * dt) - np.exp(-k_a * dt)) / safe)
     per_dose = dose_amt[:, None, :] * k_a * shape / v[:, None, None]
     return np.where(after, per_dose, 0.0).sum(axis=2)
+
+
+def _superposed_log_derivatives(ka, cl, v, dose_t, dose_amt, t) -> np.ndarray:
+    """Derivatives (mg/L), (N, T, 3), of :func:`_superposed_conc` with respect to
+    ``log ka``, ``log CL`` and ``log V``: the analytic Jacobian of the empirical Bayes
+    fit. With ``g = (exp(-ke t) - exp(-ka t)) / (ka - ke)`` and ``f = D ka g / V`` per
+    dose: ``df/dlog ka = f + D ka^2 / V dg/dka``, ``df/dlog CL = D ka ke / V dg/dke``,
+    ``df/dlog V = -f - df/dlog CL``; at ``ka = ke = k`` both derivatives of ``g`` tend
+    to ``-t^2 exp(-k t) / 2``."""
+    ke = cl / v
+    dt = t[:, :, None] - dose_t[:, None, :]  # (N, T, E)
+    after = dt > 0
+    dt = np.where(after, dt, 0.0)
+    k_a, k_e = ka[:, None, None], ke[:, None, None]
+    diff = k_a - k_e
+    near = np.abs(diff) < 1e-8 * k_a
+    safe = np.where(near, 1.0, diff)
+    e_a, e_e = np.exp(-k_a * dt), np.exp(-k_e * dt)
+    g = np.where(near, dt * e_e, (e_e - e_a) / safe)
+    limit = -0.5 * dt**2 * e_e
+    dg_dka = np.where(near, limit, (dt * e_a - g) / safe)
+    dg_dke = np.where(near, limit, (g - dt * e_e) / safe)
+    scale = np.where(after, dose_amt[:, None, :] * k_a / v[:, None, None], 0.0)
+    f = scale * g
+    d_ka = (f + scale * k_a * dg_dka).sum(axis=2)
+    d_cl = (scale * k_e * dg_dke).sum(axis=2)
+    return np.stack([d_ka, d_cl, -f.sum(axis=2) - d_cl], axis=2)
 
 
 @dataclass(frozen=True)
@@ -137,12 +166,38 @@ def fit_individual_pk(
         res = np.where(used, (log_obs - np.log(np.maximum(pred, 1e-12))) / residual_cv, 0.0)
         return np.concatenate([res, eta / omega], axis=1).ravel()
 
-    sparsity = lil_matrix((n * (n_t + 3), n * 3), dtype=int)
-    for i in range(n):
-        sparsity[i * (n_t + 3) : (i + 1) * (n_t + 3), i * 3 : (i + 1) * 3] = 1
+    # analytic Jacobian, block-diagonal: patient i's residual rows depend on its 3 etas
+    rows = np.arange(n * (n_t + 3)).reshape(n, n_t + 3)
+    cols = np.arange(n * 3).reshape(n, 3)
+    jac_rows = np.broadcast_to(rows[:, :, None], (n, n_t + 3, 3)).ravel()
+    jac_cols = np.broadcast_to(cols[:, None, :], (n, n_t + 3, 3)).ravel()
+    prior = np.broadcast_to(np.diag(1.0 / omega), (n, 3, 3))
+
+    def jacobian(flat_eta: np.ndarray) -> csr_matrix:
+        p = base * np.exp(flat_eta.reshape(n, 3))
+        pred = _superposed_conc(p[:, 0], p[:, 1], p[:, 2], dose_t, dose_amt, t)
+        grad = _superposed_log_derivatives(p[:, 0], p[:, 1], p[:, 2], dose_t, dose_amt, t)
+        live = used & (pred > 1e-12)  # where the residual is not clipped or left out
+        d_res = np.where(live[:, :, None], -grad / np.where(live, pred, 1.0)[:, :, None], 0.0)
+        values = np.concatenate([d_res / residual_cv, prior], axis=1).ravel()
+        return csr_matrix((values, (jac_rows, jac_cols)), shape=(n * (n_t + 3), n * 3))
+
     t0 = time.perf_counter()
+    # tight tolerances, and trust-region steps solved tightly (LSMR to 1e-12): the
+    # estimate is the optimum to near machine precision in about 30 evaluations, so the
+    # concentrations rebuilt from it (network inputs) agree across CPUs (measured:
+    # 3e-10 of their RMS with numpy's AVX-512 paths on and off; scipy's default
+    # tolerances and a finite-difference Jacobian: 4e-5)
     sol = least_squares(
-        residuals, np.zeros(n * 3), jac_sparsity=sparsity, method="trf", x_scale=1.0
+        residuals,
+        np.zeros(n * 3),
+        jac=jacobian,
+        method="trf",
+        x_scale=1.0,
+        xtol=FIT_TOL,
+        ftol=FIT_TOL,
+        gtol=FIT_TOL,
+        tr_options={"atol": FIT_TOL, "btol": FIT_TOL},
     )
     seconds = time.perf_counter() - t0
     eta = sol.x.reshape(n, 3)
