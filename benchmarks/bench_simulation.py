@@ -7,6 +7,7 @@ Target on a 2-core machine: vectorised under 2 s for all three regimens, >= 50x 
 
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 
@@ -45,6 +46,16 @@ def stiff_row(n: int) -> None:
         t0 = time.perf_counter()
         model.simulate(p, reg.qd(), DENSE_TIMES_H)
         print(f"  QD, {label:<22}: {time.perf_counter() - t0:6.2f} s")
+    # every patient stiff: PK in closed form (target well under 1 s), and the implicit
+    # integrator a structure without linear PK would get
+    for ka in (60.0, 2400.0):
+        stiff = {**params, "ka": np.full(n, ka)}
+        for structure in (model.TRANSIT_TURNOVER, replace(model.TRANSIT_TURNOVER, linear_pk=False)):
+            how = "closed-form PK" if structure.linear_pk else model.STIFF_METHOD
+            t0 = time.perf_counter()
+            model.simulate_structure(structure, stiff, reg.qd(), DENSE_TIMES_H)
+            label = f"{n} all ka {ka:g}/h, {how}"
+            print(f"  QD, {label:<22}: {time.perf_counter() - t0:6.2f} s")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 import contextlib
+import dataclasses
 import re
 import signal
 
@@ -8,6 +9,7 @@ import pytest
 from pkpd_lib import model as m
 from pkpd_lib import regimens as reg
 from pkpd_lib.population import sample_population
+from pkpd_lib.regimens import per_patient
 
 HOURLY = np.arange(169.0)
 
@@ -245,7 +247,7 @@ def test_a_nan_right_hand_side_raises_naming_patient_and_parameters(changes, sho
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
-@pytest.mark.parametrize("ka", [1.0, 1e3])  # 1e3: a stiff patient, integrated with LSODA
+@pytest.mark.parametrize("ka", [1.0, 1e3])  # 1e3: a stiff patient, PK in closed form
 def test_the_nan_patient_is_named_within_a_population(population, ka):
     params = _with_one_patient(population, gam=2000.0, ka=ka)
     with _no_hang(), pytest.raises(ValueError, match=r"patient\(s\) \[40\]; patient 40 has") as err:
@@ -312,3 +314,46 @@ def test_a_clearly_negative_concentration_is_a_model_error_and_raises():
     wrong_sign = _custom_structure("wrong_sign_test", lambda p: _pk_rhs(p, sign=-1.0))
     with pytest.raises(ValueError, match=r"patient\(s\) \[0\].*below zero beyond"):
         m.simulate_structure(wrong_sign, {"ka": 1.0, "CL": 15.0, "V": 50.0}, reg.qd(), HOURLY)
+
+
+def _counting(structure):
+    """``structure`` with a right-hand side that counts its calls in ``calls[0]``."""
+    calls = [0]
+
+    def make_rhs(p):
+        rhs = structure.make_rhs(p)
+
+        def counted(t, y):
+            calls[0] += 1
+            return rhs(t, y)
+
+        return counted
+
+    return dataclasses.replace(structure, make_rhs=make_rhs), calls
+
+
+@pytest.mark.parametrize("linear_pk", [True, False])
+def test_stiff_patients_agree_with_the_closed_form_and_cost_no_more_per_patient(linear_pk):
+    # all patients stiff (absorption half-life 1 s): PK in closed form, or the implicit
+    # integrator told the Jacobian's sparsity; both cost about the same for 10 or 100
+    # patients, and agree with the analytic concentration
+    structure = dataclasses.replace(m.TRANSIT_TURNOVER, linear_pk=linear_pk)
+    calls = {}
+    for n in (10, 100):
+        p = {k: np.full(n, v) for k, v in m.TYPICAL_PARAMS.items()}
+        p["ka"] = np.linspace(2000.0, 2400.0, n)
+        counted, calls[n] = _counting(structure)
+        sim = m.simulate_structure(counted, p, reg.bid(), HOURLY)
+        expected = analytic_conc(m.as_params(p), reg.bid(), HOURLY)
+        np.testing.assert_allclose(sim.conc_mg_L, expected, rtol=1e-6, atol=1e-9)
+    assert calls[100][0] < 1.5 * calls[10][0], calls
+
+
+def test_closed_form_pk_matches_the_integrated_model(population):
+    # the closed-form path on typical (non-stiff) patients reproduces the full ODE
+    p = m.structure_params(m.TRANSIT_TURNOVER, population.params.as_dict())
+    regimens = per_patient(reg.from_doses([(0, 100), (7.5, 50), (30, 100)]), p["ka"].size)
+    closed = m._integrate_closed_form_pk(m.TRANSIT_TURNOVER, p, regimens, HOURLY, 1e-9, 1e-12)
+    full = m.simulate(population.params, regimens, HOURLY)
+    for i, name in enumerate(m.STATE_NAMES):
+        np.testing.assert_allclose(closed[i], full.states[name], rtol=1e-6, atol=1e-8)
