@@ -5,9 +5,9 @@ import signal
 import numpy as np
 import pytest
 
-from pkpd_lib import model as m
-from pkpd_lib import regimens as reg
-from pkpd_lib.population import sample_population
+from pkpd_lib.pmx import model as m
+from pkpd_lib.pmx import regimens as reg
+from pkpd_lib.pmx.population import sample_population
 
 HOURLY = np.arange(169.0)
 

@@ -9,8 +9,8 @@ import pytest
 from scipy.integrate import solve_ivp
 from scipy.stats import multivariate_normal
 
-from pkpd_lib import nlme, nonmem
-from pkpd_lib import warfarin as w
+from pkpd_lib.pmx import nlme, nonmem
+from pkpd_lib.pmx import warfarin as w
 
 
 def _linear_model():
@@ -263,9 +263,9 @@ def test_closed_form_pk_and_pca_integrator_match_scipy():
 
 def test_population_models_of_the_books_drug_match_its_simulator():
     """The NLME models' closed-form PK and grid-integrated PD against scipy's solution
-    of the generating model (pkpd_lib.model.simulate)."""
-    from pkpd_lib import model, popmodels, population
-    from pkpd_lib import regimens as reg
+    of the generating model (pkpd_lib.pmx.model.simulate)."""
+    from pkpd_lib.pmx import model, popmodels, population
+    from pkpd_lib.pmx import regimens as reg
 
     pop = population.sample_population(6, seed=3)
     t = np.arange(0.0, 169.0)
@@ -280,7 +280,7 @@ def test_population_models_of_the_books_drug_match_its_simulator():
 
 
 def test_population_pd_models_name_their_structure():
-    from pkpd_lib import popmodels
+    from pkpd_lib.pmx import popmodels
 
     assert popmodels.pd_model(0).params == ("R0", "Emax", "EC50", "gam", "kout")
     assert "MTT" in popmodels.pd_model(3).params
@@ -293,7 +293,7 @@ def test_population_pd_models_name_their_structure():
 def test_transit_chain_filter_matches_the_per_row_scan():
     """The transit chain runs as one IIR filter when all rows share MTT and as a scan
     per row otherwise; both are the same discretisation."""
-    from pkpd_lib import popmodels
+    from pkpd_lib.pmx import popmodels
 
     rng = np.random.default_rng(5)
     drive = rng.uniform(0.0, 1.0, (4, 2, 50))

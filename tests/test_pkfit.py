@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 
-from pkpd_lib import datasets, model, pkfit
-from pkpd_lib import regimens as reg
-from pkpd_lib.population import sample_population
-from pkpd_lib.sampling import DENSE_TIMES_H, SPARSE_TIMES_H
+from pkpd_lib.pmx import model, pkfit
+from pkpd_lib.pmx import regimens as reg
+from pkpd_lib.pmx.population import sample_population
+from pkpd_lib.pmx.sampling import DENSE_TIMES_H, SPARSE_TIMES_H
+from pkpd_lib.study import datasets
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pkpd_lib import model, pkfit
-from pkpd_lib import regimens as reg
+from pkpd_lib.pmx import model, pkfit
+from pkpd_lib.pmx import regimens as reg
 
 TIMES = np.arange(0.0, 97.0, 2.0)
 

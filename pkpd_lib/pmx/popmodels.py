@@ -1,4 +1,4 @@
-"""Population models of the book's drug for :mod:`pkpd_lib.nlme`, estimated from data.
+"""Population models of the book's drug for :mod:`pkpd_lib.pmx.nlme`, estimated from data.
 
 Nothing here reads the generating values: the covariate relations are estimated as
 power (log-scale) effects, the random effects and residual errors as well.
@@ -6,7 +6,7 @@ power (log-scale) effects, the random effects and residual errors as well.
 * PK: one compartment with first-order absorption (ka 1/h, CL L/h, V L), CL on
   ``log(WT/70)`` and ``log(AGE/45)``, V on ``log(WT/70)``, random effects on all three,
   proportional error. Concentrations in closed form by superposition
-  (:func:`pkpd_lib.pkfit.one_compartment_conc`).
+  (:func:`pkpd_lib.pmx.pkfit.one_compartment_conc`).
 * PD: the drug effect ``E = Emax C^gam / (EC50^gam + C^gam)`` passes ``n_transit``
   transit steps (mean transit time MTT h) into a turnover model whose production it
   stimulates, ``dR/dt = kout R0 (1 + T_last) - kout R``; ``n_transit=3`` is the true
@@ -243,7 +243,7 @@ def generating_values(extra_eta_sd: Mapping[str, float] | None = None) -> dict[s
     """The values that generated the book's data, named as the fits name their estimates
     (``theta_CL``, ``beta_CL~lwt``, ``omega_EC50``, ``sigma_prop``, ...; PK and PD
     together; ``omega`` is the SD of eta), for the patients of
-    :func:`pkpd_lib.population.sample_population` with ``extra_eta_sd``. For comparing
+    :func:`pkpd_lib.pmx.population.sample_population` with ``extra_eta_sd``. For comparing
     estimates with the truth in a simulation study; no fit reads them.
 
     Examples

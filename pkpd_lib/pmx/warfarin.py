@@ -2,7 +2,7 @@
 
 The file ``data/warfarin/warfarin.csv`` (32 subjects, one oral dose each; provenance and
 licence in ``data/warfarin/README.md``) is converted to the NONMEM layout of
-:mod:`pkpd_lib.nonmem` and read by its strict reader. Its columns map as: ``id`` -> ID,
+:mod:`pkpd_lib.pmx.nonmem` and read by its strict reader. Its columns map as: ``id`` -> ID,
 ``time`` (h) -> TIME, ``amt`` (mg) -> AMT, ``evid`` -> EVID, ``dvid`` -> CMT (dose
 records 1, ``cp`` 2: warfarin concentration in mg/L, ``pca`` 6: prothrombin complex
 activity in % of normal), ``dv`` -> DV, ``wt`` (kg), ``age`` (years), ``sex``
@@ -28,7 +28,7 @@ from . import nonmem
 from .nlme import NLMEFit, NLMEModel, Observations, values_at
 
 #: The data file and its provenance note, in the repository.
-DATA_DIR = Path(__file__).resolve().parents[1] / "data" / "warfarin"
+DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "warfarin"
 DATA_PATH = DATA_DIR / "warfarin.csv"
 RAW_COLUMNS = ("id", "time", "amt", "dv", "dvid", "evid", "wt", "age", "sex")
 CMT_OF_DVID = {"cp": nonmem.CMT_CENTRAL, "pca": nonmem.CMT_RESPONSE}
@@ -93,7 +93,7 @@ def to_nonmem_table(raw: pd.DataFrame) -> pd.DataFrame:
 
 def load(path: str | Path = DATA_PATH) -> pd.DataFrame:
     """The warfarin data as a checked NONMEM table (through
-    :func:`pkpd_lib.nonmem.read_nonmem_csv`, replicate assays accepted)."""
+    :func:`pkpd_lib.pmx.nonmem.read_nonmem_csv`, replicate assays accepted)."""
     table = to_nonmem_table(pd.read_csv(path))
     text = table.to_csv(index=False, na_rep=".")
     return nonmem.read_nonmem_csv(io.StringIO(text), replicates=True)

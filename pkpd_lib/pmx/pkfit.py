@@ -3,7 +3,7 @@
 The closed-form one-compartment model with first-order absorption (the default model's
 PK, superposed over doses) and empirical Bayes ("POSTHOC") estimates of each patient's
 ``ka``, ``CL`` and ``V``: the mode of the posterior under the population model of
-:mod:`pkpd_lib.population` (covariate model and log-normal etas) and the 10% proportional
+:mod:`pkpd_lib.pmx.population` (covariate model and log-normal etas) and the 10% proportional
 residual error. All patients are fitted in one call to ``scipy.optimize.least_squares``
 with a block-diagonal Jacobian sparsity, so the cost grows linearly with patients.
 """
@@ -54,9 +54,9 @@ def one_compartment_conc(ka, CL, V, regimens, times_h) -> np.ndarray:
     """Concentration (mg/L), shape (N, T), of the oral one-compartment model.
 
     ``ka`` (1/h), ``CL`` (L/h), ``V`` (L) are (N,) arrays; ``regimens`` one
-    :class:`~pkpd_lib.regimens.Regimen` or one per patient; ``times_h`` (T,) or (N, T).
+    :class:`~pkpd_lib.pmx.regimens.Regimen` or one per patient; ``times_h`` (T,) or (N, T).
     A dose at exactly a sampling time counts after the sample (trough), as in
-    :func:`pkpd_lib.model.simulate`.
+    :func:`pkpd_lib.pmx.model.simulate`.
     """
     ka, cl, v = (np.atleast_1d(np.asarray(a, float)) for a in (ka, CL, V))
     n = ka.size
@@ -134,7 +134,7 @@ def fit_individual_pk(
     ``conc_obs`` (N, T) in mg/L, ``times_h`` (T,) or (N, T); observations <= 0 (e.g. the
     pre-dose sample) carry no information on the log scale and are left out. The prior
     is the population model: covariate-predicted typical values with log-normal etas of
-    SD :data:`pkpd_lib.population.ETA_SD`. The one-compartment oral model can have
+    SD :data:`pkpd_lib.pmx.population.ETA_SD`. The one-compartment oral model can have
     more than one local optimum per patient (e.g. ka and CL/V trading places); all
     patients are solved as one problem, which in the benchmark reached an equal or lower
     objective than separate per-patient fits for every patient.

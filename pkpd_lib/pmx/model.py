@@ -219,7 +219,7 @@ class Simulation:
 
     Examples
     --------
-    >>> from pkpd_lib import regimens
+    >>> from pkpd_lib.pmx import regimens
     >>> sim = simulate(typical_params(), regimens.qd(), [0.0, 1.0])
     >>> sorted(sim.states), sim.conc_mg_L.shape
     (['Ac', 'Ag', 'R', 'T1', 'T2', 'T3'], (1, 2))
@@ -312,7 +312,7 @@ def integrate_with_doses(
     One state decaying at 0.5/h, a bolus of 10 at 0 h and at 2 h (reported just before):
 
     >>> import numpy as np
-    >>> from pkpd_lib import regimens
+    >>> from pkpd_lib.pmx import regimens
     >>> out = integrate_with_doses(lambda t, y: -0.5 * y, np.zeros((1, 1)),
     ...                            regimens.from_doses([(0, 10.0), (2, 10.0)]), [1.0, 2.0, 3.0])
     >>> out[0, 0].round(3)
@@ -600,7 +600,7 @@ def simulate_structure(
 
     Examples
     --------
-    >>> from pkpd_lib import regimens
+    >>> from pkpd_lib.pmx import regimens
     >>> p = {**TYPICAL_PARAMS, "ke0": 0.5}
     >>> simulate_structure("effect_compartment", p, regimens.qd(), [0.0, 2.0]).pd.round(1)
     array([[100. , 161.2]])
@@ -720,7 +720,7 @@ def simulate(
     params
         Individual parameters (see :class:`Params`; a mapping of arrays works too), N patients.
     regimen
-        One :class:`~pkpd_lib.regimens.Regimen` shared by all patients, or a sequence of N
+        One :class:`~pkpd_lib.pmx.regimens.Regimen` shared by all patients, or a sequence of N
         regimens, one per patient.
     times_h
         Strictly increasing output times in hours, >= 0. At a time where a dose is given,
@@ -746,7 +746,7 @@ def simulate(
 
     Examples
     --------
-    >>> from pkpd_lib import regimens
+    >>> from pkpd_lib.pmx import regimens
     >>> sim = simulate(typical_params(), regimens.qd(), [0.0, 2.0, 24.0])
     >>> sim.pd.round(2)
     array([[100.  , 100.04, 118.61]])
@@ -769,7 +769,7 @@ def simulate_second_turnover(
 
     Examples
     --------
-    >>> from pkpd_lib import regimens
+    >>> from pkpd_lib.pmx import regimens
     >>> sim = simulate_second_turnover(typical_params(), regimens.qd(), [0.0, 24.0])
     >>> bool(sim.pd[0, 1] < simulate(typical_params(), regimens.qd(), [0.0, 24.0]).pd[0, 1])
     True
