@@ -9,7 +9,7 @@ import pytest
 from scipy.integrate import solve_ivp
 from scipy.stats import multivariate_normal
 
-from pkpd_lib.pmx import nlme, nonmem
+from pkpd_lib.pmx import nlme, nonmem, pk
 from pkpd_lib.pmx import warfarin as w
 
 
@@ -101,7 +101,7 @@ def _simulate_pk(n, seed, truth):
     cl = truth["CL"] * np.exp(eta[:, 1:2])
     v = truth["V"] * np.exp(eta[:, 2:])
     dose = np.full((n, 1), 100.0)
-    f = w.transit_conc(ka, cl, v, dose, times)
+    f = pk.transit_absorption(ka, cl, v, dose, times)
     sd = np.sqrt(truth["add"] ** 2 + (truth["prop"] * f) ** 2)
     y = f + sd * rng.normal(size=f.shape)
     realised = {k: truth[k] * np.exp(eta[:, i].mean()) for i, k in enumerate(("ka", "CL", "V"))}
@@ -249,12 +249,12 @@ def _warfarin_ode(ka, cl, v, e0, emax, ec50, kout, dose, t_end):
 
 def test_closed_form_pk_and_pca_integrator_match_scipy():
     t, conc, pca = _warfarin_ode(1.1, 0.14, 7.5, 96.0, 0.95, 0.9, 0.053, 100.0, 144.0)
-    np.testing.assert_allclose(w.transit_conc(1.1, 0.14, 7.5, 100.0, t), conc, atol=1e-9)
-    mid = w.transit_conc(1.1, 0.14, 7.5, 100.0, t[:-1] + w.PD_STEP_H / 2)
+    np.testing.assert_allclose(pk.transit_absorption(1.1, 0.14, 7.5, 100.0, t), conc, atol=1e-9)
+    mid = pk.transit_absorption(1.1, 0.14, 7.5, 100.0, t[:-1] + w.PD_STEP_H / 2)
     ours = w.turnover_pca(96.0, 0.95, 0.9, 0.053, mid)
     np.testing.assert_allclose(ours, pca, rtol=2e-3)
     # equal absorption and elimination rates: the closed form's limit, not NaN
-    equal = w.transit_conc(0.02, 0.14, 7.0, 100.0, t)
+    equal = pk.transit_absorption(0.02, 0.14, 7.0, 100.0, t)
     assert np.isfinite(equal).all()
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..pmx.pk import dose_arrays
 from ..pmx.population import COVARIATE_NAMES, COVARIATES, Covariate, check_valid
 
 
@@ -90,12 +91,14 @@ def dose_history(regimens: Sequence, times_h) -> tuple[np.ndarray, np.ndarray]:
     t = np.asarray(times_h, dtype=float)
     if t.ndim != 2 or t.shape[0] != len(regimens):
         raise ValueError(f"times_h must be ({len(regimens)}, K), got {t.shape}")
-    since, amount = np.zeros_like(t), np.zeros_like(t)
-    for i, r in enumerate(regimens):
-        j = np.searchsorted(r.times_h, t[i], side="left") - 1  # last dose strictly before
-        has = j >= 0
-        since[i, has] = t[i, has] - r.times_h[j[has]]
-        amount[i, has] = r.amounts_mg[j[has]]
+    dose_t, dose_amt = dose_arrays(regimens, len(regimens))  # (N, E), padded with 0 mg
+    # doses are in time order: the last one strictly before t is the count of them, - 1
+    before = (dose_amt[:, None, :] > 0) & (dose_t[:, None, :] < t[:, :, None])  # (N, K, E)
+    j = before.sum(axis=2) - 1
+    has = j >= 0
+    last = np.maximum(j, 0)
+    since = np.where(has, t - np.take_along_axis(dose_t, last, axis=1), 0.0)
+    amount = np.where(has, np.take_along_axis(dose_amt, last, axis=1), 0.0)
     return since, amount
 
 

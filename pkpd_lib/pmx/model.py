@@ -31,6 +31,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 from scipy.integrate import solve_ivp
 
+from .pk import dose_arrays
 from .regimens import Regimen, per_patient
 
 #: Parameter names, in the order used throughout the package, with their units.
@@ -271,13 +272,17 @@ def _check_times(times_h) -> np.ndarray:
     return times
 
 
-def _dose_matrix(regimens: Sequence[Regimen], n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Union of dose times (E,) and per-patient amounts (E, N), 0 where a patient has none."""
-    event_times = np.unique(np.concatenate([r.times_h for r in regimens]))
-    amounts = np.zeros((event_times.size, n))
-    for j, r in enumerate(regimens):
-        np.add.at(amounts[:, j], np.searchsorted(event_times, r.times_h), r.amounts_mg)
-    return event_times, amounts
+def _dose_matrix(regimen: Regimen | Sequence[Regimen], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Union of dose times (E,) and per-patient amounts (E, N), 0 where a patient has none
+    (from :func:`pkpd_lib.pmx.pk.dose_arrays`; its padding is the 0 mg entries)."""
+    times, amounts = dose_arrays(regimen, n)
+    given = amounts > 0
+    event_times = np.unique(times[given])
+    per_event = np.zeros((event_times.size, n))
+    for j in range(n):
+        doses = given[j]
+        np.add.at(per_event[:, j], np.searchsorted(event_times, times[j, doses]), amounts[j, doses])
+    return event_times, per_event
 
 
 def integrate_with_doses(
@@ -323,7 +328,7 @@ def integrate_with_doses(
         raise ValueError(f"y0 must be (states, patients), got shape {y.shape}")
     n_states, n = y.shape
     times = _check_times(times_h)
-    event_times, amounts = _dose_matrix(per_patient(regimen, n), n)
+    event_times, amounts = _dose_matrix(regimen, n)
     _check_finite_states(y, 0.0, "the initial state")
     out = np.empty((n_states, n, times.size))
     t_now, done = 0.0, 0  # done: how many output times are filled

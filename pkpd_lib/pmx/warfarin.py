@@ -10,9 +10,10 @@ activity in % of normal), ``dv`` -> DV, ``wt`` (kg), ``age`` (years), ``sex``
 both are kept, as NONMEM would read them.
 
 The model is the one of the nlmixr2 "multiple endpoints" example: the dose passes a
-transit step (``ktr``, 1/h) and an absorption step (``ka``, 1/h) into one compartment
-(``CL`` L/h, ``V`` L); PCA is an indirect-response (turnover) model whose production is
-inhibited, ``dR/dt = kout * E0 * (1 - Emax * C / (EC50 + C)) - kout * R``,
+transit step and an absorption step, both at rate ``ka`` (1/h), into one compartment
+(``CL`` L/h, ``V`` L; :func:`pkpd_lib.pmx.pk.transit_absorption`); PCA is an
+indirect-response (turnover) model whose production is inhibited,
+``dR/dt = kout * E0 * (1 - Emax * C / (EC50 + C)) - kout * R``,
 ``R(0) = E0`` (% of normal), ``kout`` 1/h, ``EC50`` mg/L, ``Emax`` a fraction.
 """
 
@@ -26,6 +27,11 @@ import pandas as pd
 
 from . import nonmem
 from .nlme import NLMEFit, NLMEModel, Observations, values_at
+from .pk import superpose
+
+# transit_conc: the name _pk_predict calls; a fit's store key holds the predict function's
+# bytecode and names (pkpd_lib.pmx.nlme), so renaming it would orphan the stored fits
+from .pk import transit_absorption as transit_conc
 
 #: The data file and its provenance note, in the repository.
 DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "warfarin"
@@ -123,32 +129,6 @@ def observations(table: pd.DataFrame, cmt: int) -> Observations:
         covariates={c: first[c].to_numpy(float) for c in ("WT", "AGE", "SEX")},
         extra={"dose_mg": doses["AMT"].sum().loc[ids].to_numpy(float)},
     )
-
-
-def transit_conc(ka, cl, v, dose_mg, times_h) -> np.ndarray:
-    """Concentration (mg/L) after one dose at 0 h that passes two equal first-order steps
-    (a transit step and absorption, both at rate ``ka`` 1/h) into one compartment with
-    elimination ``CL/V``: the dose reaches the compartment as a gamma(2, ka) input, in
-    closed form. Arrays broadcast.
-
-    Examples
-    --------
-    >>> np.round(transit_conc(1.0, 0.14, 7.4, 100.0, [0.0, 2.0, 24.0, 96.0]), 2).tolist()
-    [0.0, 7.89, 8.92, 2.28]
-    """
-    ka = np.asarray(ka, float)
-    ke = np.asarray(cl, float) / np.asarray(v, float)
-    t = np.asarray(times_h, float)
-    b = ka - ke
-    b = np.where(np.abs(b) < 1e-6 * ka, 1e-6 * ka, b)  # equal rates: the limit
-    bt = b * t
-    # exp(-ke t) - exp(-ka t) (1 + bt), without cancellation where |bt| is small
-    small = np.clip(bt, -1.0, 1.0)
-    near = np.exp(-ke * t) * (-np.expm1(-small) - small * np.exp(-small))
-    far = np.exp(-ke * t) - np.exp(-ka * t) * (1.0 + bt)
-    shape = np.where(np.abs(bt) < 1.0, near, far)
-    amount = np.asarray(dose_mg, float) * ka**2 * shape / b**2
-    return amount / np.asarray(v, float)
 
 
 def _pk_predict(p, data: Observations) -> np.ndarray:
@@ -249,23 +229,28 @@ PCA_NORMAL = 100.0
 def conc_after_doses(pk: dict, dose_times_h, amounts_mg, times_h) -> np.ndarray:
     """Concentrations (N, T) in mg/L of subjects with individual ``pk`` parameters (ka,
     CL, V arrays (N,)) after doses at ``dose_times_h`` of ``amounts_mg`` (each (N, D) or
-    (D,)), by superposition of :func:`transit_conc`, at ``times_h`` (T,)."""
-    t = np.asarray(times_h, float)[None, None, :]
+    (D,)), by superposition of :func:`pkpd_lib.pmx.pk.transit_absorption`, at
+    ``times_h`` (T,). A dose at a sampling time counts at it (it adds nothing there: the
+    transit input starts at 0), and the doses are added one after another
+    (:func:`pkpd_lib.pmx.pk.superpose` with ``sample_at_dose="after"``,
+    ``order="sequential"``, as this chapter's results were computed)."""
     n = np.asarray(pk["CL"]).size
     dt = np.atleast_2d(np.asarray(dose_times_h, float))
     dt = np.broadcast_to(dt, (n, dt.shape[-1]))
     amt = np.broadcast_to(np.asarray(amounts_mg, float), dt.shape)
     if np.any(amt < 0) or not np.isfinite(amt).all() or not np.isfinite(dt).all():
         raise ValueError("dose times and amounts must be finite, amounts >= 0 mg")
-    since = t - dt[:, :, None]
-    c = transit_conc(
-        pk["ka"][:, None, None],
-        pk["CL"][:, None, None],
-        pk["V"][:, None, None],
-        amt[:, :, None],
-        np.maximum(since, 0.0),
+    return superpose(
+        transit_conc,
+        dt,
+        amt,
+        np.asarray(times_h, float),
+        sample_at_dose="after",
+        order="sequential",
+        ka=pk["ka"],
+        cl=pk["CL"],
+        v=pk["V"],
     )
-    return np.where(since >= 0, c, 0.0).sum(axis=1)
 
 
 def network_data(table: pd.DataFrame, pk: dict, dose_times_h=None, amounts_mg=None):
