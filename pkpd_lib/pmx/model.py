@@ -485,6 +485,8 @@ def _turnover_initial(p) -> np.ndarray:
     return y0
 
 
+#: The default structure: transit compartments into a stimulated turnover (see the module
+#: docstring).
 TRANSIT_TURNOVER = add_structure(
     Structure(
         name="transit_turnover",

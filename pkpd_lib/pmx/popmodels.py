@@ -80,6 +80,7 @@ def _pk_predict(p, d: Observations) -> np.ndarray:
     return c.reshape(n, r, -1)
 
 
+#: The population PK model (see the module docstring).
 PK_MODEL = NLMEModel(
     "one compartment, first-order absorption",
     ("ka", "CL", "V"),
@@ -90,6 +91,7 @@ PK_MODEL = NLMEModel(
     covariates={"CL": ("lwt", "lage"), "V": ("lwt",)},
     units={"ka": "1/h", "CL": "L/h", "V": "L"},
 )
+#: The first starting point of :data:`PK_STARTS`.
 PK_START = {"ka": 0.5, "CL": 10.0, "V": 30.0}
 #: Three starting points (a modeller's guesses, none of them the generating values): the
 #: fit with the lowest objective is kept, as a modeller does when seven samples leave

@@ -50,6 +50,7 @@ PUBLISHED = {
     "E0": 96.6,
     "Emax": 0.969,
 }
+#: Where :data:`PUBLISHED` comes from.
 PUBLISHED_SOURCE = "nlmixr2 'multiple endpoints' vignette (SAEM, joint PK/PD)"
 
 #: Units of the model's parameters.
@@ -142,6 +143,7 @@ def _pk_predict(p, data: Observations) -> np.ndarray:
     )
 
 
+#: The PK model: transit and absorption at one rate, one compartment.
 PK_MODEL = NLMEModel(
     "warfarin PK (transit and absorption at one rate, one compartment)",
     ("ka", "CL", "V"),
@@ -204,6 +206,7 @@ def _pd_predict(p, data: Observations) -> np.ndarray:
     return values_at(grid, data.extra["grid_index"])
 
 
+#: The PCA model: turnover with inhibited production.
 PD_MODEL = NLMEModel(
     "warfarin PCA (turnover, inhibited production)",
     ("E0", "Emax", "EC50", "kout"),
@@ -217,6 +220,7 @@ PD_MODEL = NLMEModel(
 #: Starting values: the initial estimates in the published example's ``ini`` block (not
 #: its results).
 PK_START = {"ka": 1.0, "CL": 0.1, "V": 10.0}
+#: The same for the PCA model.
 PD_START = {"E0": 100.0, "Emax": 0.8, "EC50": 0.5, "kout": 0.05}
 
 

@@ -96,8 +96,9 @@ class Information:
         return replace(base, static_features=(*base.static_features, *EARLY_PD_FEATURES))
 
 
-#: The book's original setting (every oracle) and the realistic one (none of them).
+#: The book's original setting: every oracle.
 ORACLE = Information()
+#: The realistic setting: none of the oracles.
 REALISTIC = Information(baseline="screening", pd_variability=True, conc="predicted")
 
 
