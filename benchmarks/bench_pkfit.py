@@ -10,10 +10,11 @@ import time
 
 import numpy as np
 
-from pkpd_lib import datasets, pkfit
-from pkpd_lib import regimens as reg
-from pkpd_lib.population import sample_population
-from pkpd_lib.sampling import DENSE_TIMES_H, SPARSE_TIMES_H
+from pkpd_lib.pmx import pkfit
+from pkpd_lib.pmx import regimens as reg
+from pkpd_lib.pmx.population import sample_population
+from pkpd_lib.pmx.sampling import DENSE_TIMES_H, SPARSE_TIMES_H
+from pkpd_lib.study import datasets
 
 
 def main(n: int = 1000) -> None:

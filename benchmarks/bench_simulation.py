@@ -11,10 +11,10 @@ from dataclasses import replace
 
 import numpy as np
 
-from pkpd_lib import model
-from pkpd_lib import regimens as reg
-from pkpd_lib.population import sample_population
-from pkpd_lib.sampling import DENSE_TIMES_H
+from pkpd_lib.pmx import model
+from pkpd_lib.pmx import regimens as reg
+from pkpd_lib.pmx.population import sample_population
+from pkpd_lib.pmx.sampling import DENSE_TIMES_H
 
 
 def main(n: int = 1000) -> None:

@@ -11,12 +11,12 @@ accuracy.
 import sys
 from dataclasses import replace
 
-from pkpd_lib import study
+from pkpd_lib.study import experiments
 
 
 def main(quick: bool = False) -> None:
-    data = study.study_data("dense")
-    configs = {"naive": study.NAIVE, "chosen": study.CHOSEN["dense"]}
+    data = experiments.study_data("dense")
+    configs = {"naive": experiments.NAIVE, "chosen": experiments.CHOSEN["dense"]}
     print(
         f"{'set-up':8s} {'units':6s} {'block':>5s} {'batch':>5s} {'lr':>7s} {'s/epoch':>8s}"
         + ("" if quick else f" {'epochs':>6s} {'total s':>8s} {'val rel RMSE %':>15s}")
@@ -24,7 +24,7 @@ def main(quick: bool = False) -> None:
     fresh = {"seed": 0, "cache_dir": None, "report_every": None}  # never from the cache
     per_epoch = {}
     for name, config in configs.items():
-        timing = study.fit(data, replace(config, max_epochs=4), **fresh)
+        timing = experiments.fit(data, replace(config, max_epochs=4), **fresh)
         # epoch 1 includes graph tracing: time the others
         per_epoch[name] = (timing.seconds - timing.epoch_seconds[0]) / (timing.epochs_run - 1)
         line = (
@@ -32,8 +32,8 @@ def main(quick: bool = False) -> None:
             f"{config.learning_rate:7.0e} {per_epoch[name]:8.3f}"
         )
         if not quick:
-            full = study.fit(data, config, **fresh)
-            val = study.validation_rel_rmse(full.model, data)
+            full = experiments.fit(data, config, **fresh)
+            val = experiments.validation_rel_rmse(full.model, data)
             line += f" {full.epochs_run:6d} {full.seconds:8.1f} {val:15.2f}"
         print(line, flush=True)
     print(f"speed-up per epoch: {per_epoch['naive'] / per_epoch['chosen']:.1f}x")

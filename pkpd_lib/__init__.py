@@ -1,29 +1,42 @@
 """pkpd_lib: the helper package of the book "An LSTM for drug exposure and response".
 
-One module per concept, grouped below by what it is about. TensorFlow is imported only
-by :mod:`~pkpd_lib.networks` and :mod:`~pkpd_lib.node` (and what imports them: the
-study modules and the command line).
+One module per concept, in three floors; each floor imports only from the ones below it
+(and from the two root modules), so the pharmacometrics can be used without TensorFlow.
 
-Pharmacometrics (numpy, scipy and pandas):
-:mod:`~pkpd_lib.regimens` (dosing schedules), :mod:`~pkpd_lib.model` (model structures
-and the dosed ODE integrator), :mod:`~pkpd_lib.population` (virtual patients),
-:mod:`~pkpd_lib.sampling` (designs, seeds, residual error), :mod:`~pkpd_lib.nonmem`
-(NONMEM-style tables), :mod:`~pkpd_lib.pkfit` (empirical Bayes individual PK),
-:mod:`~pkpd_lib.classical` (sequential PK/PD fits), :mod:`~pkpd_lib.nlme` (FOCE-I),
-:mod:`~pkpd_lib.popmodels` (population models of the book's drug),
-:mod:`~pkpd_lib.warfarin` (the warfarin data and model), :mod:`~pkpd_lib.vpc` (visual
-predictive checks), :mod:`~pkpd_lib.metrics` (errors and intervals),
-:mod:`~pkpd_lib.files` (atomic writes, the store of results) and
-:mod:`~pkpd_lib.reproducibility` (the regression check's comparison).
+:mod:`pkpd_lib.pmx`, pharmacometrics (numpy, scipy and pandas; never TensorFlow):
 
-Networks: :mod:`~pkpd_lib.features` (the network inputs, TensorFlow-free),
-:mod:`~pkpd_lib.networks` (LSTM construction, training, storage, prediction) and
-:mod:`~pkpd_lib.node` (neural ODE and turnover UDE layers).
+* :mod:`~pkpd_lib.pmx.regimens`: dosing schedules
+* :mod:`~pkpd_lib.pmx.pk`: closed-form PK kernels, superposed over doses
+* :mod:`~pkpd_lib.pmx.model`: model structures and the dosed ODE integrator
+* :mod:`~pkpd_lib.pmx.population`: virtual patients and their covariates
+* :mod:`~pkpd_lib.pmx.sampling`: designs, seeds, residual error
+* :mod:`~pkpd_lib.pmx.pkfit`: empirical Bayes individual PK
+* :mod:`~pkpd_lib.pmx.nonmem`: NONMEM-style tables
+* :mod:`~pkpd_lib.pmx.nlme`: FOCE-I population fits
+* :mod:`~pkpd_lib.pmx.vpc`: visual predictive checks
+* :mod:`~pkpd_lib.pmx.popmodels`: population models of the book's drug
+* :mod:`~pkpd_lib.pmx.warfarin`: the warfarin data and model
 
-The book's study: :mod:`~pkpd_lib.datasets` (the study's data sets),
-:mod:`~pkpd_lib.study` (chosen networks, evaluation, sparse methods),
-:mod:`~pkpd_lib.realistic` (information settings, the locked test set) and
-:mod:`~pkpd_lib.plots`; ``python -m pkpd_lib`` is the command line.
+:mod:`pkpd_lib.nets`, the networks (TensorFlow and Keras), on pmx:
+
+* :mod:`~pkpd_lib.nets.features`: the network inputs (itself TensorFlow-free)
+* :mod:`~pkpd_lib.nets.networks`: LSTM construction, training, storage, prediction
+* :mod:`~pkpd_lib.nets.node`: neural ODE and turnover UDE layers
+
+:mod:`pkpd_lib.study`, the book's study, on pmx and nets:
+
+* :mod:`~pkpd_lib.study.datasets`: the study's data sets
+* :mod:`~pkpd_lib.study.experiments`: chosen networks, evaluation, sparse methods
+* :mod:`~pkpd_lib.study.realistic`: information settings, the locked test set
+* :mod:`~pkpd_lib.study.metrics`: errors and intervals
+* :mod:`~pkpd_lib.study.classical`: sequential PK/PD fits
+* :mod:`~pkpd_lib.study.plots`: figure helpers
+
+At the root, importing nothing from the package:
+
+* :mod:`~pkpd_lib.files`: atomic writes, the store of results
+* :mod:`~pkpd_lib.reproducibility`: the regression check's comparison
+* ``python -m pkpd_lib`` (:mod:`pkpd_lib.__main__`): the command line
 """
 
 __version__ = "0.1.0"

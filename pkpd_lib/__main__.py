@@ -135,8 +135,8 @@ def _write_outputs(out: Path, model, report: dict, overwrite: bool) -> None:
     """Write both files beside their final names, then rename both into place, the model
     first, all or nothing (:func:`pkpd_lib.files.atomic_paths`); a Ctrl-C during the
     renames is held back until they are done."""
-    from . import networks as nw
     from .files import atomic_paths
+    from .nets import networks as nw
 
     out.mkdir(parents=True, exist_ok=True)
     held, previous = [], signal.getsignal(signal.SIGINT)
@@ -152,21 +152,21 @@ def _write_outputs(out: Path, model, report: dict, overwrite: bool) -> None:
 
 
 def train(args: argparse.Namespace) -> int:
-    from . import networks as nw
-    from . import study
+    from .nets import networks as nw
+    from .study import experiments
 
-    config = study.CHOSEN[args.design]
+    config = experiments.CHOSEN[args.design]
     if args.max_epochs is not None:
         config = nw.NetworkConfig(**{**asdict(config), "max_epochs": args.max_epochs})
     print(f"simulating the {args.design} study's patients ...", flush=True)
-    data = study.study_data(args.design, train_regimen=args.schedules)
+    data = experiments.study_data(args.design, train_regimen=args.schedules)
     print(
         f"training {config.label} on the {args.design} design ({args.schedules} schedules), "
         f"seed {args.seed}",
         flush=True,
     )
-    result = study.fit(data, config, seed=args.seed, cache_dir=None)
-    scores = study.evaluate(result.model, data)
+    result = experiments.fit(data, config, seed=args.seed, cache_dir=None)
+    scores = experiments.evaluate(result.model, data)
     report = {
         "design": args.design,
         "schedules": args.schedules,
@@ -175,7 +175,7 @@ def train(args: argparse.Namespace) -> int:
         "epochs_run": result.epochs_run,
         "best_epoch": result.best_epoch,
         "seconds": result.seconds,
-        "validation_rel_rmse_%": study.validation_rel_rmse(result.model, data),
+        "validation_rel_rmse_%": experiments.validation_rel_rmse(result.model, data),
         "test": json.loads(scores.to_json(orient="index")),
         "history": result.history,
     }

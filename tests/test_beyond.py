@@ -4,10 +4,12 @@ per-patient samples, dose history, masked targets and loss, ensemble intervals."
 import numpy as np
 import pytest
 
-from pkpd_lib import datasets, features, metrics, sampling
-from pkpd_lib import networks as nw
-from pkpd_lib import regimens as reg
-from pkpd_lib.population import sample_population
+from pkpd_lib.nets import features
+from pkpd_lib.nets import networks as nw
+from pkpd_lib.pmx import regimens as reg
+from pkpd_lib.pmx import sampling
+from pkpd_lib.pmx.population import sample_population
+from pkpd_lib.study import datasets, metrics
 
 
 def test_random_schedules_keep_the_average_daily_dose():

@@ -4,9 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pkpd_lib import classical, datasets, model
-from pkpd_lib import regimens as reg
-from pkpd_lib.population import sample_population
+from pkpd_lib.pmx import model
+from pkpd_lib.pmx import regimens as reg
+from pkpd_lib.pmx.population import sample_population
+from pkpd_lib.study import classical, datasets
 
 HOURLY = np.arange(0.0, 169.0)
 TRUE_THETA = {

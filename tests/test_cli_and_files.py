@@ -110,8 +110,8 @@ def test_training_schedules_option(tmp_path):
 
 
 def test_deviating_training_schedules_are_never_the_test_regimens():
-    from pkpd_lib import datasets
-    from pkpd_lib import regimens as reg
+    from pkpd_lib.pmx import regimens as reg
+    from pkpd_lib.study import datasets
 
     schedules = datasets.training_regimens("deviating", 200, seed=101)
     tests = [reg.named(r) for r in ("QD", "BID", "TID")]
@@ -186,7 +186,7 @@ def test_the_pair_of_outputs_is_placed_all_or_nothing(tmp_path):
 
 def test_the_cli_writes_neither_file_if_another_writer_made_one(tmp_path, monkeypatch, capsys):
     from pkpd_lib import __main__ as cli
-    from pkpd_lib import networks as nw
+    from pkpd_lib.nets import networks as nw
 
     def save_while_another_writes(model, path, overwrite=False):
         Path(path).write_text("our model")

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from pkpd_lib import datasets as ds
-from pkpd_lib import regimens as reg
-from pkpd_lib.population import sample_population
-from pkpd_lib.sampling import SPARSE_TIMES_H
+from pkpd_lib.pmx import regimens as reg
+from pkpd_lib.pmx.population import sample_population
+from pkpd_lib.pmx.sampling import SPARSE_TIMES_H
+from pkpd_lib.study import datasets as ds
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +47,8 @@ def test_at_times_rejects_times_not_sampled(small):
 
 
 def test_every_network_input_is_in_the_feature_table(small):
-    """One table (pkpd_lib.features) defines the inputs the data sets build."""
-    from pkpd_lib import features
+    """One table (pkpd_lib.nets.features) defines the inputs the data sets build."""
+    from pkpd_lib.nets import features
 
     x = ds.network_inputs(small, time_input=True)
     assert set(x) <= set(features.FEATURES)

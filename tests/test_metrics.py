@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pkpd_lib import metrics
+from pkpd_lib.study import metrics
 
 
 def test_rmse_and_relative_rmse():
@@ -34,7 +34,7 @@ def test_conformal_interval_reaches_its_level_on_new_patients():
     while the raw ensemble range of five members covers far less."""
     import numpy as np
 
-    from pkpd_lib import metrics
+    from pkpd_lib.study import metrics
 
     rng = np.random.default_rng(3)
 

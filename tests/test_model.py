@@ -6,10 +6,10 @@ import signal
 import numpy as np
 import pytest
 
-from pkpd_lib import model as m
-from pkpd_lib import regimens as reg
-from pkpd_lib.population import sample_population
-from pkpd_lib.regimens import per_patient
+from pkpd_lib.pmx import model as m
+from pkpd_lib.pmx import regimens as reg
+from pkpd_lib.pmx.population import sample_population
+from pkpd_lib.pmx.regimens import per_patient
 
 HOURLY = np.arange(169.0)
 

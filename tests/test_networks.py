@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pkpd_lib import datasets, study
-from pkpd_lib import networks as nw
-from pkpd_lib import regimens as reg
-from pkpd_lib.population import sample_population
+from pkpd_lib.nets import networks as nw
+from pkpd_lib.pmx import regimens as reg
+from pkpd_lib.pmx.population import sample_population
+from pkpd_lib.study import datasets, experiments
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +123,7 @@ def test_cli_trains_and_saves_a_usable_model(tmp_path, capsys):
     assert report["design"] == "sparse" and report["epochs_run"] == 2
     assert set(report["test"]) == {"QD", "BID", "TID"}
     model = nw.load_model(tmp_path / "model.keras")
-    data = study.study_data("sparse")
+    data = experiments.study_data("sparse")
     pred = nw.predict_pd(model, data.test_x["TID"])
     assert pred.shape == data.test_truth["TID"].shape
     assert np.all(np.isfinite(pred))

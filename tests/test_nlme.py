@@ -9,8 +9,8 @@ import pytest
 from scipy.integrate import solve_ivp
 from scipy.stats import multivariate_normal
 
-from pkpd_lib import nlme, nonmem
-from pkpd_lib import warfarin as w
+from pkpd_lib.pmx import nlme, nonmem, pk
+from pkpd_lib.pmx import warfarin as w
 
 
 def _linear_model():
@@ -101,7 +101,7 @@ def _simulate_pk(n, seed, truth):
     cl = truth["CL"] * np.exp(eta[:, 1:2])
     v = truth["V"] * np.exp(eta[:, 2:])
     dose = np.full((n, 1), 100.0)
-    f = w.transit_conc(ka, cl, v, dose, times)
+    f = pk.transit_absorption(ka, cl, v, dose, times)
     sd = np.sqrt(truth["add"] ** 2 + (truth["prop"] * f) ** 2)
     y = f + sd * rng.normal(size=f.shape)
     realised = {k: truth[k] * np.exp(eta[:, i].mean()) for i, k in enumerate(("ka", "CL", "V"))}
@@ -249,12 +249,12 @@ def _warfarin_ode(ka, cl, v, e0, emax, ec50, kout, dose, t_end):
 
 def test_closed_form_pk_and_pca_integrator_match_scipy():
     t, conc, pca = _warfarin_ode(1.1, 0.14, 7.5, 96.0, 0.95, 0.9, 0.053, 100.0, 144.0)
-    np.testing.assert_allclose(w.transit_conc(1.1, 0.14, 7.5, 100.0, t), conc, atol=1e-9)
-    mid = w.transit_conc(1.1, 0.14, 7.5, 100.0, t[:-1] + w.PD_STEP_H / 2)
+    np.testing.assert_allclose(pk.transit_absorption(1.1, 0.14, 7.5, 100.0, t), conc, atol=1e-9)
+    mid = pk.transit_absorption(1.1, 0.14, 7.5, 100.0, t[:-1] + w.PD_STEP_H / 2)
     ours = w.turnover_pca(96.0, 0.95, 0.9, 0.053, mid)
     np.testing.assert_allclose(ours, pca, rtol=2e-3)
     # equal absorption and elimination rates: the closed form's limit, not NaN
-    equal = w.transit_conc(0.02, 0.14, 7.0, 100.0, t)
+    equal = pk.transit_absorption(0.02, 0.14, 7.0, 100.0, t)
     assert np.isfinite(equal).all()
 
 
@@ -263,9 +263,9 @@ def test_closed_form_pk_and_pca_integrator_match_scipy():
 
 def test_population_models_of_the_books_drug_match_its_simulator():
     """The NLME models' closed-form PK and grid-integrated PD against scipy's solution
-    of the generating model (pkpd_lib.model.simulate)."""
-    from pkpd_lib import model, popmodels, population
-    from pkpd_lib import regimens as reg
+    of the generating model (pkpd_lib.pmx.model.simulate)."""
+    from pkpd_lib.pmx import model, popmodels, population
+    from pkpd_lib.pmx import regimens as reg
 
     pop = population.sample_population(6, seed=3)
     t = np.arange(0.0, 169.0)
@@ -280,7 +280,7 @@ def test_population_models_of_the_books_drug_match_its_simulator():
 
 
 def test_population_pd_models_name_their_structure():
-    from pkpd_lib import popmodels
+    from pkpd_lib.pmx import popmodels
 
     assert popmodels.pd_model(0).params == ("R0", "Emax", "EC50", "gam", "kout")
     assert "MTT" in popmodels.pd_model(3).params
@@ -293,7 +293,7 @@ def test_population_pd_models_name_their_structure():
 def test_transit_chain_filter_matches_the_per_row_scan():
     """The transit chain runs as one IIR filter when all rows share MTT and as a scan
     per row otherwise; both are the same discretisation."""
-    from pkpd_lib import popmodels
+    from pkpd_lib.pmx import popmodels
 
     rng = np.random.default_rng(5)
     drive = rng.uniform(0.0, 1.0, (4, 2, 50))

@@ -5,8 +5,8 @@ import pytest
 from scipy.integrate import solve_ivp
 from scipy.linalg import expm
 
-from pkpd_lib import networks as nw
-from pkpd_lib.node import NeuralODE, TurnoverUDE, integrate_rk4
+from pkpd_lib.nets import networks as nw
+from pkpd_lib.nets.node import NeuralODE, TurnoverUDE, integrate_rk4
 
 A = np.array([[-0.5, 0.2], [0.1, -0.3]])
 B = np.array([[1.0], [0.5]])

@@ -7,11 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pkpd_lib import datasets as ds
-from pkpd_lib import nonmem as nm
-from pkpd_lib import regimens as reg
-from pkpd_lib import warfarin
-from pkpd_lib.population import sample_population
+from pkpd_lib.pmx import nonmem as nm
+from pkpd_lib.pmx import regimens as reg
+from pkpd_lib.pmx import warfarin
+from pkpd_lib.pmx.population import sample_population
+from pkpd_lib.study import datasets as ds
 
 HEADER = "ID,TIME,AMT,EVID,MDV,CMT,DV,WT,AGE,SEX"
 GOOD = [

@@ -4,6 +4,7 @@ one list of dependencies."""
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,13 +42,78 @@ def test_pre_commit_checks_formatting_and_the_notebook_pairs():
     assert "--sync" in hooks["jupytext"]["args"]
 
 
+PACKAGE = ROOT / "pkpd_lib"
+#: Each floor and what it may import from the package: pmx the root modules only, nets
+#: pmx too, study everything; the root modules nothing.
+FLOORS = {
+    "pmx": {"files", "reproducibility", "pmx"},
+    "nets": {"files", "reproducibility", "pmx", "nets"},
+    "study": {"files", "reproducibility", "pmx", "nets", "study"},
+}
+ROOT_MODULES = ("files", "reproducibility")
+
+
+def _package_imports(path: Path, root: Path = ROOT) -> set[str]:
+    """The ``pkpd_lib`` modules a file imports (anywhere in it, functions included),
+    relative imports resolved, as dotted names below ``pkpd_lib``."""
+    import ast
+
+    here = path.relative_to(root).with_suffix("").parts[:-1]  # its package
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = list(here[: len(here) - node.level + 1]) if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            names = [module] if node.module else [f"{module}.{a.name}" for a in node.names]
+        else:
+            continue
+        found |= {n.removeprefix("pkpd_lib.") for n in names if n.startswith("pkpd_lib.")}
+    return found
+
+
+def test_pyproject_lists_every_subpackage():
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    on_disk = {".".join(p.parent.relative_to(ROOT).parts) for p in PACKAGE.rglob("__init__.py")}
+    assert set(config["packages"]) == on_disk == {"pkpd_lib", *(f"pkpd_lib.{f}" for f in FLOORS)}
+
+
+@pytest.mark.parametrize("floor", FLOORS)
+def test_each_floor_imports_only_from_the_floors_below(floor):
+    files = sorted((PACKAGE / floor).glob("*.py"))
+    assert len(files) > 2
+    for path in files:
+        for name in _package_imports(path):
+            assert name.split(".")[0] in FLOORS[floor], f"{path.name} imports pkpd_lib.{name}"
+
+
+def test_the_root_modules_import_nothing_from_the_package():
+    for name in ROOT_MODULES:
+        assert _package_imports(PACKAGE / f"{name}.py") == set(), name
+
+
+def test_the_import_scan_sees_relative_and_absolute_imports(tmp_path):
+    probe = tmp_path / "pkpd_lib" / "pmx" / "probe.py"
+    probe.parent.mkdir(parents=True)
+    probe.write_text(
+        "import numpy\nfrom ..nets import networks\nfrom . import pk\n"
+        "def f():\n    import pkpd_lib.study.plots\n"
+    )
+    assert _package_imports(probe, tmp_path) == {"nets", "pmx.pk", "study.plots"}
+
+
 def test_the_pharmacometrics_modules_do_not_import_tensorflow():
+    """Every module of pmx, and the TensorFlow-free modules above it (the network
+    inputs, the study's data sets, scores and classical fits), imports without
+    TensorFlow or Keras."""
     import subprocess
     import sys
 
-    modules = "regimens model population sampling nonmem pkfit classical nlme popmodels"
-    modules += " warfarin vpc metrics files reproducibility features datasets"
-    code = "; ".join(f"import pkpd_lib.{m}" for m in modules.split())
+    modules = [f"pmx.{p.stem}" for p in sorted((PACKAGE / "pmx").glob("*.py"))]
+    modules += ["files", "reproducibility", "nets.features", "study.datasets"]
+    modules += ["study.metrics", "study.classical"]
+    code = "; ".join(f"import pkpd_lib.{m}" for m in modules)
     code += "; import sys; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT

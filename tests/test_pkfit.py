@@ -3,36 +3,16 @@
 import numpy as np
 import pytest
 
-from pkpd_lib import datasets, model, pkfit
-from pkpd_lib import regimens as reg
-from pkpd_lib.population import sample_population
-from pkpd_lib.sampling import DENSE_TIMES_H, SPARSE_TIMES_H
+from pkpd_lib.pmx import model, pk, pkfit
+from pkpd_lib.pmx import regimens as reg
+from pkpd_lib.pmx.population import sample_population
+from pkpd_lib.pmx.sampling import DENSE_TIMES_H, SPARSE_TIMES_H
+from pkpd_lib.study import datasets
 
 
 @pytest.fixture(scope="module")
 def patients():
     return sample_population(60, seed=5)
-
-
-@pytest.mark.parametrize("regimen", [reg.qd(), reg.tid(), reg.from_doses([(0, 30), (5.5, 80)])])
-def test_closed_form_matches_the_ode(patients, regimen):
-    p = patients.params
-    sim = model.simulate(p, regimen, DENSE_TIMES_H)
-    conc = pkfit.one_compartment_conc(p.ka, p.CL, p.V, regimen, DENSE_TIMES_H)
-    np.testing.assert_allclose(conc, sim.conc_mg_L, rtol=1e-6, atol=1e-9)
-
-
-def test_closed_form_handles_ka_equal_to_ke():
-    # ka == CL/V: the textbook formula divides by zero; the limit is D*k/V * t * exp(-k t)
-    t = np.array([0.0, 1.0, 5.0])
-    conc = pkfit.one_compartment_conc([0.2], [10.0], [50.0], reg.from_doses([(0, 100)]), t)
-    np.testing.assert_allclose(conc[0], 100 * 0.2 / 50 * t * np.exp(-0.2 * t))
-
-
-def test_trough_at_a_dose_time_excludes_that_dose():
-    c = pkfit.one_compartment_conc([1.0], [15.0], [50.0], reg.qd(), np.array([24.0]))
-    c_before = pkfit.one_compartment_conc([1.0], [15.0], [50.0], reg.qd(days=1), np.array([24.0]))
-    np.testing.assert_allclose(c, c_before)
 
 
 def test_empirical_bayes_recovers_individual_clearance(patients):
@@ -44,7 +24,7 @@ def test_empirical_bayes_recovers_individual_clearance(patients):
     true_cl = patients.params.CL
     assert np.corrcoef(np.log(fit.params["CL"]), np.log(true_cl))[0, 1] > 0.9
     # the fitted profile is closer to the truth than the covariate-only typical profile
-    typical = pkfit.one_compartment_conc(
+    typical = pk.one_compartment_conc(
         *(getattr(model.typical_params(60), k) for k in ("ka", "CL", "V")), reg.qd(), DENSE_TIMES_H
     )
     fitted = pkfit.reconstructed_conc(fit, reg.qd(), DENSE_TIMES_H)
@@ -74,11 +54,6 @@ def test_fit_rejects_bad_input(patients, conc, match):
         pkfit.fit_individual_pk(conc, SPARSE_TIMES_H, reg.qd(), patients.covariates)
 
 
-def test_closed_form_rejects_unsorted_times():
-    with pytest.raises(ValueError, match="increasing"):
-        pkfit.one_compartment_conc([1.0], [15.0], [50.0], reg.qd(), np.array([5.0, 2.0]))
-
-
 def test_joint_fit_is_as_good_as_separate_fits(patients):
     data = datasets.simulate_dataset(patients, reg.qd(), DENSE_TIMES_H, obs_seed=3)
     sparse = data.at_times(SPARSE_TIMES_H)
@@ -90,33 +65,6 @@ def test_joint_fit_is_as_good_as_separate_fits(patients):
             sparse.conc_obs[i : i + 1], SPARSE_TIMES_H, reg.qd(), cov.iloc[i : i + 1]
         )
         assert joint.objective[i] <= one.objective[0] + 1e-6
-
-
-def test_analytic_jacobian_matches_finite_differences():
-    rng = np.random.default_rng(0)
-    n = 5
-    ka, cl, v = rng.uniform(0.5, 2, n), rng.uniform(5, 20, n), rng.uniform(30, 80, n)
-    ka[0] = cl[0] / v[0]  # the ka == ke limit
-    dose_t, amt = np.tile([0.0, 24, 30], (n, 1)), np.tile([100.0, 50, 80], (n, 1))
-    t = np.tile(np.linspace(0, 72, 13), (n, 1))
-    grad = pkfit._superposed_log_derivatives(ka, cl, v, dose_t, amt, t)
-    h = 1e-5
-    for k in range(3):
-        up, down = [ka.copy(), cl.copy(), v.copy()], [ka.copy(), cl.copy(), v.copy()]
-        up[k][1:] *= np.exp(h)
-        down[k][1:] *= np.exp(-h)
-        fd = (
-            pkfit._superposed_conc(*up, dose_t, amt, t)
-            - pkfit._superposed_conc(*down, dose_t, amt, t)
-        ) / (2 * h)
-        np.testing.assert_allclose(grad[1:, :, k], fd[1:], atol=1e-9)
-    # at ka == ke the limit formula is the mean of the general one just either side
-    first = tuple(a[:1] for a in (dose_t, amt, t))
-    sides = [
-        pkfit._superposed_log_derivatives(ka[:1] * f, cl[:1], v[:1], *first)
-        for f in (1 + 1e-4, 1 - 1e-4)
-    ]
-    np.testing.assert_allclose(grad[:1], (sides[0] + sides[1]) / 2, rtol=1e-6, atol=1e-9)
 
 
 def test_empirical_bayes_estimate_is_the_optimum_to_machine_precision(patients):

@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pkpd_lib import model as m
-from pkpd_lib import population as pop
+from pkpd_lib.pmx import model as m
+from pkpd_lib.pmx import population as pop
 
 
 def test_same_seed_same_patients():

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pkpd_lib import model, pkfit
-from pkpd_lib import regimens as reg
+from pkpd_lib.pmx import model, pk
+from pkpd_lib.pmx import regimens as reg
 
 TIMES = np.arange(0.0, 97.0, 2.0)
 
@@ -102,7 +102,7 @@ def test_closed_form_pk_matches_the_ode(regimen, ka, cl, v):
     """The closed-form PK used by the empirical Bayes fits is the simulator's PK."""
     p = model.Params(ka, cl, v, 1.0, 0.5, 2.0, 12.0, 0.1, 100.0)
     ode = model.simulate(p, regimen, TIMES).conc_mg_L
-    closed = pkfit.one_compartment_conc([ka], [cl], [v], regimen, TIMES)
+    closed = pk.one_compartment_conc([ka], [cl], [v], regimen, TIMES)
     np.testing.assert_allclose(closed, ode, rtol=1e-6, atol=1e-9)
 
 

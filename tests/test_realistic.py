@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pkpd_lib import datasets, metrics, realistic
-from pkpd_lib import regimens as reg
+from pkpd_lib.pmx import regimens as reg
+from pkpd_lib.study import datasets, metrics, realistic
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_realistic_inputs_remove_the_oracles(locked):
 def test_early_pd_and_single_baseline_come_from_the_patients_qd_data():
     """The early-response inputs are the patient's QD observations on days 1-2, the
     same whatever regimen is asked about; a single baseline sample is the QD 0 h one."""
-    from pkpd_lib import features
+    from pkpd_lib.nets import features
 
     info = realistic.Information("observed", True, "predicted", early_pd=True)
     data = realistic.locked_study(info, {"BID": reg.bid()})
@@ -63,7 +63,7 @@ def test_early_pd_and_single_baseline_come_from_the_patients_qd_data():
 
 
 def test_observed_pd_at_names_a_missing_time():
-    from pkpd_lib import features
+    from pkpd_lib.nets import features
 
     d = datasets.study_datasets("sparse")["val"]
     with pytest.raises(ValueError, match="no PD sample at 12 h"):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pkpd_lib import regimens as reg
+from pkpd_lib.pmx import regimens as reg
 
 
 def test_named_regimens_split_the_daily_dose():

@@ -94,13 +94,13 @@ def test_plugin_restores_only_what_matches():
 #: sitecustomize bodies, each a bug a library change could bring.
 MUTATIONS = {
     "relative RMSE 25% worse": """
-        import pkpd_lib.metrics as m
+        import pkpd_lib.study.metrics as m
         _rmse = m.relative_rmse
         m.relative_rmse = lambda *a, **k: 1.25 * _rmse(*a, **k)
     """,
     "predicted response 20% larger (BID 20% worse)": """
         import numpy as np
-        import pkpd_lib.networks as nw
+        import pkpd_lib.nets.networks as nw
         _predict = nw.predict_pd
         def predict_pd(model, x, *a, **k):
             pred = _predict(model, x, *a, **k)
@@ -112,7 +112,7 @@ MUTATIONS = {
     # missing from the store, an error that also fails the check
     "a FOCE-I estimate moved by 5%": """
         import numpy as np
-        import pkpd_lib.nlme as nlme
+        import pkpd_lib.pmx.nlme as nlme
         _finish = nlme._finish
         def _moved(problem, x, *a, **k):
             x = np.array(x, float)

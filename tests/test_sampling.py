@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pkpd_lib import sampling as s
+from pkpd_lib.pmx import sampling as s
 
 
 def test_designs():

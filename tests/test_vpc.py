@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pkpd_lib import vpc
+from pkpd_lib.pmx import vpc
 
 
 def test_a_model_that_generated_the_data_passes_and_a_wrong_one_fails():

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .features import COVARIATES, FEATURES, check_values
 from .model import PARAM_NAMES, TYPICAL_PARAMS, Params
 
 #: Between-patient variability: SD of the log-normal eta for each parameter that has one.
@@ -35,9 +34,87 @@ ETA_SD = {"ka": 0.3, "CL": 0.3, "V": 0.3, "R0": 0.2}
 #: change of EC50 in women (``1 + effect * SEX``).
 COVARIATE_EFFECTS = {"CL~WT": 0.75, "CL~AGE": -0.3, "V~WT": 1.0, "Emax~AGE": -0.3, "EC50~SEX": -0.3}
 
-#: Demographic covariate names and units (defined with the network inputs).
-COVARIATE_NAMES = COVARIATES
-COVARIATE_UNITS = {name: FEATURES[name].unit for name in COVARIATE_NAMES}
+
+@dataclass(frozen=True)
+class Covariate:
+    """A demographic covariate: its unit, description and valid values (``low``, with
+    ``low_open`` if ``low`` itself is invalid; ``values``: the only valid values, if
+    discrete). The network inputs of the same names (:mod:`pkpd_lib.nets.features`) are
+    built from these definitions."""
+
+    name: str
+    unit: str
+    description: str
+    low: float = -np.inf
+    low_open: bool = False
+    values: tuple[float, ...] | None = None
+
+
+#: The demographic covariates, by name: WT (kg), AGE (years), SEX (0 male, 1 female).
+COVARIATES: dict[str, Covariate] = {
+    c.name: c
+    for c in (
+        Covariate("WT", "kg", "body weight", 0.0, low_open=True),
+        Covariate("AGE", "years", "age", 0.0, low_open=True),
+        Covariate("SEX", "0 male, 1 female", "sex", values=(0.0, 1.0)),
+    )
+}
+#: Their names, in order, and units.
+COVARIATE_NAMES = tuple(COVARIATES)
+COVARIATE_UNITS = {name: c.unit for name, c in COVARIATES.items()}
+
+
+def check_valid(
+    values,
+    what: str,
+    low: float = -np.inf,
+    low_open: bool = False,
+    allowed: tuple[float, ...] | None = None,
+) -> np.ndarray:
+    """``values`` as a float array; ``ValueError`` starting with ``what`` (the quantity
+    and its unit) and naming the first offending patient (the first index) if any value
+    is NaN or inf, not among ``allowed`` (if given), or below ``low`` (or at it, with
+    ``low_open``). The one rule for covariates and network inputs.
+
+    Examples
+    --------
+    >>> check_valid([1.0, 0.0], "dose (mg)", 0.0, low_open=True)
+    Traceback (most recent call last):
+    ...
+    ValueError: dose (mg) must be > 0, got 0.0 (patient 1)
+    """
+    a = np.asarray(values, dtype=float)
+    bad = ~np.isfinite(a)
+    if bad.any():
+        raise ValueError(f"{what} contains NaN or inf (patient {np.argwhere(bad)[0][0]})")
+    if allowed is not None:
+        bad = ~np.isin(a, allowed)
+        rule = f"be one of {list(allowed)}"
+    else:
+        bad = (a <= low) if low_open else (a < low)
+        rule = f"be {'>' if low_open else '>='} {low:g}"
+    if bad.any():
+        first = tuple(np.argwhere(bad)[0])
+        raise ValueError(f"{what} must {rule}, got {float(a[first])!r} (patient {first[0]})")
+    return a
+
+
+def check_covariate(name: str, values) -> np.ndarray:
+    """``values`` of covariate ``name`` as a float array, checked by :func:`check_valid`
+    against its definition in :data:`COVARIATES`; the message names it as the network
+    input of the same name would (``feature 'WT' (kg) ...``).
+
+    Examples
+    --------
+    >>> check_covariate("WT", [70.0, -3.0])
+    Traceback (most recent call last):
+    ...
+    ValueError: feature 'WT' (kg) must be > 0, got -3.0 (patient 1)
+    """
+    if name not in COVARIATES:
+        raise ValueError(f"unknown covariate {name!r}; known: {list(COVARIATES)}")
+    c = COVARIATES[name]
+    return check_valid(values, f"feature {name!r} ({c.unit})", c.low, c.low_open, c.values)
 
 
 @dataclass(frozen=True)
@@ -82,7 +159,7 @@ def check_covariates(covariates: Mapping[str, object] | pd.DataFrame) -> dict[st
     for name in COVARIATE_NAMES:
         if name not in covariates:
             raise ValueError(f"missing covariate {name!r}; expected {list(COVARIATE_NAMES)}")
-        out[name] = check_values(name, np.asarray(covariates[name], dtype=float).reshape(-1))
+        out[name] = check_covariate(name, np.asarray(covariates[name], dtype=float).reshape(-1))
     sizes = {a.size for a in out.values()}
     if len(sizes) != 1:
         raise ValueError(
@@ -149,12 +226,12 @@ def sample_population(
     ``extra_eta_sd`` adds between-patient variability beyond the default model's, e.g.
     ``{"EC50": 0.3}``. Those etas are drawn after all others, so the patients' covariates
     and default etas are the same with or without them. ``typical``: the typical values
-    (another drug; see :data:`pkpd_lib.model.TYPICAL_PARAMS`), with the same covariate
+    (another drug; see :data:`pkpd_lib.pmx.model.TYPICAL_PARAMS`), with the same covariate
     model and variability.
 
     Examples
     --------
-    >>> from pkpd_lib.model import TYPICAL_PARAMS
+    >>> from pkpd_lib.pmx.model import TYPICAL_PARAMS
     >>> slow = sample_population(3, seed=1, typical={**TYPICAL_PARAMS, "CL": 5.0})
     >>> bool((slow.params.CL < sample_population(3, seed=1).params.CL).all())
     True

@@ -1,5 +1,5 @@
 """Study data sets: simulated virtual patients and network arrays (NONMEM-style tables:
-:mod:`pkpd_lib.nonmem`).
+:mod:`pkpd_lib.pmx.nonmem`).
 
 The study design (see ``shared/design/reference-model.md``): 1000 training and 200
 validation patients under QD, and 200 test patients, never trained on, simulated under
@@ -13,11 +13,11 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from . import regimens as reg
-from .features import CONC, DOSE_FEATURES, STATIC_FEATURES, TIME, Source, build_inputs
-from .model import TYPICAL_PARAMS, Simulation, simulate
-from .population import Population, sample_population
-from .sampling import (
+from ..nets.features import CONC, DOSE_FEATURES, STATIC_FEATURES, TIME, Source, build_inputs
+from ..pmx import regimens as reg
+from ..pmx.model import TYPICAL_PARAMS, Simulation, simulate
+from ..pmx.population import Population, sample_population
+from ..pmx.sampling import (
     DENSE_TIMES_H,
     RESIDUAL_CV,
     STUDY_SEEDS,
@@ -48,7 +48,7 @@ def grid_index(grid_h, times_h) -> np.ndarray:
 class Dataset:
     """Virtual patients under one regimen (or one each), sampled at ``times_h``.
 
-    ``regimen`` is one :class:`~pkpd_lib.regimens.Regimen` shared by all patients or a
+    ``regimen`` is one :class:`~pkpd_lib.pmx.regimens.Regimen` shared by all patients or a
     tuple of one per patient. ``truth`` holds the noise-free simulation; ``conc_obs``
     (mg/L) and ``pd_obs`` (biomarker units) are the observations with residual error,
     each (N, T). ``screening_pd`` (N, :data:`SCREENING_SAMPLES`): pre-dose PD
@@ -57,7 +57,7 @@ class Dataset:
 
     Examples
     --------
-    >>> from pkpd_lib import population, regimens
+    >>> from pkpd_lib.pmx import population, regimens
     >>> d = simulate_dataset(population.sample_population(2, seed=1), regimens.qd(), [0.0, 24.0])
     >>> d.at_times([24.0]).pd_obs.shape, d.screening_pd.shape
     ((2, 1), (2, 3))
@@ -108,11 +108,11 @@ def simulate_dataset(
 ) -> Dataset:
     """Simulate ``population`` under ``regimen`` (one, or one per patient) and add
     residual error from ``obs_seed``. ``simulator`` is the default model's
-    :func:`~pkpd_lib.model.simulate` or a variant with its signature.
+    :func:`~pkpd_lib.pmx.model.simulate` or a variant with its signature.
 
     Examples
     --------
-    >>> from pkpd_lib import population, regimens
+    >>> from pkpd_lib.pmx import population, regimens
     >>> d = simulate_dataset(population.sample_population(3, seed=1), regimens.qd(), [0.0, 24.0])
     >>> d.n_patients, d.pd_obs.shape
     (3, (3, 2))
@@ -137,7 +137,7 @@ def screening(population: Population) -> np.ndarray:
 
     Examples
     --------
-    >>> from pkpd_lib import population
+    >>> from pkpd_lib.pmx import population
     >>> pop = population.sample_population(2, seed=1)
     >>> bool((screening(pop) == screening(pop)).all())
     True
@@ -153,9 +153,9 @@ TRAIN_REGIMENS = ("QD", "random", "deviating")
 
 def training_regimens(kind: str, n: int, seed: int, daily_dose_mg: float = 100.0):
     """The schedules of ``n`` training patients: ``"QD"`` for everyone, ``"random"``
-    (each patient's own randomised schedule, :func:`pkpd_lib.regimens.random_schedules`)
+    (each patient's own randomised schedule, :func:`pkpd_lib.pmx.regimens.random_schedules`)
     or ``"deviating"`` (randomised with missed, doubled and stopped doses,
-    :func:`pkpd_lib.regimens.deviating_schedules`).
+    :func:`pkpd_lib.pmx.regimens.deviating_schedules`).
 
     Examples
     --------
@@ -187,8 +187,8 @@ def study_datasets(
     regimen). Everything is simulated on the hourly grid and then restricted to the
     design's times, so the sparse observations are a subset of the dense ones.
     ``simulator`` and ``extra_eta_sd`` select a model variant (see
-    :func:`pkpd_lib.model.simulate_second_turnover`) and extra between-patient variability
-    (:func:`pkpd_lib.population.sample_population`); ``typical`` replaces the typical
+    :func:`pkpd_lib.pmx.model.simulate_second_turnover`) and extra between-patient variability
+    (:func:`pkpd_lib.pmx.population.sample_population`); ``typical`` replaces the typical
     parameter values (another drug, same covariate model and variability).
 
     Examples
@@ -217,7 +217,7 @@ def study_datasets(
 def network_inputs(
     data: Dataset, baseline: str = "true", time_input: bool = False
 ) -> dict[str, np.ndarray]:
-    """Inputs of the sequence networks, keyed by feature name (:mod:`pkpd_lib.features`).
+    """Inputs of the sequence networks, keyed by feature name (:mod:`pkpd_lib.nets.features`).
 
     ``"conc"``: observed concentrations (N, T) in mg/L; ``"time_h"`` (only if
     ``time_input``): sampling times (N, T) in h; and one (N,) array per static feature
@@ -225,7 +225,7 @@ def network_inputs(
 
     Examples
     --------
-    >>> from pkpd_lib import population, regimens
+    >>> from pkpd_lib.pmx import population, regimens
     >>> d = simulate_dataset(population.sample_population(3, seed=1), regimens.qd(), [0.0, 24.0])
     >>> {k: v.shape for k, v in network_inputs(d).items()}
     {'conc': (3, 2), 'BASE_PD': (3,), 'WT': (3,), 'AGE': (3,), 'SEX': (3,)}
@@ -247,7 +247,7 @@ class Samples:
 
     Examples
     --------
-    >>> from pkpd_lib import population, regimens
+    >>> from pkpd_lib.pmx import population, regimens
     >>> pop = population.sample_population(2, seed=1)
     >>> d = simulate_dataset(pop, regimens.qd(), [0.0, 1.0, 2.0])
     >>> sample_at(d, [0.0, 2.0]).pd_obs.shape
@@ -267,7 +267,7 @@ def sample_at(data: Dataset, times_h) -> Samples:
 
     Examples
     --------
-    >>> from pkpd_lib import population, regimens
+    >>> from pkpd_lib.pmx import population, regimens
     >>> pop = population.sample_population(2, seed=1)
     >>> d = simulate_dataset(pop, regimens.qd(), [0.0, 1.0, 2.0])
     >>> sample_at(d, [[0.0, 2.0], [1.0, 2.0]]).times_h.tolist()
@@ -295,7 +295,7 @@ def sequence_inputs(
 
     Examples
     --------
-    >>> from pkpd_lib import population, regimens
+    >>> from pkpd_lib.pmx import population, regimens
     >>> pop = population.sample_population(2, seed=1)
     >>> d = simulate_dataset(pop, regimens.qd(), [0.0, 1.0, 2.0])
     >>> list(sequence_inputs(sample_at(d, [0.0, 2.0]), dose_inputs=True))[:4]
@@ -311,7 +311,7 @@ def masked_targets(samples: Samples, grid_h=DENSE_TIMES_H) -> np.ndarray:
 
     Examples
     --------
-    >>> from pkpd_lib import population, regimens
+    >>> from pkpd_lib.pmx import population, regimens
     >>> pop = population.sample_population(1, seed=1)
     >>> d = simulate_dataset(pop, regimens.qd(), [0.0, 1.0, 2.0])
     >>> bool(np.isnan(masked_targets(sample_at(d, [0.0, 2.0]), [0.0, 1.0, 2.0])[0, 1]))
@@ -330,7 +330,7 @@ def interpolated_conc(samples: Samples, grid_h=DENSE_TIMES_H) -> np.ndarray:
 
     Examples
     --------
-    >>> from pkpd_lib import population, regimens
+    >>> from pkpd_lib.pmx import population, regimens
     >>> pop = population.sample_population(1, seed=1)
     >>> d = simulate_dataset(pop, regimens.qd(), [0.0, 1.0, 2.0])
     >>> s = sample_at(d, [0.0, 2.0])

@@ -16,8 +16,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-#: The percentiles drawn (10th, median, 90th) and the simulated interval around each.
+#: The percentiles drawn (10th, median, 90th).
 PERCENTILES = (10, 50, 90)
+#: The interval drawn around each percentile: these percentiles of its simulated replicates.
 INTERVAL = (5, 95)
 
 

@@ -1,5 +1,5 @@
 """NONMEM-style long tables: build one from a data set, write it, read one back strictly,
-and turn one into :class:`~pkpd_lib.nlme.Observations`.
+and turn one into :class:`~pkpd_lib.pmx.nlme.Observations`.
 
 The layout: one row (record) per event; each ID's records together, sorted by TIME.
 These columns are required:
@@ -73,7 +73,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .files import atomic_path
+from ..files import atomic_path
 from .nlme import Observations
 from .population import COVARIATE_NAMES
 
@@ -94,7 +94,7 @@ _SEPARATORS = {",": "comma", ";": "semicolon", "\t": "tab"}
 
 
 def to_nonmem(data) -> pd.DataFrame:
-    """A NONMEM-style long table of a :class:`~pkpd_lib.datasets.Dataset`.
+    """A NONMEM-style long table of a :class:`~pkpd_lib.study.datasets.Dataset`.
 
     Rows are sorted by ID and TIME; at a time with both a dose and samples, the samples
     come first (they are pre-dose troughs).

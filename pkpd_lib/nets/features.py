@@ -2,12 +2,14 @@
 
 Each :class:`Feature` says what the input is (per time step or one value per patient),
 its unit, its valid values, and how it is built from a data set. The data sets
-(:func:`pkpd_lib.datasets.network_inputs`), the networks (their Keras inputs, scaling
-and :func:`pkpd_lib.networks.check_inputs`) and the population's covariate checks all
-read this table. TensorFlow-free.
+(:func:`pkpd_lib.study.datasets.network_inputs`) and the networks (their Keras inputs,
+scaling and :func:`pkpd_lib.nets.networks.check_inputs`) read this table; the demographic
+inputs come from the covariates' definitions in :mod:`pkpd_lib.pmx.population`, and every
+input is checked by its one rule (:func:`pkpd_lib.pmx.population.check_valid`).
+TensorFlow-free.
 
 To add an input: add a ``Feature`` to :data:`FEATURES` with its builder, then name it in a
-:class:`pkpd_lib.networks.NetworkConfig` (``static_features``, or a per-step flag).
+:class:`pkpd_lib.nets.networks.NetworkConfig` (``static_features``, or a per-step flag).
 
 Examples
 --------
@@ -27,6 +29,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from ..pmx.pk import dose_arrays
+from ..pmx.population import COVARIATE_NAMES, COVARIATES, Covariate, check_valid
 
 
 @dataclass(frozen=True)
@@ -63,7 +68,7 @@ def baseline_pd(data, kind: str = "true") -> np.ndarray:
     ``"true"``: the patient's R0 (an oracle: no study knows it exactly).
     ``"observed"``: the single pre-dose PD observation at 0 h, with its 3% residual
     error. ``"screening"``: the mean of the patient's pre-dose screening measurements
-    (:func:`pkpd_lib.datasets.screening`, three with 3% error each), what a study that
+    (:func:`pkpd_lib.study.datasets.screening`, three with 3% error each), what a study that
     measures baseline carefully would have.
     """
     if kind == "true":
@@ -86,17 +91,22 @@ def dose_history(regimens: Sequence, times_h) -> tuple[np.ndarray, np.ndarray]:
     t = np.asarray(times_h, dtype=float)
     if t.ndim != 2 or t.shape[0] != len(regimens):
         raise ValueError(f"times_h must be ({len(regimens)}, K), got {t.shape}")
-    since, amount = np.zeros_like(t), np.zeros_like(t)
-    for i, r in enumerate(regimens):
-        j = np.searchsorted(r.times_h, t[i], side="left") - 1  # last dose strictly before
-        has = j >= 0
-        since[i, has] = t[i, has] - r.times_h[j[has]]
-        amount[i, has] = r.amounts_mg[j[has]]
+    dose_t, dose_amt = dose_arrays(regimens, len(regimens))  # (N, E), padded with 0 mg
+    # doses are in time order: the last one strictly before t is the count of them, - 1
+    before = (dose_amt[:, None, :] > 0) & (dose_t[:, None, :] < t[:, :, None])  # (N, K, E)
+    j = before.sum(axis=2) - 1
+    has = j >= 0
+    last = np.maximum(j, 0)
+    since = np.where(has, t - np.take_along_axis(dose_t, last, axis=1), 0.0)
+    amount = np.where(has, np.take_along_axis(dose_amt, last, axis=1), 0.0)
     return since, amount
 
 
-def _covariate(name: str) -> Callable[[Source], np.ndarray]:
-    return lambda s: s.data.population.covariates[name].to_numpy()
+def _covariate_feature(c: Covariate) -> Feature:
+    """The network input of a demographic covariate, as :mod:`pkpd_lib.pmx.population`
+    defines it (unit, description, valid values)."""
+    build = lambda s: s.data.population.covariates[c.name].to_numpy()  # noqa: E731
+    return Feature(c.name, False, c.unit, c.description, build, c.low, c.low_open, c.values)
 
 
 _DOSE = lambda s: dose_history(s.data.regimens, s.times_h)  # noqa: E731
@@ -158,9 +168,7 @@ FEATURES: dict[str, Feature] = {
             0.0,
             low_open=True,
         ),
-        Feature("WT", False, "kg", "body weight", _covariate("WT"), 0.0, low_open=True),
-        Feature("AGE", False, "years", "age", _covariate("AGE"), 0.0, low_open=True),
-        Feature("SEX", False, "0 male, 1 female", "sex", _covariate("SEX"), values=(0.0, 1.0)),
+        *(_covariate_feature(c) for c in COVARIATES.values()),
         *(_early_pd(t) for t in EARLY_PD_TIMES_H),
     )
 }
@@ -169,10 +177,9 @@ FEATURES: dict[str, Feature] = {
 CONC, TIME = "conc", "time_h"
 #: The per-step dose-history inputs (``NetworkConfig.dose_inputs``).
 DOSE_FEATURES = ("hours_since_dose", "last_dose_mg")
-#: The static inputs of the book's networks, in order: baseline PD and demographics.
-STATIC_FEATURES = ("BASE_PD", "WT", "AGE", "SEX")
-#: The demographic covariates among them.
-COVARIATES = ("WT", "AGE", "SEX")
+#: The static inputs of the book's networks, in order: baseline PD and the demographic
+#: covariates (:data:`pkpd_lib.pmx.population.COVARIATES`).
+STATIC_FEATURES = ("BASE_PD", *COVARIATE_NAMES)
 #: The optional static inputs of the patient's early response under QD.
 EARLY_PD_FEATURES = tuple(f"PD_QD_{t:g}H" for t in EARLY_PD_TIMES_H)
 
@@ -183,21 +190,7 @@ def check_values(name: str, values) -> np.ndarray:
     if name not in FEATURES:
         raise ValueError(f"unknown feature {name!r}; known: {list(FEATURES)}")
     f = FEATURES[name]
-    a = np.asarray(values, dtype=float)
-    where = f"feature {name!r} ({f.unit})"
-    bad = ~np.isfinite(a)
-    if bad.any():
-        raise ValueError(f"{where} contains NaN or inf (patient {np.argwhere(bad)[0][0]})")
-    if f.values is not None:
-        bad = ~np.isin(a, f.values)
-        rule = f"be one of {list(f.values)}"
-    else:
-        bad = (a <= f.low) if f.low_open else (a < f.low)
-        rule = f"be {'>' if f.low_open else '>='} {f.low:g}"
-    if bad.any():
-        first = tuple(np.argwhere(bad)[0])
-        raise ValueError(f"{where} must {rule}, got {float(a[first])!r} (patient {first[0]})")
-    return a
+    return check_valid(values, f"feature {name!r} ({f.unit})", f.low, f.low_open, f.values)
 
 
 def build_inputs(source: Source, names: Sequence[str]) -> dict[str, np.ndarray]:

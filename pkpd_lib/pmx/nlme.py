@@ -61,7 +61,7 @@ import pandas as pd
 from scipy import optimize
 from scipy.special import expit, logit
 
-from .files import (
+from ..files import (
     StoreMissError,
     data_signature,
     locate_stored,

@@ -20,8 +20,9 @@ SPARSE_TIMES_H = np.array([0.0, 2.0, 6.0, 24.0, 72.0, 120.0, 168.0])
 #: Proportional residual error (CV) of each observation type.
 RESIDUAL_CV = {"conc": 0.10, "pd": 0.03}
 
-#: The study's data sets: patients per split, and (population seed, observation seed).
+#: The study's data sets: patients per split.
 STUDY_SIZES = {"train": 1000, "val": 200, "test": 200}
+#: Each split's (population seed, observation seed).
 STUDY_SEEDS = {"train": (101, 1101), "val": (202, 1202), "test": (303, 1303)}
 #: Seeds of each split's random sampling times in the uneven design.
 UNEVEN_SEEDS = {"train": 11, "val": 12, "test": 13}

@@ -32,6 +32,7 @@ import numpy as np
 from scipy import sparse
 from scipy.integrate import solve_ivp
 
+from .pk import dose_arrays
 from .regimens import Regimen, per_patient
 
 #: Parameter names, in the order used throughout the package, with their units.
@@ -224,7 +225,7 @@ class Simulation:
 
     Examples
     --------
-    >>> from pkpd_lib import regimens
+    >>> from pkpd_lib.pmx import regimens
     >>> sim = simulate(typical_params(), regimens.qd(), [0.0, 1.0])
     >>> sorted(sim.states), sim.conc_mg_L.shape
     (['Ac', 'Ag', 'R', 'T1', 'T2', 'T3'], (1, 2))
@@ -276,13 +277,17 @@ def _check_times(times_h) -> np.ndarray:
     return times
 
 
-def _dose_matrix(regimens: Sequence[Regimen], n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Union of dose times (E,) and per-patient amounts (E, N), 0 where a patient has none."""
-    event_times = np.unique(np.concatenate([r.times_h for r in regimens]))
-    amounts = np.zeros((event_times.size, n))
-    for j, r in enumerate(regimens):
-        np.add.at(amounts[:, j], np.searchsorted(event_times, r.times_h), r.amounts_mg)
-    return event_times, amounts
+def _dose_matrix(regimen: Regimen | Sequence[Regimen], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Union of dose times (E,) and per-patient amounts (E, N), 0 where a patient has none
+    (from :func:`pkpd_lib.pmx.pk.dose_arrays`; its padding is the 0 mg entries)."""
+    times, amounts = dose_arrays(regimen, n)
+    given = amounts > 0
+    event_times = np.unique(times[given])
+    per_event = np.zeros((event_times.size, n))
+    for j in range(n):
+        doses = given[j]
+        np.add.at(per_event[:, j], np.searchsorted(event_times, times[j, doses]), amounts[j, doses])
+    return event_times, per_event
 
 
 def integrate_with_doses(
@@ -318,7 +323,7 @@ def integrate_with_doses(
     One state decaying at 0.5/h, a bolus of 10 at 0 h and at 2 h (reported just before):
 
     >>> import numpy as np
-    >>> from pkpd_lib import regimens
+    >>> from pkpd_lib.pmx import regimens
     >>> out = integrate_with_doses(lambda t, y: -0.5 * y, np.zeros((1, 1)),
     ...                            regimens.from_doses([(0, 10.0), (2, 10.0)]), [1.0, 2.0, 3.0])
     >>> out[0, 0].round(3)
@@ -329,7 +334,7 @@ def integrate_with_doses(
         raise ValueError(f"y0 must be (states, patients), got shape {y.shape}")
     n_states, n = y.shape
     times = _check_times(times_h)
-    event_times, amounts = _dose_matrix(per_patient(regimen, n), n)
+    event_times, amounts = _dose_matrix(regimen, n)
     _check_finite_states(y, 0.0, "the initial state")
     out = np.empty((n_states, n, times.size))
     implicit = {}
@@ -496,6 +501,8 @@ def _turnover_initial(p) -> np.ndarray:
     return y0
 
 
+#: The default structure: transit compartments into a stimulated turnover (see the module
+#: docstring).
 TRANSIT_TURNOVER = add_structure(
     Structure(
         name="transit_turnover",
@@ -666,7 +673,7 @@ def simulate_structure(
 
     Examples
     --------
-    >>> from pkpd_lib import regimens
+    >>> from pkpd_lib.pmx import regimens
     >>> p = {**TYPICAL_PARAMS, "ke0": 0.5}
     >>> simulate_structure("effect_compartment", p, regimens.qd(), [0.0, 2.0]).pd.round(1)
     array([[100. , 161.2]])
@@ -798,7 +805,7 @@ def simulate(
     params
         Individual parameters (see :class:`Params`; a mapping of arrays works too), N patients.
     regimen
-        One :class:`~pkpd_lib.regimens.Regimen` shared by all patients, or a sequence of N
+        One :class:`~pkpd_lib.pmx.regimens.Regimen` shared by all patients, or a sequence of N
         regimens, one per patient.
     times_h
         Strictly increasing output times in hours, >= 0. At a time where a dose is given,
@@ -824,7 +831,7 @@ def simulate(
 
     Examples
     --------
-    >>> from pkpd_lib import regimens
+    >>> from pkpd_lib.pmx import regimens
     >>> sim = simulate(typical_params(), regimens.qd(), [0.0, 2.0, 24.0])
     >>> sim.pd.round(2)
     array([[100.  , 100.04, 118.61]])
@@ -847,7 +854,7 @@ def simulate_second_turnover(
 
     Examples
     --------
-    >>> from pkpd_lib import regimens
+    >>> from pkpd_lib.pmx import regimens
     >>> sim = simulate_second_turnover(typical_params(), regimens.qd(), [0.0, 24.0])
     >>> bool(sim.pd[0, 1] < simulate(typical_params(), regimens.qd(), [0.0, 24.0]).pd[0, 1])
     True

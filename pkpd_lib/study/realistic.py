@@ -8,7 +8,7 @@ it, with a test population that no other chapter uses (the locked test set) and 
 validation regimen that is none of QD, BID and TID, on which every choice is made.
 
 ``conc="predicted"`` is the prospective use: each patient's PK is fitted (empirical
-Bayes, :func:`pkpd_lib.pkfit.fit_individual_pk`) to seven concentrations measured under
+Bayes, :func:`pkpd_lib.pmx.pkfit.fit_individual_pk`) to seven concentrations measured under
 QD, and the network reads the concentration that fit predicts for the regimen asked
 about. The fit's prior is the population PK model with its true typical values and
 variances, which a real analyst would estimate first; that much stays an oracle here.
@@ -20,13 +20,14 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from . import datasets, pkfit, sampling
-from . import networks as nw
-from . import regimens as reg
-from .features import EARLY_PD_FEATURES, Source, baseline_pd, build_inputs
-from .model import simulate
-from .population import individual_params, sample_population
-from .study import CHOSEN
+from ..nets import networks as nw
+from ..nets.features import EARLY_PD_FEATURES, Source, baseline_pd, build_inputs
+from ..pmx import pkfit, sampling
+from ..pmx import regimens as reg
+from ..pmx.model import simulate
+from ..pmx.population import individual_params, sample_population
+from . import datasets
+from .experiments import CHOSEN
 
 #: Unexplained between-patient PD variability of the realistic setting (SD of eta).
 PD_VARIABILITY = {"EC50": 0.3, "kout": 0.2}
@@ -50,7 +51,7 @@ class Information:
     ``"observed"`` (hourly concentrations measured under the regimen predicted, an oracle
     for a regimen not yet given) or ``"predicted"`` (from a PK fit to seven QD samples).
     ``early_pd``: whether the network also reads the patient's observed PD under QD at
-    :data:`pkpd_lib.features.EARLY_PD_TIMES_H` (days 1-2), as a study that started every
+    :data:`pkpd_lib.nets.features.EARLY_PD_TIMES_H` (days 1-2), as a study that started every
     patient on QD would have. Baselines and early PD always come from the patient's QD
     data, so the network and its regimen-blind reference read the same values.
 
@@ -95,8 +96,9 @@ class Information:
         return replace(base, static_features=(*base.static_features, *EARLY_PD_FEATURES))
 
 
-#: The book's original setting (every oracle) and the realistic one (none of them).
+#: The book's original setting: every oracle.
 ORACLE = Information()
+#: The realistic setting: none of the oracles.
 REALISTIC = Information(baseline="screening", pd_variability=True, conc="predicted")
 
 

@@ -1,4 +1,4 @@
-"""Population models of the book's drug for :mod:`pkpd_lib.nlme`, estimated from data.
+"""Population models of the book's drug for :mod:`pkpd_lib.pmx.nlme`, estimated from data.
 
 Nothing here reads the generating values: the covariate relations are estimated as
 power (log-scale) effects, the random effects and residual errors as well.
@@ -6,7 +6,7 @@ power (log-scale) effects, the random effects and residual errors as well.
 * PK: one compartment with first-order absorption (ka 1/h, CL L/h, V L), CL on
   ``log(WT/70)`` and ``log(AGE/45)``, V on ``log(WT/70)``, random effects on all three,
   proportional error. Concentrations in closed form by superposition
-  (:func:`pkpd_lib.pkfit.one_compartment_conc`).
+  (:func:`pkpd_lib.pmx.pk.oral_conc`).
 * PD: the drug effect ``E = Emax C^gam / (EC50^gam + C^gam)`` passes ``n_transit``
   transit steps (mean transit time MTT h) into a turnover model whose production it
   stimulates, ``dR/dt = kout R0 (1 + T_last) - kout R``; ``n_transit=3`` is the true
@@ -26,7 +26,12 @@ from scipy import signal
 
 from .model import TYPICAL_PARAMS
 from .nlme import NLMEModel, Observations, values_at
-from .pkfit import _dose_arrays, _superposed_conc
+
+# _superposed_conc: the name _pk_predict calls; a fit's store key holds the predict
+# function's bytecode and names (pkpd_lib.pmx.nlme), so renaming it would orphan the
+# stored fits
+from .pk import dose_arrays
+from .pk import oral_conc as _superposed_conc
 from .population import COVARIATE_EFFECTS, ETA_SD
 from .sampling import RESIDUAL_CV
 
@@ -51,7 +56,7 @@ def pk_observations(conc_obs, times_h, regimens, covariates) -> Observations:
     conc = np.asarray(conc_obs, float)
     n = conc.shape[0]
     t = np.broadcast_to(np.asarray(times_h, float), conc.shape)
-    dose_t, dose_amt = _dose_arrays(regimens, n)
+    dose_t, dose_amt = dose_arrays(regimens, n)
     return Observations(
         np.arange(n),
         t,
@@ -75,6 +80,7 @@ def _pk_predict(p, d: Observations) -> np.ndarray:
     return c.reshape(n, r, -1)
 
 
+#: The population PK model (see the module docstring).
 PK_MODEL = NLMEModel(
     "one compartment, first-order absorption",
     ("ka", "CL", "V"),
@@ -85,6 +91,7 @@ PK_MODEL = NLMEModel(
     covariates={"CL": ("lwt", "lage"), "V": ("lwt",)},
     units={"ka": "1/h", "CL": "L/h", "V": "L"},
 )
+#: The first starting point of :data:`PK_STARTS`.
 PK_START = {"ka": 0.5, "CL": 10.0, "V": 30.0}
 #: Three starting points (a modeller's guesses, none of them the generating values): the
 #: fit with the lowest objective is kept, as a modeller does when seven samples leave
@@ -95,7 +102,7 @@ PK_STARTS = (PK_START, {"ka": 2.0, "CL": 25.0, "V": 80.0}, {"ka": 0.25, "CL": 6.
 def individual_conc(pk_params: Mapping[str, np.ndarray], regimens, times_h) -> np.ndarray:
     """Concentrations (N, T) from individual PK parameters (ka, CL, V arrays (N,))."""
     n = np.asarray(pk_params["CL"]).size
-    dose_t, dose_amt = _dose_arrays(regimens, n)
+    dose_t, dose_amt = dose_arrays(regimens, n)
     t = np.broadcast_to(np.asarray(times_h, float), (n, np.size(times_h)))
     return _superposed_conc(
         np.asarray(pk_params["ka"], float),
@@ -243,7 +250,7 @@ def generating_values(extra_eta_sd: Mapping[str, float] | None = None) -> dict[s
     """The values that generated the book's data, named as the fits name their estimates
     (``theta_CL``, ``beta_CL~lwt``, ``omega_EC50``, ``sigma_prop``, ...; PK and PD
     together; ``omega`` is the SD of eta), for the patients of
-    :func:`pkpd_lib.population.sample_population` with ``extra_eta_sd``. For comparing
+    :func:`pkpd_lib.pmx.population.sample_population` with ``extra_eta_sd``. For comparing
     estimates with the truth in a simulation study; no fit reads them.
 
     Examples

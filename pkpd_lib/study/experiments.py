@@ -12,9 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from . import datasets, metrics, pkfit, sampling
-from . import networks as nw
-from . import regimens as reg
+from ..nets import networks as nw
+from ..pmx import pkfit, sampling
+from ..pmx import regimens as reg
+from . import datasets, metrics
 
 REGIMENS = ("QD", "BID", "TID")
 
@@ -71,7 +72,7 @@ def study_data(
 ) -> StudyData:
     """Simulate the study's data sets for ``design`` and convert them for the networks.
 
-    ``variant`` is passed to :func:`pkpd_lib.datasets.study_datasets` (e.g. ``simulator``,
+    ``variant`` is passed to :func:`pkpd_lib.study.datasets.study_datasets` (e.g. ``simulator``,
     ``extra_eta_sd``, ``train_regimen``)."""
     if time_input is None:
         time_input = CHOSEN[design].time_input
@@ -108,7 +109,7 @@ def predict_test(model, data: StudyData) -> dict[str, np.ndarray]:
 
 
 def evaluate(model, data: StudyData) -> pd.DataFrame:
-    """Score table (see :func:`pkpd_lib.metrics.score_table`) on the test patients."""
+    """Score table (see :func:`pkpd_lib.study.metrics.score_table`) on the test patients."""
     return metrics.score_table(predict_test(model, data), data.test_truth, data.test_baseline)
 
 
@@ -139,7 +140,7 @@ def ensemble_predict(models, x) -> np.ndarray:
 
 def hybrid_inputs(samples: datasets.Samples) -> tuple[dict, pkfit.PKFit]:
     """Inputs for an hourly network from sparse samples: each patient's PK is fitted
-    (empirical Bayes, :func:`pkpd_lib.pkfit.fit_individual_pk`) to the sampled
+    (empirical Bayes, :func:`pkpd_lib.pmx.pkfit.fit_individual_pk`) to the sampled
     concentrations and the fitted model's hourly concentration (0..168 h) replaces the
     ``conc`` input. Returns the inputs and the fit."""
     d = samples.data
@@ -163,9 +164,9 @@ def design_samples(sets: dict[str, datasets.Dataset], design: str) -> dict[str, 
     """Observations of hourly data sets under a sparse design.
 
     ``"sparse"``: the study's 7 times for everyone. ``"uneven"``: each patient's own 7
-    random whole hours (0 h and 6 later ones, :func:`pkpd_lib.sampling.uneven_times`);
+    random whole hours (0 h and 6 later ones, :func:`pkpd_lib.pmx.sampling.uneven_times`);
     a test patient keeps the same times under every regimen. Designs and their seeds are
-    defined in :mod:`pkpd_lib.sampling`.
+    defined in :mod:`pkpd_lib.pmx.sampling`.
     """
     if design == "dense":
         raise ValueError("design_samples is for sparse designs; expected 'sparse' or 'uneven'")

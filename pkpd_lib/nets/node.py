@@ -6,7 +6,7 @@
   (a dose into a depot). Tested against scipy on linear systems with known solutions.
 * :class:`NeuralODE`: a latent state ``z`` (starting at 0, the pre-dose steady state)
   whose derivative is a small tanh network of ``z`` and the per-step inputs
-  (concentration, static features); the network of :mod:`pkpd_lib.networks` reads the
+  (concentration, static features); the network of :mod:`pkpd_lib.nets.networks` reads the
   biomarker out of ``z`` with a dense layer.
 * :class:`TurnoverUDE`: a hybrid in the spirit of universal differential equations. The
   known skeleton is an indirect-response (turnover) model for the fractional change from
@@ -14,10 +14,10 @@
   (1/h) learned; a small network takes the place of the unknown drive and delay: latent
   states ``z`` driven by the inputs, ``dz/dt = f(z, u)``, and the stimulation
   ``S = g(z)``. Concentrations come from the one-compartment PK model (observed, or
-  predicted by :mod:`pkpd_lib.pkfit`), so the PK skeleton is solved outside the network.
+  predicted by :mod:`pkpd_lib.pmx.pkfit`), so the PK skeleton is solved outside the network.
 
 Both layers take the network's per-step features (N, T, F) on an hourly grid and return
-(N, T, D) states; :func:`pkpd_lib.networks.build_network` builds them when
+(N, T, D) states; :func:`pkpd_lib.nets.networks.build_network` builds them when
 ``NetworkConfig.kind`` is ``"node"`` or ``"ude"``.
 """
 

@@ -2,7 +2,7 @@
 
 The file ``data/warfarin/warfarin.csv`` (32 subjects, one oral dose each; provenance and
 licence in ``data/warfarin/README.md``) is converted to the NONMEM layout of
-:mod:`pkpd_lib.nonmem` and read by its strict reader. Its columns map as: ``id`` -> ID,
+:mod:`pkpd_lib.pmx.nonmem` and read by its strict reader. Its columns map as: ``id`` -> ID,
 ``time`` (h) -> TIME, ``amt`` (mg) -> AMT, ``evid`` -> EVID, ``dvid`` -> CMT (dose
 records 1, ``cp`` 2: warfarin concentration in mg/L, ``pca`` 6: prothrombin complex
 activity in % of normal), ``dv`` -> DV, ``wt`` (kg), ``age`` (years), ``sex``
@@ -10,9 +10,10 @@ activity in % of normal), ``dv`` -> DV, ``wt`` (kg), ``age`` (years), ``sex``
 both are kept, as NONMEM would read them.
 
 The model is the one of the nlmixr2 "multiple endpoints" example: the dose passes a
-transit step (``ktr``, 1/h) and an absorption step (``ka``, 1/h) into one compartment
-(``CL`` L/h, ``V`` L); PCA is an indirect-response (turnover) model whose production is
-inhibited, ``dR/dt = kout * E0 * (1 - Emax * C / (EC50 + C)) - kout * R``,
+transit step and an absorption step, both at rate ``ka`` (1/h), into one compartment
+(``CL`` L/h, ``V`` L; :func:`pkpd_lib.pmx.pk.transit_absorption`); PCA is an
+indirect-response (turnover) model whose production is inhibited,
+``dR/dt = kout * E0 * (1 - Emax * C / (EC50 + C)) - kout * R``,
 ``R(0) = E0`` (% of normal), ``kout`` 1/h, ``EC50`` mg/L, ``Emax`` a fraction.
 """
 
@@ -26,9 +27,14 @@ import pandas as pd
 
 from . import nonmem
 from .nlme import NLMEFit, NLMEModel, Observations, values_at
+from .pk import superpose
+
+# transit_conc: the name _pk_predict calls; a fit's store key holds the predict function's
+# bytecode and names (pkpd_lib.pmx.nlme), so renaming it would orphan the stored fits
+from .pk import transit_absorption as transit_conc
 
 #: The data file and its provenance note, in the repository.
-DATA_DIR = Path(__file__).resolve().parents[1] / "data" / "warfarin"
+DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "warfarin"
 DATA_PATH = DATA_DIR / "warfarin.csv"
 RAW_COLUMNS = ("id", "time", "amt", "dv", "dvid", "evid", "wt", "age", "sex")
 CMT_OF_DVID = {"cp": nonmem.CMT_CENTRAL, "pca": nonmem.CMT_RESPONSE}
@@ -44,6 +50,7 @@ PUBLISHED = {
     "E0": 96.6,
     "Emax": 0.969,
 }
+#: Where :data:`PUBLISHED` comes from.
 PUBLISHED_SOURCE = "nlmixr2 'multiple endpoints' vignette (SAEM, joint PK/PD)"
 
 #: Units of the model's parameters.
@@ -93,7 +100,7 @@ def to_nonmem_table(raw: pd.DataFrame) -> pd.DataFrame:
 
 def load(path: str | Path = DATA_PATH) -> pd.DataFrame:
     """The warfarin data as a checked NONMEM table (through
-    :func:`pkpd_lib.nonmem.read_nonmem_csv`, replicate assays accepted)."""
+    :func:`pkpd_lib.pmx.nonmem.read_nonmem_csv`, replicate assays accepted)."""
     table = to_nonmem_table(pd.read_csv(path))
     text = table.to_csv(index=False, na_rep=".")
     return nonmem.read_nonmem_csv(io.StringIO(text), replicates=True)
@@ -125,32 +132,6 @@ def observations(table: pd.DataFrame, cmt: int) -> Observations:
     )
 
 
-def transit_conc(ka, cl, v, dose_mg, times_h) -> np.ndarray:
-    """Concentration (mg/L) after one dose at 0 h that passes two equal first-order steps
-    (a transit step and absorption, both at rate ``ka`` 1/h) into one compartment with
-    elimination ``CL/V``: the dose reaches the compartment as a gamma(2, ka) input, in
-    closed form. Arrays broadcast.
-
-    Examples
-    --------
-    >>> np.round(transit_conc(1.0, 0.14, 7.4, 100.0, [0.0, 2.0, 24.0, 96.0]), 2).tolist()
-    [0.0, 7.89, 8.92, 2.28]
-    """
-    ka = np.asarray(ka, float)
-    ke = np.asarray(cl, float) / np.asarray(v, float)
-    t = np.asarray(times_h, float)
-    b = ka - ke
-    b = np.where(np.abs(b) < 1e-6 * ka, 1e-6 * ka, b)  # equal rates: the limit
-    bt = b * t
-    # exp(-ke t) - exp(-ka t) (1 + bt), without cancellation where |bt| is small
-    small = np.clip(bt, -1.0, 1.0)
-    near = np.exp(-ke * t) * (-np.expm1(-small) - small * np.exp(-small))
-    far = np.exp(-ke * t) - np.exp(-ka * t) * (1.0 + bt)
-    shape = np.where(np.abs(bt) < 1.0, near, far)
-    amount = np.asarray(dose_mg, float) * ka**2 * shape / b**2
-    return amount / np.asarray(v, float)
-
-
 def _pk_predict(p, data: Observations) -> np.ndarray:
     dose = np.asarray(data.extra["dose_mg"], float)[:, None, None]
     return transit_conc(
@@ -162,6 +143,7 @@ def _pk_predict(p, data: Observations) -> np.ndarray:
     )
 
 
+#: The PK model: transit and absorption at one rate, one compartment.
 PK_MODEL = NLMEModel(
     "warfarin PK (transit and absorption at one rate, one compartment)",
     ("ka", "CL", "V"),
@@ -224,6 +206,7 @@ def _pd_predict(p, data: Observations) -> np.ndarray:
     return values_at(grid, data.extra["grid_index"])
 
 
+#: The PCA model: turnover with inhibited production.
 PD_MODEL = NLMEModel(
     "warfarin PCA (turnover, inhibited production)",
     ("E0", "Emax", "EC50", "kout"),
@@ -237,6 +220,7 @@ PD_MODEL = NLMEModel(
 #: Starting values: the initial estimates in the published example's ``ini`` block (not
 #: its results).
 PK_START = {"ka": 1.0, "CL": 0.1, "V": 10.0}
+#: The same for the PCA model.
 PD_START = {"E0": 100.0, "Emax": 0.8, "EC50": 0.5, "kout": 0.05}
 
 
@@ -249,23 +233,28 @@ PCA_NORMAL = 100.0
 def conc_after_doses(pk: dict, dose_times_h, amounts_mg, times_h) -> np.ndarray:
     """Concentrations (N, T) in mg/L of subjects with individual ``pk`` parameters (ka,
     CL, V arrays (N,)) after doses at ``dose_times_h`` of ``amounts_mg`` (each (N, D) or
-    (D,)), by superposition of :func:`transit_conc`, at ``times_h`` (T,)."""
-    t = np.asarray(times_h, float)[None, None, :]
+    (D,)), by superposition of :func:`pkpd_lib.pmx.pk.transit_absorption`, at
+    ``times_h`` (T,). A dose at a sampling time counts at it (it adds nothing there: the
+    transit input starts at 0), and the doses are added one after another
+    (:func:`pkpd_lib.pmx.pk.superpose` with ``sample_at_dose="after"``,
+    ``order="sequential"``, as this chapter's results were computed)."""
     n = np.asarray(pk["CL"]).size
     dt = np.atleast_2d(np.asarray(dose_times_h, float))
     dt = np.broadcast_to(dt, (n, dt.shape[-1]))
     amt = np.broadcast_to(np.asarray(amounts_mg, float), dt.shape)
     if np.any(amt < 0) or not np.isfinite(amt).all() or not np.isfinite(dt).all():
         raise ValueError("dose times and amounts must be finite, amounts >= 0 mg")
-    since = t - dt[:, :, None]
-    c = transit_conc(
-        pk["ka"][:, None, None],
-        pk["CL"][:, None, None],
-        pk["V"][:, None, None],
-        amt[:, :, None],
-        np.maximum(since, 0.0),
+    return superpose(
+        transit_conc,
+        dt,
+        amt,
+        np.asarray(times_h, float),
+        sample_at_dose="after",
+        order="sequential",
+        ka=pk["ka"],
+        cl=pk["CL"],
+        v=pk["V"],
     )
-    return np.where(since >= 0, c, 0.0).sum(axis=1)
 
 
 def network_data(table: pd.DataFrame, pk: dict, dose_times_h=None, amounts_mg=None):

@@ -1,7 +1,7 @@
 """Classical PK/PD modelling of the same data, for comparison with the networks.
 
 The sequential approach of pharmacometrics: each patient's PK is fitted first
-(:func:`pkpd_lib.pkfit.fit_individual_pk`), then population PD parameters are fitted to
+(:func:`pkpd_lib.pmx.pkfit.fit_individual_pk`), then population PD parameters are fitted to
 all patients' PD observations with the individual PK fixed. Two PD structures:
 
 ``"turnover"``
@@ -26,11 +26,11 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import least_squares
 
+from ..pmx.model import EFFECT_COMPARTMENT, TRANSIT_TURNOVER, simulate_structure
+from ..pmx.pkfit import PKFit, fit_individual_pk
+from ..pmx.population import check_covariates
+from ..pmx.sampling import RESIDUAL_CV
 from .datasets import Dataset
-from .model import EFFECT_COMPARTMENT, TRANSIT_TURNOVER, simulate_structure
-from .pkfit import PKFit, fit_individual_pk
-from .population import check_covariates
-from .sampling import RESIDUAL_CV
 
 #: Parameters of each PD structure, with start values (deliberately not the truth) and
 #: bounds. The first block is log-transformed in the fit; covariate effects are not.
@@ -38,7 +38,7 @@ STRUCTURES = {
     "turnover": {"Emax": 0.5, "EC50": 1.0, "gam": 1.0, "MTT": 6.0, "kout": 0.2},
     "effect_compartment": {"Emax": 0.5, "EC50": 1.0, "gam": 1.0, "ke0": 0.1},
 }
-#: The model structure (:mod:`pkpd_lib.model`) behind each PD structure's name.
+#: The model structure (:mod:`pkpd_lib.pmx.model`) behind each PD structure's name.
 MODEL_STRUCTURES = {"turnover": TRANSIT_TURNOVER, "effect_compartment": EFFECT_COMPARTMENT}
 COVARIATE_EFFECTS = {"Emax_AGE": (0.0, (-3.0, 3.0)), "EC50_SEX": (0.0, (-0.9, 0.9))}
 
@@ -72,8 +72,8 @@ def predict_pd_from_pk(
     """PD (biomarker units), (N, T), that the population PD model ``structure`` with
     parameters ``theta`` predicts for N patients with individual PK ``pk_params``
     (columns ka 1/h, CL L/h, V L), covariates, baselines and regimens. The structures
-    are :data:`pkpd_lib.model.TRANSIT_TURNOVER` and
-    :data:`pkpd_lib.model.EFFECT_COMPARTMENT`."""
+    are :data:`pkpd_lib.pmx.model.TRANSIT_TURNOVER` and
+    :data:`pkpd_lib.pmx.model.EFFECT_COMPARTMENT`."""
     _check_structure(structure)
     cov = check_covariates(covariates)
     r0 = np.asarray(baseline_pd, float).reshape(-1)

@@ -41,8 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .features import CONC, DOSE_FEATURES, FEATURES, STATIC_FEATURES, TIME, check_values
-from .files import (  # CACHE_ENV, default_cache_dir re-exported: the store's names
+from ..files import (  # CACHE_ENV, default_cache_dir re-exported: the store's names
     CACHE_ENV,  # noqa: F401
     DamagedFileError,
     StoreMissError,
@@ -55,6 +54,7 @@ from .files import (  # CACHE_ENV, default_cache_dir re-exported: the store's na
     signature_structure,
     write_text_atomic,
 )
+from .features import CONC, DOSE_FEATURES, FEATURES, STATIC_FEATURES, TIME, check_values
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
@@ -86,7 +86,7 @@ with _silence_native_stderr():
 #: The kinds of network :func:`build_network` builds.
 KINDS = ("lstm", "node", "ude")
 
-#: Names of the inputs (see :mod:`pkpd_lib.features`, where every input is defined).
+#: Names of the inputs (see :mod:`pkpd_lib.nets.features`, where every input is defined).
 CONC_INPUT, TIME_INPUT, DOSE_INPUTS = CONC, TIME, DOSE_FEATURES
 
 
@@ -105,9 +105,9 @@ class NetworkConfig:
     safety cap.
 
     ``kind``: ``"lstm"`` (the default), ``"node"`` (a neural ODE,
-    :class:`pkpd_lib.node.NeuralODE`, with ``latent`` states and a ``units[0]``-unit
+    :class:`pkpd_lib.nets.node.NeuralODE`, with ``latent`` states and a ``units[0]``-unit
     derivative network) or ``"ude"`` (the turnover hybrid,
-    :class:`pkpd_lib.node.TurnoverUDE`). The ODE kinds read one time point per step
+    :class:`pkpd_lib.nets.node.TurnoverUDE`). The ODE kinds read one time point per step
     (``block=1``) on an hourly grid.
 
     Examples
@@ -473,19 +473,19 @@ def predict_pd(model: keras.Model, x: Mapping[str, object], batch_size: int = 25
     the model's time grid (for the book's dense models, hourly 0..168 h), ``time_h``
     (N, T) in h and the dose history (:data:`DOSE_INPUTS`) if the model has those
     inputs, and ``BASE_PD``, ``WT`` (kg), ``AGE`` (years), ``SEX`` (1 = female), each
-    (N,). :func:`pkpd_lib.datasets.network_inputs`
+    (N,). :func:`pkpd_lib.study.datasets.network_inputs`
     builds such a mapping from any simulated data set. Inputs far outside the training
     data's range (:func:`warn_far_outside`) give an :class:`InputRangeWarning`.
 
     Examples
     --------
-    >>> from pkpd_lib import datasets, population, regimens
-    >>> times = [0.0, 4.0, 8.0, 12.0]
-    >>> data = [
-    ...     datasets.simulate_dataset(population.sample_population(8, seed=s), regimens.qd(), times)
-    ...     for s in (1, 2)
-    ... ]
-    >>> xy = [(datasets.network_inputs(d), d.pd_obs) for d in data]
+    >>> from pkpd_lib.pmx import model, population, regimens
+    >>> def inputs_and_targets(seed):
+    ...     pop = population.sample_population(8, seed=seed)
+    ...     sim = model.simulate(pop.params, regimens.qd(), [0.0, 4.0, 8.0, 12.0])
+    ...     static = {c: pop.covariates[c].to_numpy() for c in ("WT", "AGE", "SEX")}
+    ...     return {"conc": sim.conc_mg_L, "BASE_PD": pop.params.R0, **static}, sim.pd
+    >>> xy = [inputs_and_targets(seed) for seed in (1, 2)]
     >>> run = train_network(NetworkConfig(units=(2,), max_epochs=1), *xy[0], *xy[1],
     ...                     report_every=None)
     >>> predict_pd(run.model, xy[1][0]).shape
