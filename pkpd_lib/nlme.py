@@ -70,6 +70,8 @@ from .files import (
 )
 
 TRANSFORMS = ("log", "logit", "none")
+#: The forms of :class:`CovariateEffect`: the factor each multiplies a typical value by.
+COVARIATE_FORMS = ("power", "linear", "exponential", "categorical", "categorical_exp")
 
 #: A fit counts as converged when the largest component of the OFV's gradient at the
 #: estimate is below this (OFV units per unit of the estimation scale: log, logit or
@@ -96,6 +98,109 @@ class NLMEWarning(UserWarning):
 
 
 @dataclass(frozen=True)
+class CovariateEffect:
+    """A covariate's effect on a parameter's typical value, in a form practice uses: the
+    typical value ``TV`` of ``param`` is multiplied, for each subject, by a factor of
+    the subject's value ``c`` of ``covariate`` and a coefficient ``theta`` that is
+    estimated (or fixed, or started from a value) like a typical value:
+
+    =====================  ===========================================================
+    form                   factor
+    =====================  ===========================================================
+    ``"power"``            ``(c / reference) ** theta`` (allometry: ``WT / 70``)
+    ``"linear"``           ``1 + theta * (c - reference)`` (centred on ``reference``)
+    ``"exponential"``      ``exp(theta * (c - reference))``
+    ``"categorical"``      ``1 + theta`` where ``c == level``, else 1
+    ``"categorical_exp"``  ``exp(theta)`` where ``c == level``, else 1
+    =====================  ===========================================================
+
+    For a log-transformed parameter ``P = TV * factor * exp(eta)``; for an untransformed
+    one (``"none"``) ``P = TV * factor + eta``. A logit-transformed parameter (a
+    fraction) takes covariates on its logit scale instead (:attr:`NLMEModel.covariates`).
+    The coefficient is named ``"param~covariate"`` (:attr:`name`): give its starting
+    value among the typical values of :func:`fit_foce` (default 0, no effect) and fix it
+    with ``fixed`` (e.g. ``{"CL~WT": 0.75}``); the fit's table lists it as
+    ``beta_param~covariate``.
+
+    Parameters
+    ----------
+    param : str
+        The parameter whose typical value the covariate changes.
+    covariate : str
+        The covariate's name in :attr:`Observations.covariates`, in its own unit (e.g.
+        WT in kg, AGE in years, SEX 0 or 1).
+    form : str
+        One of :data:`COVARIATE_FORMS`.
+    reference : float, optional
+        The covariate's reference value, in its unit (required for ``"power"``, > 0,
+        ``"linear"`` and ``"exponential"``); the typical value is that of a subject
+        with this value.
+    level : float
+        For the categorical forms: the category with the effect (default 1, e.g. SEX
+        1); subjects of any other value have the typical value.
+
+    Examples
+    --------
+    >>> weight = CovariateEffect("CL", "WT", "power", reference=70.0)
+    >>> weight.name, weight.factor(0.75, np.array([70.0, 140.0])).round(4).tolist()
+    ('CL~WT', [1.0, 1.6818])
+    >>> CovariateEffect("CL", "SEX", "categorical").factor(-0.2, np.array([0.0, 1.0])).tolist()
+    [1.0, 0.8]
+    >>> CovariateEffect("CL", "WT", "cubic")
+    Traceback (most recent call last):
+    ...
+    ValueError: covariate effect 'CL~WT': unknown form 'cubic'; the forms are ('power', \
+'linear', 'exponential', 'categorical', 'categorical_exp')
+    """
+
+    param: str
+    covariate: str
+    form: str
+    reference: float | None = None
+    level: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.form not in COVARIATE_FORMS:
+            raise ValueError(
+                f"covariate effect {self.name!r}: unknown form {self.form!r}; the forms are "
+                f"{COVARIATE_FORMS}"
+            )
+        if self.form in ("power", "linear", "exponential"):
+            try:
+                reference = float(self.reference)  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                reference = np.nan
+            if not np.isfinite(reference) or (self.form == "power" and reference <= 0):
+                need = "> 0" if self.form == "power" else "finite"
+                raise ValueError(
+                    f"covariate effect {self.name!r} ({self.form}) needs a reference value "
+                    f"{need} in the covariate's unit, got {self.reference!r}"
+                )
+        if not np.isfinite(float(self.level)):
+            raise ValueError(f"covariate effect {self.name!r}: level must be finite")
+
+    @property
+    def name(self) -> str:
+        """The coefficient's name, ``"param~covariate"``."""
+        return f"{self.param}~{self.covariate}"
+
+    def factor(self, coefficient, values) -> np.ndarray:
+        """The factor on the typical value for covariate ``values`` (any shape, the
+        covariate's unit) and ``coefficient`` (a number); same shape as ``values``."""
+        c = np.asarray(values, float)
+        if self.form == "power":
+            return (c / self.reference) ** coefficient
+        if self.form == "linear":
+            return 1.0 + coefficient * (c - self.reference)
+        if self.form == "exponential":
+            return np.exp(coefficient * (c - self.reference))
+        at_level = c == self.level
+        if self.form == "categorical":
+            return np.where(at_level, 1.0 + coefficient, 1.0)
+        return np.where(at_level, np.exp(coefficient), 1.0)
+
+
+@dataclass(frozen=True)
 class NLMEModel:
     """A population model.
 
@@ -103,7 +208,11 @@ class NLMEModel:
     positive parameters, ``"logit"`` for fractions, ``"none"``) in ``transforms``.
     ``random``: the parameters with a random effect.
     ``covariates``: for each parameter, the covariate columns (already centred and
-    scaled, e.g. ``log(WT/70)``) whose coefficients are estimated. ``predict(params,
+    scaled, e.g. ``log(WT/70)``) whose coefficients are estimated, added on the
+    parameter's transformed scale (``log p = theta + sum(beta * covariate) + eta``).
+    ``effects``: covariate effects in the forms practice uses (power on a reference
+    value, linear centred, categorical; :class:`CovariateEffect`), each multiplying
+    the typical value. ``predict(params,
     data)``: predictions (N, R, K) from a mapping of parameter arrays (N, R) (R copies of
     each subject, for Jacobians) and the :class:`Observations`. ``error``: which residual
     error terms are estimated, a subset of ``("add", "prop")``. ``units``: unit of each
@@ -118,6 +227,7 @@ class NLMEModel:
     error: tuple[str, ...] = ("prop",)
     covariates: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     units: Mapping[str, str] = field(default_factory=dict)
+    effects: Sequence[CovariateEffect] = ()
 
     def __post_init__(self) -> None:
         for p in self.params:
@@ -130,10 +240,42 @@ class NLMEModel:
             raise ValueError(
                 f"error must be a non-empty subset of ('add', 'prop'), got {self.error}"
             )
+        self._check_effects()
+
+    def _check_effects(self) -> None:
+        """``effects`` as a tuple of :class:`CovariateEffect` on known parameters of a
+        log or no transform, each named once; else a ``ValueError`` naming it."""
+        effects = tuple(self.effects)
+        object.__setattr__(self, "effects", effects)
+        seen = set(self.beta_names)
+        for effect in effects:
+            if not isinstance(effect, CovariateEffect):
+                raise ValueError(f"effects must be CovariateEffect objects, got {effect!r}")
+            if effect.param not in self.params:
+                raise ValueError(
+                    f"covariate effect {effect.name!r} on unknown parameter {effect.param!r}; "
+                    f"the model's parameters are {self.params}"
+                )
+            if self.transforms[effect.param] == "logit":
+                raise ValueError(
+                    f"covariate effect {effect.name!r}: {effect.param!r} is logit-transformed "
+                    "(a fraction, which a factor could push past 1); give the covariate on "
+                    "its logit scale in `covariates` instead"
+                )
+            if effect.name in seen:
+                raise ValueError(f"covariate effect {effect.name!r} is given twice")
+            seen.add(effect.name)
 
     @property
     def beta_names(self) -> tuple[str, ...]:
+        """The coefficients of :attr:`covariates`, ``"param~covariate"``."""
         return tuple(f"{p}~{c}" for p in self.params for c in self.covariates.get(p, ()))
+
+    @property
+    def coefficient_names(self) -> tuple[str, ...]:
+        """Every covariate coefficient: those of :attr:`covariates`, then of
+        :attr:`effects`."""
+        return (*self.beta_names, *(e.name for e in self.effects))
 
 
 @dataclass(frozen=True)
@@ -163,8 +305,15 @@ class Observations:
             raise ValueError("every subject needs at least one observation")
         for name, v in self.covariates.items():
             v = np.asarray(v, float)
-            if v.shape != (t.shape[0],) or not np.isfinite(v).all():
+            if v.shape != (t.shape[0],):
                 raise ValueError(f"covariate {name!r} must be {t.shape[0]} finite numbers")
+            bad = np.flatnonzero(~np.isfinite(v))
+            if bad.size:
+                more = f" and {bad.size - 1} more subject(s)" if bad.size > 1 else ""
+                raise ValueError(
+                    f"covariate {name!r} is {v[bad[0]]} (must be finite) for subject "
+                    f"{np.asarray(self.ids)[bad[0]]} (row {bad[0]}){more}"
+                )
 
     @property
     def n_subjects(self) -> int:
@@ -226,14 +375,36 @@ def _solve(matrices, vectors) -> np.ndarray:
 
 
 def _check_covariates(model: NLMEModel, data: Observations) -> None:
-    """A ``ValueError`` naming each covariate the model uses and the data lack."""
+    """A ``ValueError`` naming each covariate the model uses and the data lack, and a
+    covariate of a power effect that is not > 0 (naming the subject)."""
     missing = {c: p for p, cs in model.covariates.items() for c in cs if c not in data.covariates}
+    for effect in model.effects:
+        if effect.covariate not in data.covariates:
+            missing.setdefault(effect.covariate, effect.param)
     if missing:
         uses = ", ".join(f"{c!r} (on {p})" for c, p in missing.items())
         raise ValueError(
             f"model {model.name!r} uses covariate(s) {uses} that the data lack; the data "
             f"have {sorted(data.covariates)}"
         )
+    for effect in model.effects:
+        values = np.asarray(data.covariates[effect.covariate], float)
+        bad = np.flatnonzero(values <= 0)
+        if effect.form == "power" and bad.size:
+            raise ValueError(
+                f"covariate effect {effect.name!r} is a power of {effect.covariate}, which "
+                f"must be > 0: it is {values[bad[0]]:g} for subject {data.ids[bad[0]]} "
+                f"(row {bad[0]})" + (f" and {bad.size - 1} more" if bad.size > 1 else "")
+            )
+
+
+def _coefficient(name: str, value, what: str) -> float:
+    """A covariate coefficient's value as a float, or a ``ValueError`` naming it (and
+    ``what`` the value is) unless it is one finite number."""
+    value = np.asarray(value, float)
+    if value.shape != () or not np.isfinite(value):
+        raise ValueError(f"the {what} of {name!r} must be one finite number, got {value}")
+    return float(value)
 
 
 def _transformed(model: NLMEModel, name: str, value, what: str) -> float:
@@ -254,15 +425,30 @@ class _Problem:
 
     def __init__(self, model: NLMEModel, data: Observations, fixed: Mapping[str, float]):
         self.model, self.data = model, data
-        unknown = set(fixed) - set(model.params)
+        coefficients = model.coefficient_names
+        unknown = set(fixed) - set(model.params) - set(coefficients)
         if unknown:
-            raise ValueError(f"cannot fix unknown parameter(s) {sorted(unknown)}")
+            raise ValueError(
+                f"cannot fix unknown parameter(s) {sorted(unknown)}; the model's parameters "
+                f"are {model.params} and covariate coefficients {coefficients}"
+            )
         _check_covariates(model, data)
-        self.fixed = {k: _transformed(model, k, v, "fixed value") for k, v in fixed.items()}
+        self.fixed = {
+            k: _transformed(model, k, v, "fixed value")
+            for k, v in fixed.items()
+            if k in model.params
+        }
+        self.fixed_coefficients = {
+            k: _coefficient(k, v, "fixed value") for k, v in fixed.items() if k in coefficients
+        }
         self.fixed_natural = dict(fixed)
         self.free = [p for p in model.params if p not in fixed]
         self.p, self.q = len(self.free), len(model.random)
-        self.betas = model.beta_names
+        # the estimated covariate coefficients (all of them unless some are fixed)
+        self.betas = tuple(c for c in coefficients if c not in fixed)
+        self.effects_on: dict[str, list[tuple[int, CovariateEffect]]] = {}
+        for j, effect in enumerate(model.effects):
+            self.effects_on.setdefault(effect.param, []).append((len(model.beta_names) + j, effect))
         self.n_err = len(model.error)
         self.size = self.p + len(self.betas) + self.q + self.n_err
         self.y = np.asarray(data.dv, float)
@@ -285,6 +471,14 @@ class _Problem:
         free = dict(zip(self.free, x[:p], strict=True))
         theta = np.array([free.get(name, self.fixed.get(name)) for name in self.model.params])
         beta = x[p : p + nb]
+        if self.fixed_coefficients:
+            estimated = dict(zip(self.betas, beta, strict=True))
+            beta = np.array(
+                [
+                    estimated.get(name, self.fixed_coefficients.get(name))
+                    for name in self.model.coefficient_names
+                ]
+            )
         omega = np.exp(x[p + nb : p + nb + q])
         sigma = dict(zip(self.model.error, np.exp(x[p + nb + q :]), strict=True))
         return theta, beta, omega, sigma
@@ -297,10 +491,25 @@ class _Problem:
             for c in m.covariates.get(name, ()):
                 value = value + beta[k] * np.asarray(self.data.covariates[c], float)[:, None]
                 k += 1
+            factor = self.effect_factor(name, beta)
+            if factor is not None and m.transforms[name] == "none":
+                value = value * factor
             if name in m.random:
                 value = value + eta[:, :, m.random.index(name)]
             out[name] = to_natural(m.transforms[name], value)
+            if factor is not None and m.transforms[name] == "log":
+                out[name] = out[name] * factor
         return out
+
+    def effect_factor(self, name: str, beta) -> np.ndarray | None:
+        """The product (N, 1) of the :class:`CovariateEffect` factors on parameter
+        ``name`` with coefficients ``beta``, or None where it has none."""
+        factor = None
+        for j, effect in self.effects_on.get(name, ()):
+            values = np.asarray(self.data.covariates[effect.covariate], float)[:, None]
+            f = effect.factor(beta[j], values)
+            factor = f if factor is None else factor * f
+        return factor
 
     def raw_predict(self, theta, beta, eta) -> np.ndarray:
         """The model's predictions (N, R, K) as it returns them, NaN and inf included."""
@@ -434,9 +643,12 @@ class NLMEFit:
     ofv_nonmem: float = np.nan
 
     def typical(self, name: str) -> float:
-        """The typical value of parameter ``name`` (natural scale), estimated or fixed."""
+        """The typical value of parameter ``name`` (natural scale), or the value of a
+        covariate coefficient ``"param~covariate"``; estimated or fixed."""
         if name in self.fixed:
             return self.fixed[name]
+        if name in self.model.coefficient_names:
+            return float(self.estimates.loc[f"beta_{name}", "estimate"])
         return float(self.estimates.loc[f"theta_{name}", "estimate"])
 
     def variances(self) -> pd.DataFrame:
@@ -491,22 +703,35 @@ def start_vector(
     """The packed starting point: typical values on the natural scale, omega as SDs of
     eta (one number for all, or one for each random effect), residual error terms
     (default 0.1 each: SD in the DV's unit for ``add``, a fraction for ``prop``);
-    covariate effects start at 0. A ``ValueError`` names a typical value that is
-    missing, not finite or out of its transform's range, and an SD that is missing, not
-    finite and > 0, or given for a random effect or error term the model lacks."""
+    covariate coefficients start at the value ``typical`` gives under their name
+    (``"CL~WT"``), else 0 (no effect). A ``ValueError`` names a typical value that is
+    missing, not finite or out of its transform's range, a coefficient the model lacks
+    or whose start is not finite, and an SD that is missing, not finite and > 0, or
+    given for a random effect or error term the model lacks."""
     fixed = fixed or {}
     free = [p for p in model.params if p not in fixed]
     missing = [p for p in free if p not in typical]
     if missing:
         raise ValueError(f"starting values missing for {missing}")
     theta = [_transformed(model, p, typical[p], "starting value") for p in free]
+    unknown = [k for k in typical if "~" in k and k not in model.coefficient_names]
+    if unknown:
+        raise ValueError(
+            f"starting values for unknown covariate coefficient(s) {unknown}; the model's "
+            f"are {model.coefficient_names}"
+        )
+    coefficients = [
+        _coefficient(c, typical.get(c, 0.0), "starting value")
+        for c in model.coefficient_names
+        if c not in fixed
+    ]
     if not isinstance(omega_sd, Mapping):
         omega_sd = dict.fromkeys(model.random, omega_sd)
     sigma = sigma or dict.fromkeys(model.error, 0.1)
     return np.array(
         [
             *theta,
-            *np.zeros(len(model.beta_names)),
+            *coefficients,
             *np.log(_start_sds("omega_sd", omega_sd, model.random, "random effects")),
             *np.log(_start_sds("sigma", sigma, model.error, "error terms")),
         ]
@@ -901,6 +1126,12 @@ def _fit_key(model: NLMEModel, data: Observations, x0, fixed, settings) -> tuple
         "closure": closure,
         "settings": repr(settings),
     }
+    # features a model may not use enter the key only where used, so that the keys of
+    # models without them stay those of the fits already stored
+    if model.effects:
+        structure["effects"] = [
+            (e.param, e.covariate, e.form, e.reference, e.level) for e in model.effects
+        ]
     numbers = {
         "ids": data.ids,
         "times_h": data.times_h,
