@@ -204,19 +204,55 @@ class CovariateEffect:
 class NLMEModel:
     """A population model.
 
-    ``params``: individual parameter names, each with its transform (``"log"`` for
-    positive parameters, ``"logit"`` for fractions, ``"none"``) in ``transforms``.
-    ``random``: the parameters with a random effect.
-    ``covariates``: for each parameter, the covariate columns (already centred and
-    scaled, e.g. ``log(WT/70)``) whose coefficients are estimated, added on the
-    parameter's transformed scale (``log p = theta + sum(beta * covariate) + eta``).
-    ``effects``: covariate effects in the forms practice uses (power on a reference
-    value, linear centred, categorical; :class:`CovariateEffect`), each multiplying
-    the typical value. ``predict(params,
-    data)``: predictions (N, R, K) from a mapping of parameter arrays (N, R) (R copies of
-    each subject, for Jacobians) and the :class:`Observations`. ``error``: which residual
-    error terms are estimated, a subset of ``("add", "prop")``. ``units``: unit of each
-    parameter, for tables.
+    Parameters
+    ----------
+    name : str
+        A label, in messages and in the store's file names.
+    params : tuple of str
+        Individual parameter names.
+    transforms : mapping
+        Each parameter's transform: ``"log"`` for positive parameters, ``"logit"`` for
+        fractions, ``"none"``; typical values are estimated on that scale and random
+        effects added on it.
+    random : tuple of str
+        The parameters with a random effect (eta).
+    predict : callable
+        ``predict(params, data)``: predictions (N, R, K), one for each observation of
+        ``data.dv`` (N, K), from a mapping of natural-scale parameter arrays (N, R) (R
+        copies of each subject, for Jacobians) and the :class:`Observations`. A model of
+        several outputs may instead return a mapping of output name to predictions
+        (N, R, K) of that output at every observation time; each observation then takes
+        the prediction of its own output (:attr:`Observations.output`). For ODE models
+        see :func:`ode_predict`.
+    error : tuple of str, or mapping
+        The residual error terms estimated, a subset of ``("add", "prop")``: SD
+        ``sqrt(add**2 + (prop * f)**2)`` for a prediction ``f``. For several observed
+        quantities fitted together, a mapping of output name to its terms, e.g.
+        ``{"conc": ("prop",), "pd": ("add",)}``: observations tagged ``k`` in
+        :attr:`Observations.output` are the ``k``-th output of this mapping (in its
+        order) and have its error model.
+    covariates : mapping
+        For each parameter, covariate columns (already centred and scaled, e.g.
+        ``log(WT/70)``) whose coefficients are estimated, added on the parameter's
+        transformed scale (``log p = theta + sum(beta * covariate) + eta``).
+    units : mapping
+        Unit of each parameter, for tables.
+    effects : sequence of CovariateEffect
+        Covariate effects in the forms practice uses (power on a reference value,
+        linear centred, categorical), each multiplying the typical value.
+
+    Examples
+    --------
+    >>> model = NLMEModel(
+    ...     "decay", ("C0", "k"), {"C0": "log", "k": "log"}, ("k",),
+    ...     lambda p, d: p["C0"][..., None] * np.exp(-p["k"][..., None] * d.times_h[:, None]),
+    ...     effects=[CovariateEffect("k", "WT", "power", reference=70.0)])
+    >>> model.coefficient_names, model.outputs
+    (('k~WT',), ())
+    >>> two = NLMEModel("two", ("a",), {"a": "log"}, (), lambda p, d: p,
+    ...                 error={"conc": ("prop",), "pd": ("add",)})
+    >>> two.outputs, two.error_terms
+    (('conc', 'pd'), (('conc', 'prop'), ('pd', 'add')))
     """
 
     name: str
@@ -236,11 +272,45 @@ class NLMEModel:
         unknown = (set(self.random) | set(self.covariates)) - set(self.params)
         if unknown:
             raise ValueError(f"random effects or covariates on unknown parameters {unknown}")
-        if not self.error or set(self.error) - {"add", "prop"}:
+        if isinstance(self.error, Mapping):
+            self._check_outputs()
+        elif not self.error or set(self.error) - {"add", "prop"}:
             raise ValueError(
                 f"error must be a non-empty subset of ('add', 'prop'), got {self.error}"
             )
         self._check_effects()
+
+    def _check_outputs(self) -> None:
+        """``error`` given per output: each a non-empty subset of ('add', 'prop'), kept
+        as a dict of tuples; else a ``ValueError`` naming the output."""
+        if not self.error:
+            raise ValueError("error given per output needs at least one output")
+        terms = {}
+        for output, given in self.error.items():
+            value = (given,) if isinstance(given, str) else tuple(given)
+            if not isinstance(output, str) or not output:
+                raise ValueError(f"output names must be non-empty strings, got {output!r}")
+            if not value or set(value) - {"add", "prop"} or len(set(value)) < len(value):
+                raise ValueError(
+                    f"the error of output {output!r} must be a non-empty subset of "
+                    f"('add', 'prop'), got {given!r}"
+                )
+            terms[output] = value
+        object.__setattr__(self, "error", terms)
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The names of the observed quantities when :attr:`error` is given per output,
+        else ``()`` (one output)."""
+        return tuple(self.error) if isinstance(self.error, Mapping) else ()
+
+    @property
+    def error_terms(self) -> tuple[tuple[str | None, str], ...]:
+        """The estimated residual error terms in their order in the packed vector:
+        ``(output, term)`` pairs, output None for a model of one output."""
+        if isinstance(self.error, Mapping):
+            return tuple((o, t) for o, terms in self.error.items() for t in terms)
+        return tuple((None, t) for t in self.error)
 
     def _check_effects(self) -> None:
         """``effects`` as a tuple of :class:`CovariateEffect` on known parameters of a
@@ -280,10 +350,14 @@ class NLMEModel:
 
 @dataclass(frozen=True)
 class Observations:
-    """One endpoint's observations: ``times_h`` and ``dv`` (N, K), NaN in ``dv`` where a
+    """Observations of N subjects: ``times_h`` and ``dv`` (N, K), NaN in ``dv`` where a
     subject has fewer than K; ``covariates`` (N,) arrays by name; ``extra``: anything
     else the model's ``predict`` reads (doses, individual PK parameters). A ``dv`` that
     is all NaN is a design: the times to predict or simulate, nothing to estimate from.
+    ``output`` (N, K) integers, optional: which observed quantity each observation is
+    (0, 1, ...: the outputs of a model whose ``error`` is given per output, in that
+    order), for several quantities fitted together (e.g. from
+    ``nonmem.observations(table, dv_cmt=(2, 6))``); None: one quantity.
     """
 
     ids: np.ndarray
@@ -291,6 +365,7 @@ class Observations:
     dv: np.ndarray
     covariates: Mapping[str, np.ndarray] = field(default_factory=dict)
     extra: Mapping[str, object] = field(default_factory=dict)
+    output: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         t, y = np.asarray(self.times_h, float), np.asarray(self.dv, float)
@@ -303,6 +378,15 @@ class Observations:
         seen = (~np.isnan(y)).sum(axis=1)
         if seen.min() == 0 and seen.max() > 0:
             raise ValueError("every subject needs at least one observation")
+        if self.output is not None:
+            tags = np.asarray(self.output)
+            if tags.shape != y.shape:
+                raise ValueError(f"output must be (N, K) like dv {y.shape}, got {tags.shape}")
+            observed = tags[~np.isnan(y)].astype(float)
+            if not (np.isfinite(observed).all() and np.all(observed == np.round(observed))):
+                raise ValueError("output must hold whole numbers 0, 1, ... where dv is observed")
+            if observed.size and observed.min() < 0:
+                raise ValueError("output must hold whole numbers 0, 1, ... where dv is observed")
         for name, v in self.covariates.items():
             v = np.asarray(v, float)
             if v.shape != (t.shape[0],):
@@ -449,10 +533,11 @@ class _Problem:
         self.effects_on: dict[str, list[tuple[int, CovariateEffect]]] = {}
         for j, effect in enumerate(model.effects):
             self.effects_on.setdefault(effect.param, []).append((len(model.beta_names) + j, effect))
-        self.n_err = len(model.error)
+        self.n_err = len(model.error_terms)
         self.size = self.p + len(self.betas) + self.q + self.n_err
         self.y = np.asarray(data.dv, float)
         self.mask = ~np.isnan(self.y)
+        self.out_index = _output_index(model, data, self.mask)
         self.y0 = np.where(self.mask, self.y, 0.0)
         self.eta = np.zeros((data.n_subjects, self.q))
         self.rand_index = [model.params.index(r) for r in model.random]
@@ -462,7 +547,7 @@ class _Problem:
             *(f"theta_{p}" for p in self.free),
             *(f"beta_{b}" for b in self.betas),
             *(f"omega_{r}" for r in self.model.random),
-            *(f"sigma_{e}" for e in self.model.error),
+            *(f"sigma_{e}" if o is None else f"sigma_{o}_{e}" for o, e in self.model.error_terms),
         ]
 
     def unpack(self, x):
@@ -480,8 +565,21 @@ class _Problem:
                 ]
             )
         omega = np.exp(x[p + nb : p + nb + q])
-        sigma = dict(zip(self.model.error, np.exp(x[p + nb + q :]), strict=True))
+        if self.model.outputs:
+            sigma = self.sigma_per_observation(np.exp(x[p + nb + q :]))
+        else:
+            sigma = dict(zip(self.model.error, np.exp(x[p + nb + q :]), strict=True))
         return theta, beta, omega, sigma
+
+    def sigma_per_observation(self, values) -> dict[str, np.ndarray]:
+        """The error terms of a model of several outputs from their ``values`` (in the
+        order of :attr:`NLMEModel.error_terms`): each term's SD at each observation
+        (N, K), 0 where its output lacks the term."""
+        outputs = self.model.outputs
+        by_term: dict[str, np.ndarray] = {}
+        for (output, term), value in zip(self.model.error_terms, values, strict=True):
+            by_term.setdefault(term, np.zeros(len(outputs)))[outputs.index(output)] = value
+        return {term: v[self.out_index] for term, v in by_term.items()}
 
     def individual(self, theta, beta, eta):
         """Natural-scale parameters (N, R) for random effects ``eta`` (N, R, q)."""
@@ -516,7 +614,31 @@ class _Problem:
         # trial values far out (a line search's) may overflow
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             f = self.model.predict(self.individual(theta, beta, eta), self.data)
+            if isinstance(f, Mapping):
+                return self.select_outputs(f)
             return np.asarray(f, float)
+
+    def select_outputs(self, f: Mapping) -> np.ndarray:
+        """Each observation's prediction (N, R, K) from the predictions of each output
+        ``f`` (a mapping of output name to (N, R, K))."""
+        outputs = self.model.outputs
+        if not outputs:
+            raise ValueError(
+                f"model {self.model.name!r} predicts a mapping of outputs {sorted(f)} but "
+                "has one error model: give its error per output"
+            )
+        lacking = [o for o in outputs if o not in f]
+        if lacking:
+            raise ValueError(
+                f"model {self.model.name!r}'s predict lacks output(s) {lacking}; it returned "
+                f"{sorted(f)}"
+            )
+        arrays = [np.asarray(f[o], float) for o in outputs]
+        out = np.array(np.broadcast_to(arrays[0], np.broadcast_shapes(*(a.shape for a in arrays))))
+        for k in range(1, len(outputs)):
+            where = (self.out_index == k)[:, None, :]
+            out = np.where(where, arrays[k], out)
+        return out
 
     def predict(self, theta, beta, eta):
         """Predictions (N, R, K) with NaN and inf replaced by 1e10 (for the prediction
@@ -526,7 +648,11 @@ class _Problem:
         return np.where(np.isfinite(f), f, 1e10)
 
     def sd(self, f, sigma):
-        var = sigma.get("add", 0.0) ** 2 + (sigma.get("prop", 0.0) * f) ** 2
+        add, prop = sigma.get("add", 0.0), sigma.get("prop", 0.0)
+        if np.ndim(f) == 3:  # per-observation terms (N, K) against predictions (N, R, K)
+            add = add[:, None] if np.ndim(add) == 2 else add
+            prop = prop[:, None] if np.ndim(prop) == 2 else prop
+        var = add**2 + (prop * f) ** 2
         return np.sqrt(np.maximum(var, 1e-12))
 
     def subject_terms(self, f, sigma, eta, omega):
@@ -554,7 +680,7 @@ class _Problem:
         jac = (f_all[:, 1:] - f[:, None]) / h  # (N, q, K)
         g = self.subject_terms(f_all[:, :1], sigma, eta[:, None], omega)[:, 0]
         sd = self.sd(f, sigma)
-        sd_slope = sigma.get("prop", 0.0) ** 2 * f / sd  # d sd / d f
+        sd_slope = sigma.get("prop", 0.0) ** 2 * f / sd  # d sd / d f (per observation)
         r = (self.y0 - f) / sd
         d_half = np.where(self.mask, sd_slope / sd - r * (1.0 + r * sd_slope) / sd, 0.0)
         info = np.where(self.mask, 1.0 / sd**2 + 2.0 * (sd_slope / sd) ** 2, 0.0)
@@ -727,15 +853,66 @@ def start_vector(
     ]
     if not isinstance(omega_sd, Mapping):
         omega_sd = dict.fromkeys(model.random, omega_sd)
-    sigma = sigma or dict.fromkeys(model.error, 0.1)
+    if model.outputs:
+        sigma_sds = _start_sigma_per_output(model, sigma)
+    else:
+        sigma = sigma or dict.fromkeys(model.error, 0.1)
+        sigma_sds = _start_sds("sigma", sigma, model.error, "error terms")
     return np.array(
         [
             *theta,
             *coefficients,
             *np.log(_start_sds("omega_sd", omega_sd, model.random, "random effects")),
-            *np.log(_start_sds("sigma", sigma, model.error, "error terms")),
+            *np.log(sigma_sds),
         ]
     )
+
+
+def _start_sigma_per_output(model: NLMEModel, sigma) -> list[float]:
+    """Starting SDs of the error terms of a model of several outputs (in the order of
+    :attr:`NLMEModel.error_terms`) from ``sigma``, a mapping of output name to a mapping
+    of term to SD (None: 0.1 each), or a ``ValueError`` naming what is missing,
+    unknown or not a finite SD > 0."""
+    outputs = model.outputs
+    if sigma is None:
+        sigma = {o: dict.fromkeys(model.error[o], 0.1) for o in outputs}
+    missing = [o for o in outputs if o not in sigma]
+    unknown = [o for o in sigma if o not in outputs]
+    if missing or unknown or not all(isinstance(v, Mapping) for v in sigma.values()):
+        raise ValueError(
+            f"sigma must map each of the model's outputs {outputs} to the SDs of its error "
+            f"terms (e.g. {{{outputs[0]!r}: {{'prop': 0.1}}}}): missing {missing}, "
+            f"unknown {unknown}"
+        )
+    values = []
+    for o in outputs:
+        values += _start_sds(f"sigma[{o!r}]", sigma[o], model.error[o], f"error terms of {o!r}")
+    return values
+
+
+def _output_index(model: NLMEModel, data: Observations, mask) -> np.ndarray:
+    """Each observation's output (N, K) int, 0 where nothing is observed; a
+    ``ValueError`` where the data's outputs do not fit the model's."""
+    n_outputs = max(len(model.outputs), 1)
+    if data.output is None:
+        if n_outputs > 1:
+            raise ValueError(
+                f"model {model.name!r} fits {n_outputs} outputs {model.outputs}: the data "
+                "need `output` (N, K), each observation's output 0, 1, ... in that order "
+                "(nonmem.observations with dv_cmt=(...) or dvid=(...) gives it)"
+            )
+        return np.zeros(mask.shape, int)
+    tags = np.where(mask, np.asarray(data.output, float), 0.0).astype(int)
+    beyond = mask & (tags >= n_outputs)
+    if beyond.any():
+        what = f"{n_outputs} outputs {model.outputs}" if model.outputs else "one output"
+        rows = np.flatnonzero(beyond.any(axis=1))
+        raise ValueError(
+            f"observations of output(s) {sorted(set(tags[beyond].tolist()))} but model "
+            f"{model.name!r} has {what} (numbered from 0): subject(s) "
+            f"{data.ids[rows[:5]].tolist()}{' ...' if rows.size > 5 else ''}"
+        )
+    return tags
 
 
 def _start_sds(what: str, given: Mapping, names: Sequence[str], kind: str) -> list[float]:
@@ -987,25 +1164,30 @@ def _check_start(problem: _Problem, x0) -> None:
             f"model {model.name!r} predicts NaN or inf at the starting values for "
             + _where(data, failed, params)
         )
-    only_prop = model.error == ("prop",)
-    zero = mask & (f == 0)
-    if only_prop and zero.any():
+    # which observations have a proportional error alone, and which one at all
+    terms = [model.error[o] for o in model.outputs] or [model.error]
+    only_prop = np.array([t == ("prop",) for t in terms])[problem.out_index]
+    has_prop = np.array(["prop" in t for t in terms])[problem.out_index]
+    zero = mask & only_prop & (f == 0)
+    if zero.any():
         raise ValueError(
             f"model {model.name!r} predicts exactly 0 at the starting values, where a "
             "proportional error alone has SD 0, for "
             + _where(data, zero, params)
             + ": leave such samples out (NaN in dv, e.g. pre-dose) or add an additive error"
         )
-    if "prop" not in model.error:
-        return
-    opposite = mask & (np.sign(problem.y0) != np.sign(f))
-    if opposite[mask].all():
-        raise ValueError(
-            "every observation is 0 or has the opposite sign of the prediction at the "
-            "starting values, which a proportional error cannot explain (DV negated?): "
-            + _where(data, opposite, params)
-        )
-    if only_prop and opposite.any():
+    opposite = mask & has_prop & (np.sign(problem.y0) != np.sign(f))
+    for k in range(len(terms)):
+        of_output = mask & has_prop & (problem.out_index == k)
+        if of_output.any() and opposite[of_output].all():
+            which = f" (output {model.outputs[k]!r})" if model.outputs else ""
+            raise ValueError(
+                f"every observation{which} is 0 or has the opposite sign of the prediction "
+                "at the starting values, which a proportional error cannot explain (DV "
+                "negated?): " + _where(data, opposite & of_output, params)
+            )
+    opposite &= only_prop
+    if opposite.any():
         warnings.warn(
             f"{opposite.sum()} observation(s) are 0 or have the opposite sign of the "
             "prediction, which a proportional error alone cannot explain (values below a "
@@ -1141,6 +1323,8 @@ def _fit_key(model: NLMEModel, data: Observations, x0, fixed, settings) -> tuple
         "x0": x0,
         "fixed": {k: float(v) for k, v in fixed.items()},
     }
+    if data.output is not None:
+        numbers["output"] = np.asarray(data.output, float)
     signature = data_signature(numbers)
     text = f"format={FIT_FORMAT};{model.name};{structure};{signature_structure(signature)}"
     return hashlib.sha256(text.encode()).hexdigest()[:16], signature
