@@ -6,9 +6,18 @@ parameters. :func:`fit_foce` estimates, from data alone:
 
 * fixed effects ``theta`` (the typical value of each parameter, on its transformed scale:
   log for positive parameters, logit for fractions) and covariate effects ``beta``
-  (``log p = theta + sum(beta * covariate) + eta``);
+  (``log p = theta + sum(beta * covariate) + eta``), or covariate effects in the forms
+  practice uses, each a factor on the typical value (power on a reference value,
+  linear centred, categorical: :class:`CovariateEffect`);
 * the between-subject SDs ``omega`` of the random effects ``eta`` (diagonal);
-* residual error: additive and/or proportional, ``sd = sqrt(add**2 + (prop * f)**2)``.
+* residual error: additive and/or proportional, ``sd = sqrt(add**2 + (prop * f)**2)``;
+  for several observed quantities fitted together (e.g. concentrations and a
+  response), an error model for each (:attr:`NLMEModel.error` per output, observations
+  tagged by :attr:`Observations.output`).
+
+Models with a closed form write ``predict`` directly; for ODE models (nonlinear ones
+too) :func:`ode_predict` builds it from the right-hand side, integrating every subject
+at once with its own doses.
 
 The objective is NONMEM's FOCE with interaction: for each subject the conditional mode
 ``eta*`` of the random effects is found (Levenberg-Marquardt with Fisher scoring, on all
@@ -360,6 +369,15 @@ class Observations:
     (0, 1, ...: the outputs of a model whose ``error`` is given per output, in that
     order), for several quantities fitted together (e.g. from
     ``nonmem.observations(table, dv_cmt=(2, 6))``); None: one quantity.
+
+    Examples
+    --------
+    Two subjects, a concentration (output 0) and a response (output 1) each:
+
+    >>> obs = Observations(np.array([1, 2]), np.array([[1.0, 1.0], [2.0, 2.0]]),
+    ...                    np.array([[3.1, 88.0], [2.2, 95.0]]), output=np.array([[0, 1], [0, 1]]))
+    >>> obs.n_subjects, obs.n_observations
+    (2, 4)
     """
 
     ids: np.ndarray
@@ -1045,8 +1063,10 @@ class NLMEFit:
     ofv_nonmem: float = np.nan
 
     def typical(self, name: str) -> float:
-        """The typical value of parameter ``name`` (natural scale), or the value of a
-        covariate coefficient ``"param~covariate"``; estimated or fixed."""
+        """The typical value of parameter ``name`` (natural scale, the parameter's unit),
+        or the value of a covariate coefficient ``"param~covariate"`` (e.g. the
+        exponent of a power effect); estimated or fixed. A ``KeyError`` for a name the
+        model lacks."""
         if name in self.fixed:
             return self.fixed[name]
         if name in self.model.coefficient_names:
@@ -1102,14 +1122,47 @@ def start_vector(
     sigma: Mapping[str, float] | None = None,
     fixed: Mapping[str, float] | None = None,
 ) -> np.ndarray:
-    """The packed starting point: typical values on the natural scale, omega as SDs of
-    eta (one number for all, or one for each random effect), residual error terms
-    (default 0.1 each: SD in the DV's unit for ``add``, a fraction for ``prop``);
-    covariate coefficients start at the value ``typical`` gives under their name
-    (``"CL~WT"``), else 0 (no effect). A ``ValueError`` names a typical value that is
-    missing, not finite or out of its transform's range, a coefficient the model lacks
-    or whose start is not finite, and an SD that is missing, not finite and > 0, or
-    given for a random effect or error term the model lacks."""
+    """The packed starting point of a fit.
+
+    Parameters
+    ----------
+    model : NLMEModel
+        The model.
+    typical : mapping
+        Typical values on the natural scale (each parameter's unit) of every parameter
+        not fixed; covariate coefficients start at the value given under their name
+        (``"CL~WT"``), else 0 (no effect).
+    omega_sd : float or mapping
+        SDs of eta (transformed scale), one number for all or one for each random
+        effect.
+    sigma : mapping, optional
+        Residual error SDs (``add`` in the DV's unit, ``prop`` a fraction), default
+        0.1 each; for a model of several outputs a mapping of output name to such a
+        mapping.
+    fixed : mapping, optional
+        Parameters and coefficients held fixed (left out of the vector).
+
+    Returns
+    -------
+    numpy.ndarray
+        Free typical values (transformed scale), free covariate coefficients, log
+        omega, log sigma, in that order (:meth:`_Problem.names`).
+
+    Raises
+    ------
+    ValueError
+        Naming a typical value that is missing, not finite or out of its transform's
+        range, a coefficient the model lacks or whose start is not finite, and an SD
+        that is missing, not finite and > 0, or given for a random effect, error term
+        or output the model lacks.
+
+    Examples
+    --------
+    >>> model = NLMEModel("decay", ("C0", "k"), {"C0": "log", "k": "log"}, ("k",),
+    ...                   lambda p, d: p["C0"], effects=[CovariateEffect("k", "WT", "power", 70.0)])
+    >>> start_vector(model, {"C0": 10.0, "k": 0.2, "k~WT": 0.75}, omega_sd=0.3).round(3)
+    array([ 2.303, -1.609,  0.75 , -1.204, -2.303])
+    """
     fixed = fixed or {}
     free = [p for p in model.params if p not in fixed]
     missing = [p for p in free if p not in typical]
@@ -1232,15 +1285,74 @@ def fit_foce(
     ofv_tol: float = 0.01,
     cache_dir: str | Path | None = None,
 ) -> NLMEFit:
-    """Estimate ``model`` from ``data`` by FOCE-I, starting from ``typical`` values
-    (natural scale), ``omega_sd`` and ``sigma`` (see :func:`start_vector`). ``fixed``:
-    parameters held at a value (natural scale) instead of estimated. The outer gradient
-    is by central differences. BFGS stops when the largest OFV gradient is below 0.1
-    per unit of the estimation scale; a BFGS run that stalls before that (its Hessian
-    estimate gone stale) is restarted from where it ended, up to ``restarts`` times. It
-    also stops when three BFGS iterations in a row lower the OFV by less than
-    ``ofv_tol`` in all (the estimates then move in digits no inference reads; NONMEM's
-    default stops on significant digits of the estimates, to the same effect). Either
+    """Estimate ``model`` from ``data`` by FOCE-I.
+
+    Parameters
+    ----------
+    model : NLMEModel
+        The population model.
+    data : Observations
+        The observations (several outputs tagged by :attr:`Observations.output` where
+        the model gives its error per output).
+    typical : mapping
+        Starting typical values on the natural scale (each parameter's unit), and
+        optionally starting values of covariate coefficients by name (``"CL~WT"``,
+        default 0); see :func:`start_vector`.
+    omega_sd : float or mapping
+        Starting SDs of the random effects (on the transformed scale), one for all or
+        one each.
+    sigma : mapping, optional
+        Starting residual error SDs (``add`` in the DV's unit, ``prop`` a fraction),
+        default 0.1 each; per output for a model of several outputs, e.g.
+        ``{"conc": {"prop": 0.1}, "pd": {"add": 2.0}}``.
+    standard_errors : bool
+        Compute standard errors (the finite-difference Hessian of the OFV: covariance
+        ``2 H^-1``, NONMEM's R matrix).
+    max_iter : int
+        BFGS iterations a run.
+    fixed : mapping, optional
+        Parameters (natural scale) or covariate coefficients held at a value instead of
+        estimated.
+    restarts : int
+        BFGS runs that stall before the gradient test (their Hessian estimate gone
+        stale) are restarted from where they ended, up to this many times.
+    ofv_tol : float
+        Stop when three BFGS iterations in a row lower the OFV by less than this in all
+        (the estimates then move in digits no inference reads; NONMEM's default stops
+        on significant digits of the estimates, to the same effect).
+    cache_dir : str or pathlib.Path, optional
+        A folder where the fit is stored under a key of the model, data, starting
+        values and settings, and loaded from when asked again (``"default"``: the
+        ``fits`` folder of :func:`pkpd_lib.files.default_cache_dir`; None: always
+        estimate). A loaded fit is the stored one to the last bit, so everything
+        computed from it reproduces exactly. With ``$PKPD_CACHE_MISS=error`` a fit
+        missing from the default store raises :class:`~pkpd_lib.files.StoreMissError`.
+        The key holds the model's name, structure and the bytecode of its ``predict``
+        (not of the functions that calls, except those of an :func:`ode_predict`):
+        after changing those, clear the store or bump :data:`FIT_FORMAT`.
+
+    Returns
+    -------
+    NLMEFit
+        The estimates with standard errors, the subjects' modes, the OFV and why the
+        estimation stopped.
+
+    Raises
+    ------
+    ValueError
+        Before estimating: starting values or SDs that are not finite or out of range
+        (naming the parameter), covariates the data lack (naming them), a power
+        effect's covariate not > 0, outputs of the data the model lacks, DV that are
+        all 0, predictions at the starting values that are NaN or infinite for an
+        observation (naming the subjects, observations and the parameters there); for
+        observations with a proportional error term, DV all 0 or of the opposite sign
+        of the predictions (negated DV); with a proportional error alone, predictions
+        of exactly 0 (e.g. a pre-dose sample: leave it out).
+
+    Notes
+    -----
+    The outer gradient is by central differences. BFGS stops when the largest OFV
+    gradient is below 0.1 per unit of the estimation scale, or on ``ofv_tol``; either
     way the fit counts as ``converged`` only if the largest gradient component is then
     below :data:`CONVERGED_GRADIENT`; :attr:`NLMEFit.convergence` says why it stopped.
 
@@ -1248,27 +1360,20 @@ def fit_foce(
     of a PK model with few absorption samples): fit from several starts with
     :func:`fit_foce_starts`, which keeps the lowest OFV and says when they disagree.
 
-    Refused with a ``ValueError`` before estimating: starting values or SDs that are not
-    finite or out of range (naming the parameter), covariates the data lack, DV that are
-    all 0, predictions at the starting values that are NaN or infinite for an observation
-    (naming the subjects, observations and the parameters there); with a proportional
-    error term, DV all 0 or of the opposite sign of the predictions (negated DV); with a
-    proportional error alone, predictions of exactly 0 (e.g. a pre-dose sample: leave it
-    out). DV of 0 or of the opposite sign among others, with a proportional error alone
+    DV of 0 or of the opposite sign among others, with a proportional error alone
     (values below a limit of quantification coded 0?), give an :class:`NLMEWarning`.
     Predictions that fail (NaN or inf) at the estimate, for a subject's mode, make the
     fit invalid: its OFV is inf, its SEs NaN, ``converged`` False, with an
     :class:`NLMEWarning`. Trial points with failed predictions on the way are compared
     with 1e10 in place of those predictions (see ``_Problem.conditional_modes``).
 
-    ``cache_dir``: a folder where the fit is stored under a key of the model, data,
-    starting values and settings, and loaded from when asked again (``"default"``: the
-    ``fits`` folder of :func:`pkpd_lib.files.default_cache_dir`; ``None``: always
-    estimate). A loaded fit is the stored one to the last bit, so everything computed
-    from it reproduces exactly. With ``$PKPD_CACHE_MISS=error`` a fit missing from the
-    default store raises :class:`~pkpd_lib.files.StoreMissError`. The key holds the
-    model's name, structure and the bytecode of its ``predict`` (not of the functions
-    that calls): after changing those, clear the store or bump :data:`FIT_FORMAT`.
+    Comparing the OFV with NONMEM's: :attr:`NLMEFit.ofv` is -2 log-likelihood (Laplace
+    approximation) including ``n_observations * log(2 pi)``, which NONMEM's objective
+    function value (OBJV, FOCE with INTERACTION) leaves out; compare NONMEM's OBJV with
+    :attr:`NLMEFit.ofv_nonmem`, which is the OFV without it. Differences of OFVs
+    between models of the same data (likelihood-ratio tests) are the same either way.
+    ``omega`` and ``sigma`` here are SDs; :meth:`NLMEFit.variances` gives the variances
+    NONMEM reports.
 
     Examples
     --------
