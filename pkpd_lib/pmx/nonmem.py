@@ -580,11 +580,13 @@ def observations_from_nonmem(
 
 def observations(
     table: pd.DataFrame,
-    dv_cmt: int | None = None,
+    dv_cmt: int | Sequence[int] | None = None,
     covariates: Sequence[str] = (),
     replicates: bool = False,
+    dvid: Sequence[int] | None = None,
 ) -> Observations:
-    """One endpoint's observations of a NONMEM table, with each subject's doses.
+    """The observations of a NONMEM table, with each subject's doses: one endpoint, or
+    several observed quantities fitted together (tagged by CMT or by DVID).
 
     Any number of doses and any sampling times per subject: each subject's observed DVs
     (EVID 0, MDV 0) fill a row, padded to the longest.
@@ -594,21 +596,30 @@ def observations(
     table : pandas.DataFrame
         A NONMEM table (checked, see :func:`check_nonmem`); ADDL/II doses are expanded
         (:func:`expand_additional_doses`).
-    dv_cmt : int, optional
+    dv_cmt : int or sequence of int, optional
         The compartment whose observations to take (e.g. ``CMT_CENTRAL``, mg/L). None
-        takes every observation; they must then all be in one compartment.
+        takes every observation; they must then all be in one compartment (unless
+        ``dvid`` tells them apart). A sequence, e.g. ``(CMT_CENTRAL, CMT_RESPONSE)``,
+        takes the observations of each of these compartments as one output of a model
+        of several outputs: ``output`` is each observation's position in the sequence.
     covariates : sequence of str
         Columns to take, one value per subject; each must be constant within a subject
         and never missing.
     replicates : bool
         Accept repeated observation records (replicate assays), see :func:`check_nonmem`.
+    dvid : sequence of int, optional
+        Tell the outputs apart by the table's ``DVID`` column instead: the observations
+        whose DVID is in ``dvid`` (and in ``dv_cmt``, if that is one compartment), each
+        of output its DVID's position in ``dvid``.
 
     Returns
     -------
     Observations
         Subjects sorted by ID (``ids``, (N,)). ``dv`` (N, K): each subject's DVs in
         record order, then NaN; ``times_h`` (N, K): their times, h, padded with the
-        subject's last observation time. ``covariates``: the named columns, (N,) each.
+        subject's last observation time. ``output`` (N, K) int: each observation's
+        output where ``dv_cmt`` is a sequence or ``dvid`` is given (0 in the padding),
+        else None. ``covariates``: the named columns, (N,) each.
         ``extra["doses"]``: a dict of each subject's doses (EVID 1 records, in time
         order), D the most doses of any subject: ``"times_h"`` (N, D), h, padded with the
         subject's last dose time (0 for a subject without doses); ``"amounts_mg"``
@@ -619,9 +630,10 @@ def observations(
     ------
     ValueError
         From :func:`check_nonmem`; where a subject has no observation (in ``dv_cmt``),
-        observations are in several compartments and ``dv_cmt`` is None, or a covariate
-        is not a column, is missing or varies within a subject (naming subject, column
-        and records).
+        observations are in several compartments and ``dv_cmt`` is None, an output has
+        no observation, ``dvid`` is given without a DVID column or with ``dv_cmt`` a
+        sequence, or a covariate is not a column, is missing or varies within a subject
+        (naming subject, column and records).
 
     Examples
     --------
@@ -644,18 +656,31 @@ def observations(
     >>> doses = obs.extra["doses"]
     >>> doses["times_h"].tolist(), doses["amounts_mg"].tolist(), doses["count"].tolist()
     ([[0.0, 12.0], [0.0, 0.0]], [[100.0, 100.0], [50.0, 0.0]], [2, 1])
+
+    Concentrations (CMT 2) and a response (CMT 6) as two outputs:
+
+    >>> text = '''ID,TIME,AMT,EVID,MDV,CMT,DV
+    ... 1,0,100,1,1,1,.
+    ... 1,1,0,0,0,2,3.1
+    ... 1,1,0,0,0,6,88
+    ... 1,4,0,0,0,2,2.2
+    ... '''
+    >>> both = observations(read_nonmem_csv(io.StringIO(text)), dv_cmt=(CMT_CENTRAL, 6))
+    >>> both.dv.tolist(), both.output.tolist()
+    ([[3.1, 88.0, 2.2]], [[0, 1, 0]])
     """
     check_nonmem(table, replicates=replicates)
     t = table.reset_index(drop=True)
     ids = np.unique(t["ID"].to_numpy())
     taken = {name: _subject_values(t, name, ids) for name in covariates}
     t = _expand(t)
-    obs = _observed(t, dv_cmt, ids)
+    obs, output = _observed_outputs(t, dv_cmt, dvid, ids)
     doses = t[t["EVID"] == 1]
     return Observations(
         ids,
         _padded(obs, ids, "TIME", fill=None),
         _padded(obs, ids, "DV", fill=np.nan),
+        output=output,
         covariates=taken,
         extra={
             "doses": {
@@ -666,6 +691,38 @@ def observations(
             }
         },
     )
+
+
+def _observed_outputs(
+    t: pd.DataFrame, dv_cmt, dvid: Sequence[int] | None, ids: np.ndarray
+) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """The observed records of :func:`observations` and, for several outputs (``dv_cmt``
+    a sequence, or ``dvid`` given), each one's output (N, K) (0 in the padding)."""
+    several_cmts = dv_cmt is not None and not isinstance(dv_cmt, int | np.integer)
+    if dvid is None and not several_cmts:
+        return _observed(t, dv_cmt, ids), None
+    if dvid is not None:
+        if several_cmts:
+            raise ValueError("give the outputs by dv_cmt=(...) or by dvid=(...), not both")
+        if "DVID" not in t.columns:
+            raise ValueError(
+                f"dvid given but the table has no DVID column; found {list(t.columns)}"
+            )
+        column, codes, what = "DVID", [float(d) for d in dvid], "DVID"
+        t = t if dv_cmt is None else t[(t["EVID"] != 0) | (t["CMT"] == dv_cmt)]
+    else:
+        column, codes, what = "CMT", [int(c) for c in dv_cmt], "CMT"
+    if not codes or len(set(codes)) < len(codes):
+        raise ValueError(f"give each {what} of the outputs once, got {list(codes)}")
+    obs = t[(t["EVID"] == 0) & (t["MDV"] == 0) & t[column].isin(codes)]
+    absent = np.setdiff1d(ids, obs["ID"].to_numpy())
+    if absent.size:
+        raise ValueError(f"IDs {absent[:10].tolist()} have no observation with {what} in {codes}")
+    unseen = [c for c in codes if not (obs[column] == c).any()]
+    if unseen:
+        raise ValueError(f"no observations with {what} {unseen[0]:g} (an output of {codes})")
+    obs = obs.assign(_output=obs[column].map({c: k for k, c in enumerate(codes)}))
+    return obs, _padded(obs, ids, "_output", fill=0.0).astype(np.int64)
 
 
 def _observed(t: pd.DataFrame, dv_cmt: int | None, ids: np.ndarray) -> pd.DataFrame:

@@ -1,0 +1,229 @@
+"""Several observed quantities fitted together, each with its own residual error model
+(observations tagged by output), and the NONMEM reader's tags from CMT or DVID."""
+
+import io
+
+import numpy as np
+import pytest
+
+from pkpd_lib import nlme, nonmem
+from pkpd_lib import warfarin as w
+
+
+def _decay(error=("prop",)):
+    return nlme.NLMEModel(
+        "decay",
+        ("C0", "k"),
+        {"C0": "log", "k": "log"},
+        ("k",),
+        lambda p, d: p["C0"][..., None] * np.exp(-p["k"][..., None] * d.times_h[:, None]),
+        error=error,
+    )
+
+
+def _decay_data(n=20, seed=0, output=None):
+    rng = np.random.default_rng(seed)
+    t = np.tile([0.5, 1, 2, 4, 8, 12.0], (n, 1))
+    k = 0.2 * np.exp(0.3 * rng.normal(size=(n, 1)))
+    y = 10 * np.exp(-k * t) * (1 + 0.05 * rng.normal(size=t.shape))
+    return nlme.Observations(np.arange(n), t, y, output=output)
+
+
+def test_one_output_given_per_output_is_the_fit_of_one_error_model():
+    data = _decay_data()
+    start = {"C0": 5.0, "k": 0.5}
+    old = nlme.fit_foce(_decay(), data, start)
+    tagged = _decay_data(output=np.zeros((20, 6), int))
+    for model, observed in ((_decay({"conc": ("prop",)}), tagged), (_decay(), tagged)):
+        new = nlme.fit_foce(model, observed, start)
+        np.testing.assert_array_equal(new.x, old.x)
+        np.testing.assert_array_equal(new.etas, old.etas)
+        assert new.ofv == old.ofv
+        np.testing.assert_array_equal(
+            new.estimates["SE (estimation scale)"], old.estimates["SE (estimation scale)"]
+        )
+    assert new.estimates.index[-1] == "sigma_prop"
+    per_output = nlme.fit_foce(_decay({"conc": ("prop",)}), data, start, standard_errors=False)
+    assert per_output.estimates.index[-1] == "sigma_conc_prop"
+
+
+# --- a joint PK/PD data set -------------------------------------------------------------
+
+PK_TIMES = [0.5, 1, 2, 4, 8, 12, 24.0]
+PD_TIMES = [1, 4, 8, 12, 24, 36.0]
+TRUTH = {"ka": 1.0, "CL": 5.0, "V": 50.0, "E0": 100.0, "IC50": 1.0}
+OMEGA = {"CL": 0.3, "V": 0.2, "E0": 0.1, "IC50": 0.3}
+SIGMA = {"conc": {"prop": 0.1}, "pd": {"add": 2.0}}
+
+
+def _conc(p, t, dose=100.0):
+    """One compartment, first-order absorption, one dose at 0 h (mg/L)."""
+    ka, k, v = p["ka"], p["CL"] / p["V"], p["V"]
+    return dose * ka / (v * (ka - k)) * (np.exp(-k * t) - np.exp(-ka * t))
+
+
+def _joint_predict(p, d):
+    """Concentration (mg/L) and an inhibited response E0 (1 - C / (IC50 + C)) at every
+    observation time: the estimator takes each observation's own output."""
+    q = {k: v[..., None] for k, v in p.items()}
+    c = _conc(q, d.times_h[:, None, :])
+    return {"conc": c, "pd": q["E0"] * (1 - c / (q["IC50"] + c))}
+
+
+JOINT = nlme.NLMEModel(
+    "joint PK and PD",
+    tuple(TRUTH),
+    dict.fromkeys(TRUTH, "log"),
+    tuple(OMEGA),
+    _joint_predict,
+    error={"conc": ("prop",), "pd": ("add",)},
+)
+
+
+def _joint_data(n=60, seed=1):
+    rng = np.random.default_rng(seed)
+    p = {k: np.full(n, v) for k, v in TRUTH.items()}
+    for k, sd in OMEGA.items():
+        p[k] = p[k] * np.exp(sd * rng.normal(size=n))
+    t = np.tile(PK_TIMES + PD_TIMES, (n, 1))
+    output = np.tile([0] * len(PK_TIMES) + [1] * len(PD_TIMES), (n, 1))
+    c = _conc({k: v[:, None] for k, v in p.items()}, t)
+    e = p["E0"][:, None] * (1 - c / (p["IC50"][:, None] + c))
+    y = np.where(
+        output == 0,
+        c * (1 + SIGMA["conc"]["prop"] * rng.normal(size=t.shape)),
+        e + SIGMA["pd"]["add"] * rng.normal(size=t.shape),
+    )
+    return nlme.Observations(np.arange(n), t, y, output=output)
+
+
+@pytest.fixture(scope="module")
+def joint_fit():
+    start = {"ka": 0.7, "CL": 8.0, "V": 30.0, "E0": 80.0, "IC50": 2.0}
+    sigma = {"conc": {"prop": 0.2}, "pd": {"add": 5.0}}
+    return nlme.fit_foce(JOINT, _joint_data(), start, omega_sd=0.3, sigma=sigma)
+
+
+def test_a_joint_pk_pd_fit_recovers_both_error_models(joint_fit):
+    fit = joint_fit
+    assert fit.converged, fit.convergence
+    est = fit.estimates
+    for name, truth in TRUTH.items():
+        se = est.loc[f"theta_{name}", "SE (estimation scale)"]
+        assert 0 < se < 0.15, name
+        assert abs(np.log(fit.typical(name) / truth)) < max(3 * se, 0.05), name
+    for name, truth in OMEGA.items():
+        assert est.loc[f"omega_{name}", "estimate"] == pytest.approx(truth, rel=0.35), name
+    assert est.loc["sigma_conc_prop", "estimate"] == pytest.approx(0.1, rel=0.15)
+    assert est.loc["sigma_pd_add", "estimate"] == pytest.approx(2.0, rel=0.15)
+    assert list(fit.variances().index)[-2:] == ["sigma_conc_prop", "sigma_pd_add"]
+    assert np.isfinite(est["SE (estimation scale)"]).all()
+
+
+def test_predictions_and_simulations_take_each_observations_output(joint_fit):
+    data = _joint_data()
+    ipred = nlme.individual_predictions(joint_fit, data)
+    conc = data.output == 0
+    assert ipred[conc].max() < 5 and ipred[~conc].min() > 20  # mg/L, response units
+    sims = nlme.simulate_population(joint_fit, data, 200, seed=1)
+    spread = (sims - nlme.population_predictions(joint_fit, data)[None]).std(axis=0)
+    # an additive SD of 2 on the response only; the concentrations' spread scales with them
+    assert spread[~conc].min() > 2.0 and spread[conc].max() < 2.0
+
+
+def test_outputs_that_do_not_fit_the_model_are_refused_by_name():
+    data = _joint_data(n=5)
+    untagged = nlme.Observations(data.ids, data.times_h, data.dv)
+    start = dict(TRUTH)
+    with pytest.raises(ValueError, match=r"fits 2 outputs \('conc', 'pd'\): the data need"):
+        nlme.fit_foce(JOINT, untagged, start)
+    with pytest.raises(ValueError, match=r"output\(s\) \[1\] but model 'decay' has one output"):
+        nlme.fit_foce(_decay(), data, {"C0": 1.0, "k": 0.1})
+    three = nlme.Observations(data.ids, data.times_h, data.dv, output=data.output * 2)
+    with pytest.raises(ValueError, match=r"output\(s\) \[2\] but model .* has 2 outputs"):
+        nlme.fit_foce(JOINT, three, start)
+    with pytest.raises(ValueError, match=r"sigma must map each of the model's outputs"):
+        nlme.fit_foce(JOINT, data, start, sigma={"conc": {"prop": 0.1}})
+    with pytest.raises(ValueError, match=r"sigma\['pd'\] must give one SD .* missing \['add'\]"):
+        nlme.fit_foce(JOINT, data, start, sigma={"conc": {"prop": 0.1}, "pd": {"prop": 0.1}})
+    with pytest.raises(ValueError, match=r"the error of output 'pd' must be"):
+        _decay({"conc": ("prop",), "pd": ("exp",)})
+    with pytest.raises(ValueError, match=r"output must be \(N, K\)"):
+        nlme.Observations(data.ids, data.times_h, data.dv, output=data.output[:, :3])
+    with pytest.raises(ValueError, match=r"output must hold whole numbers"):
+        nlme.Observations(data.ids, data.times_h, data.dv, output=data.output - 1)
+    lacking = nlme.NLMEModel(
+        "lacking",
+        ("a",),
+        {"a": "log"},
+        (),
+        lambda p, d: {"conc": np.ones((*p["a"].shape, d.dv.shape[1]))},
+        error={"conc": ("prop",), "pd": ("add",)},
+    )
+    with pytest.raises(ValueError, match=r"predict lacks output\(s\) \['pd'\]"):
+        nlme.fit_foce(lacking, data, {"a": 1.0})
+
+
+def test_a_proportional_error_of_one_output_is_checked_on_that_output():
+    """A response that starts at 0 is fine under its additive error; a negated
+    concentration is refused as the concentrations' (before: one error model)."""
+    data = _joint_data(n=5)
+    dv = np.where(data.output == 0, -data.dv, data.dv)
+    negated = nlme.Observations(data.ids, data.times_h, dv, output=data.output)
+    with pytest.raises(ValueError, match=r"every observation \(output 'conc'\) is 0 or has the"):
+        nlme.fit_foce(JOINT, negated, dict(TRUTH))
+
+
+def test_the_store_keys_data_tagged_by_output():
+    data = _decay_data()
+    tagged = _decay_data(output=np.zeros((20, 6), int))
+    x0 = nlme.start_vector(_decay(), {"C0": 5.0, "k": 0.5})
+    keys = {nlme._fit_key(_decay(), d, x0, {}, ())[0] for d in (data, tagged)}
+    keys.add(nlme._fit_key(_decay({"conc": ("prop",)}), data, x0, {}, ())[0])
+    assert len(keys) == 3
+
+
+# --- NONMEM tables ---------------------------------------------------------------------
+
+TWO_OUTPUTS = """ID,TIME,AMT,EVID,MDV,CMT,DV,DVID
+1,0,100,1,1,1,.,0
+1,1,0,0,0,2,3.1,1
+1,1,0,0,0,3,88,2
+1,4,0,0,0,2,2.2,1
+2,0,50,1,1,1,.,0
+2,6,0,0,0,3,95,2
+"""
+
+
+def test_nonmem_outputs_by_cmt_or_by_dvid():
+    table = nonmem.read_nonmem_csv(io.StringIO(TWO_OUTPUTS))
+    by_cmt = nonmem.observations(table, dv_cmt=(2, 3))
+    by_dvid = nonmem.observations(table, dvid=(1, 2))
+    for obs in (by_cmt, by_dvid):
+        np.testing.assert_array_equal(obs.dv, [[3.1, 88.0, 2.2], [95.0, np.nan, np.nan]])
+        np.testing.assert_array_equal(obs.output, [[0, 1, 0], [1, 0, 0]])
+        assert obs.extra["doses"]["count"].tolist() == [1, 1]
+    reversed_order = nonmem.observations(table, dv_cmt=(3, 2))
+    np.testing.assert_array_equal(reversed_order.output, [[1, 0, 1], [0, 0, 0]])
+    assert nonmem.observations(table, dv_cmt=3).output is None
+    assert nonmem.observations(table, dv_cmt=3, dvid=(2,)).dv.tolist() == [[88.0], [95.0]]
+    with pytest.raises(ValueError, match=r"IDs \[2\] have no observation with CMT in \[2\]"):
+        nonmem.observations(table, dv_cmt=(2,))
+    with pytest.raises(ValueError, match=r"no observations with DVID 5"):
+        nonmem.observations(table, dvid=(1, 2, 5))
+    with pytest.raises(ValueError, match="not both"):
+        nonmem.observations(table, dv_cmt=(2, 3), dvid=(1, 2))
+    with pytest.raises(ValueError, match="no DVID column"):
+        nonmem.observations(table.drop(columns="DVID"), dvid=(1, 2))
+    with pytest.raises(ValueError, match="once"):
+        nonmem.observations(table, dv_cmt=(2, 2))
+
+
+def test_warfarin_concentrations_and_pca_as_two_outputs():
+    table = w.load()
+    both = nonmem.observations(
+        table, dv_cmt=(nonmem.CMT_CENTRAL, nonmem.CMT_RESPONSE), replicates=True
+    )
+    observed = ~np.isnan(both.dv)
+    assert (observed & (both.output == 0)).sum() == 251
+    assert (observed & (both.output == 1)).sum() == 232
