@@ -6,7 +6,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from pkpd_lib import nlme
+from pkpd_lib.pmx import nlme
 
 
 def _decay(effects=()):

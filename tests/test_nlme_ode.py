@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy.integrate import solve_ivp
 
-from pkpd_lib import nlme
+from pkpd_lib.pmx import nlme
 
 
 def _oral_rhs(t, y, p):

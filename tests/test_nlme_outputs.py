@@ -6,8 +6,8 @@ import io
 import numpy as np
 import pytest
 
-from pkpd_lib import nlme, nonmem
-from pkpd_lib import warfarin as w
+from pkpd_lib.pmx import nlme, nonmem
+from pkpd_lib.pmx import warfarin as w
 
 
 def _decay(error=("prop",)):

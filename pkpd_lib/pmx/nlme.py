@@ -480,7 +480,7 @@ def ode_predict(
 
     Each call integrates every subject, and each of the R copies of its parameters that
     FOCE-I asks for, as one vectorised system with
-    :func:`pkpd_lib.model.integrate_with_doses`, on the union of the observation times,
+    :func:`pkpd_lib.pmx.model.integrate_with_doses`, on the union of the observation times,
     with each subject's own bolus doses, and returns the predictions at each subject's
     own (irregular) times.
 
@@ -496,7 +496,7 @@ def ode_predict(
         numbers (e.g. a baseline ``[0.0, 0.0, p["R0"]]``), or S numbers.
     dose_state : int
         The state each dose is added to (the amount, in the unit of
-        ``extra["doses"]["amounts_mg"]``, mg from :func:`pkpd_lib.nonmem.observations`;
+        ``extra["doses"]["amounts_mg"]``, mg from :func:`pkpd_lib.pmx.nonmem.observations`;
         the doses' CMT is not read: every dose goes here).
     output : int or callable
         What is observed: the state of that index, or ``output(y, p)`` computing the
@@ -524,7 +524,7 @@ def ode_predict(
         ``predict(params, data)``: predictions (N, R, K) at ``data.times_h`` (N, K), h
         (or a mapping of them by output), for parameter arrays (N, R). ``data`` must
         carry each subject's doses in ``extra["doses"]`` as
-        :func:`pkpd_lib.nonmem.observations` gives them (``times_h`` and
+        :func:`pkpd_lib.pmx.nonmem.observations` gives them (``times_h`` and
         ``amounts_mg`` (N, D), ``count`` (N,)); a subject without doses starts from
         ``initial`` alone. The predictions of a copy whose derivatives or states turn
         NaN or infinite are NaN (the estimator treats them as failed), the others are
