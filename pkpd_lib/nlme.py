@@ -101,6 +101,12 @@ CONVERGED_GRADIENT = 1.0
 LOGIT_BOUND = 10.0
 #: An omega (SD of eta) below this is at its lower bound: no variability is estimated.
 OMEGA_BOUND = 1e-3
+#: For models of :func:`ode_predict`, each step of the search for a subject's mode of
+#: the random effects is shortened to at most this many SDs of eta in any component:
+#: a far trial point costs an integration (often a stiff one), and the search's
+#: Gauss-Newton steps can be far where a subject's data leave a direction undetermined.
+#: Models with a ``predict`` of their own are not limited.
+ETA_STEP_LIMIT = 2.0
 
 
 class NLMEWarning(UserWarning):
@@ -594,6 +600,9 @@ def ode_predict(
             return {k: at_times(v) for k, v in values.items()}
         return at_times(values)
 
+    # FOCE-I limits each step of a subject's random effects to 2 SDs of eta for this
+    # predict: a wild trial point (a mode search's first steps) costs an integration
+    predict.eta_step_limit = ETA_STEP_LIMIT  # type: ignore[attr-defined]
     predict.fit_key = repr(  # type: ignore[attr-defined]
         (
             _code_key(rhs),
@@ -604,6 +613,7 @@ def ode_predict(
             atol,
             method,
             max_rhs_calls,
+            ETA_STEP_LIMIT,
         )
     )
     return predict
@@ -999,11 +1009,16 @@ class _Problem:
         lam = np.full(n, 1e-3)
         active = np.ones(n, bool)
         g, hess, grad, _ = self._linearised(theta, beta, eta, omega, sigma)
+        # models whose trial points are costly (ODE) limit each step, in SDs of eta
+        limit = getattr(self.model.predict, "eta_step_limit", None)
         for _ in range(max_iter):
             diag = np.diagonal(hess, axis1=1, axis2=2)
             damped = hess + lam[:, None, None] * np.eye(q)[None] * diag[:, :, None]
             step = -_solve(damped, grad)
             step[~active] = 0.0
+            if limit is not None:
+                ratio = np.abs(step / omega).max(axis=1, initial=0.0)
+                step = step * (limit / np.maximum(ratio, limit))[:, None]
             trial = eta + step
             g_trial, h_trial, grad_trial, _ = self._linearised(theta, beta, trial, omega, sigma)
             better = active & (g_trial <= g)
