@@ -202,8 +202,27 @@ class CovariateEffect:
         return f"{self.param}~{self.covariate}"
 
     def factor(self, coefficient, values) -> np.ndarray:
-        """The factor on the typical value for covariate ``values`` (any shape, the
-        covariate's unit) and ``coefficient`` (a number); same shape as ``values``."""
+        """The factor on the typical value.
+
+        Parameters
+        ----------
+        coefficient : float
+            The coefficient ``theta`` (dimensionless for ``power`` and the categorical
+            forms, per unit of the covariate for ``linear`` and ``exponential``).
+        values : array_like
+            The subjects' covariate values, in the covariate's unit, any shape.
+
+        Returns
+        -------
+        numpy.ndarray
+            The factor (dimensionless), the shape of ``values``.
+
+        Examples
+        --------
+        >>> age = CovariateEffect("V", "AGE", "linear", reference=40.0)
+        >>> age.factor(0.01, [30.0, 40.0, 60.0]).tolist()
+        [0.9, 1.0, 1.2]
+        """
         c = np.asarray(values, float)
         if self.form == "power":
             return (c / self.reference) ** coefficient
@@ -1078,10 +1097,39 @@ class NLMEFit:
     ofv_nonmem: float = np.nan
 
     def typical(self, name: str) -> float:
-        """The typical value of parameter ``name`` (natural scale, the parameter's unit),
-        or the value of a covariate coefficient ``"param~covariate"`` (e.g. the
-        exponent of a power effect); estimated or fixed. A ``KeyError`` for a name the
-        model lacks."""
+        """A typical value or covariate coefficient of the fit, estimated or fixed.
+
+        Parameters
+        ----------
+        name : str
+            A parameter, or a covariate coefficient ``"param~covariate"`` (e.g. the
+            exponent of a power effect).
+
+        Returns
+        -------
+        float
+            The typical value on the natural scale (the parameter's unit), or the
+            coefficient's value. A ``KeyError`` for a name the model lacks.
+
+        Examples
+        --------
+        See :func:`fit_foce`; with a covariate effect:
+
+        >>> rng = np.random.default_rng(1)
+        >>> wt = rng.uniform(50, 100, 30)
+        >>> t = np.tile([1.0, 2, 4, 8], (30, 1))
+        >>> k = 0.2 * (wt[:, None] / 70) ** 0.75 * np.exp(0.1 * rng.normal(size=(30, 1)))
+        >>> y = 10 * np.exp(-k * t) * (1 + 0.05 * rng.normal(size=t.shape))
+        >>> data = Observations(np.arange(30), t, y, {"WT": wt})
+        >>> model = NLMEModel("decay", ("C0", "k"), {"C0": "log", "k": "log"}, ("k",),
+        ...                   lambda p, d: p["C0"][..., None]
+        ...                   * np.exp(-p["k"][..., None] * d.times_h[:, None]),
+        ...                   effects=[CovariateEffect("k", "WT", "power", reference=70.0)])
+        >>> fit = fit_foce(model, data, {"C0": 5.0, "k": 0.5}, sigma={"prop": 0.05},
+        ...                fixed={"k~WT": 0.75}, standard_errors=False)
+        >>> round(fit.typical("k"), 2), fit.typical("k~WT")
+        (0.2, 0.75)
+        """
         if name in self.fixed:
             return self.fixed[name]
         if name in self.model.coefficient_names:
