@@ -559,7 +559,10 @@ def ode_predict(
 
         Each call costs about one integration whatever the number of copies: a few
         milliseconds for a small model, and FOCE-I makes thousands of calls (a fit of
-        18 subjects with Michaelis-Menten elimination takes about a minute).
+        18 subjects with Michaelis-Menten elimination takes under a minute, one of 24
+        with oral absorption and two states several minutes). FOCE-I limits each step
+        of the search for a subject's modes of such a model to :data:`ETA_STEP_LIMIT`
+        SDs of eta (far trial points cost integrations, often stiff ones).
 
     Examples
     --------
