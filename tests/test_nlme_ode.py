@@ -232,3 +232,36 @@ def test_a_copy_that_stops_the_integration_is_found_and_only_it_fails():
     keep = ~np.isnan(out)
     assert keep.sum() == out.size - 5
     np.testing.assert_allclose(out[keep], clean[keep], rtol=1e-6, atol=1e-12)
+
+
+def test_the_mode_search_of_an_ode_model_steps_at_most_two_sds_of_eta():
+    """Each trial point of an ODE model's mode search lies within ETA_STEP_LIMIT SDs of
+    a point evaluated before it (far trial points cost integrations); the modes are
+    those of the closed form, whose search is not limited."""
+    rng = np.random.default_rng(4)
+    p = _params(r=1, seed=4)
+    dv = _closed_form_predict(p, _design())[:3, 0] * (1 + 0.05 * rng.normal(size=(3, 5)))
+    data = nlme.Observations(
+        np.arange(3), TIMES[:3], dv, extra={"doses": {k: v[:3] for k, v in DOSES.items()}}
+    )
+    predict = nlme.ode_predict(_oral_rhs, [0.0, 0.0], output=_conc)
+    assert predict.eta_step_limit == nlme.ETA_STEP_LIMIT == 2.0
+    assert not hasattr(_closed_form_predict, "eta_step_limit")
+    ode = nlme._Problem(_model(predict), data, {})
+    seen = []
+    linearised = ode._linearised
+
+    def recording(theta, beta, eta, omega, sigma):
+        seen.append(eta.copy())
+        return linearised(theta, beta, eta, omega, sigma)
+
+    ode._linearised = recording
+    x = nlme.start_vector(ode.model, {"ka": 1.2, "CL": 4.0, "V": 30.0}, omega_sd=0.05)
+    eta = ode.conditional_modes(x, np.zeros((3, 2)))[0]
+    omega = np.exp(x[3:5])
+    for k in range(1, len(seen)):
+        distance = np.abs((seen[k][None] - np.array(seen[:k])) / omega).max(axis=2).min(axis=0)
+        assert distance.max() <= nlme.ETA_STEP_LIMIT + 1e-9
+    assert np.abs(eta / omega).max() > 2 * nlme.ETA_STEP_LIMIT  # the modes are far
+    exact = nlme._Problem(_model(_closed_form_predict), data, {})
+    np.testing.assert_allclose(eta, exact.conditional_modes(x, np.zeros((3, 2)))[0], atol=1e-5)

@@ -101,6 +101,12 @@ CONVERGED_GRADIENT = 1.0
 LOGIT_BOUND = 10.0
 #: An omega (SD of eta) below this is at its lower bound: no variability is estimated.
 OMEGA_BOUND = 1e-3
+#: For models of :func:`ode_predict`, each step of the search for a subject's mode of
+#: the random effects is shortened to at most this many SDs of eta in any component:
+#: a far trial point costs an integration (often a stiff one), and the search's
+#: Gauss-Newton steps can be far where a subject's data leave a direction undetermined.
+#: Models with a ``predict`` of their own are not limited.
+ETA_STEP_LIMIT = 2.0
 
 
 class NLMEWarning(UserWarning):
@@ -196,8 +202,27 @@ class CovariateEffect:
         return f"{self.param}~{self.covariate}"
 
     def factor(self, coefficient, values) -> np.ndarray:
-        """The factor on the typical value for covariate ``values`` (any shape, the
-        covariate's unit) and ``coefficient`` (a number); same shape as ``values``."""
+        """The factor on the typical value.
+
+        Parameters
+        ----------
+        coefficient : float
+            The coefficient ``theta`` (dimensionless for ``power`` and the categorical
+            forms, per unit of the covariate for ``linear`` and ``exponential``).
+        values : array_like
+            The subjects' covariate values, in the covariate's unit, any shape.
+
+        Returns
+        -------
+        numpy.ndarray
+            The factor (dimensionless), the shape of ``values``.
+
+        Examples
+        --------
+        >>> age = CovariateEffect("V", "AGE", "linear", reference=40.0)
+        >>> age.factor(0.01, [30.0, 40.0, 60.0]).tolist()
+        [0.9, 1.0, 1.2]
+        """
         c = np.asarray(values, float)
         if self.form == "power":
             return (c / self.reference) ** coefficient
@@ -534,7 +559,10 @@ def ode_predict(
 
         Each call costs about one integration whatever the number of copies: a few
         milliseconds for a small model, and FOCE-I makes thousands of calls (a fit of
-        18 subjects with Michaelis-Menten elimination takes about a minute).
+        18 subjects with Michaelis-Menten elimination takes under a minute, one of 24
+        with oral absorption and two states several minutes). FOCE-I limits each step
+        of the search for a subject's modes of such a model to :data:`ETA_STEP_LIMIT`
+        SDs of eta (far trial points cost integrations, often stiff ones).
 
     Examples
     --------
@@ -594,6 +622,9 @@ def ode_predict(
             return {k: at_times(v) for k, v in values.items()}
         return at_times(values)
 
+    # FOCE-I limits each step of a subject's random effects to 2 SDs of eta for this
+    # predict: a wild trial point (a mode search's first steps) costs an integration
+    predict.eta_step_limit = ETA_STEP_LIMIT  # type: ignore[attr-defined]
     predict.fit_key = repr(  # type: ignore[attr-defined]
         (
             _code_key(rhs),
@@ -604,6 +635,7 @@ def ode_predict(
             atol,
             method,
             max_rhs_calls,
+            ETA_STEP_LIMIT,
         )
     )
     return predict
@@ -999,11 +1031,16 @@ class _Problem:
         lam = np.full(n, 1e-3)
         active = np.ones(n, bool)
         g, hess, grad, _ = self._linearised(theta, beta, eta, omega, sigma)
+        # models whose trial points are costly (ODE) limit each step, in SDs of eta
+        limit = getattr(self.model.predict, "eta_step_limit", None)
         for _ in range(max_iter):
             diag = np.diagonal(hess, axis1=1, axis2=2)
             damped = hess + lam[:, None, None] * np.eye(q)[None] * diag[:, :, None]
             step = -_solve(damped, grad)
             step[~active] = 0.0
+            if limit is not None:
+                ratio = np.abs(step / omega).max(axis=1, initial=0.0)
+                step = step * (limit / np.maximum(ratio, limit))[:, None]
             trial = eta + step
             g_trial, h_trial, grad_trial, _ = self._linearised(theta, beta, trial, omega, sigma)
             better = active & (g_trial <= g)
@@ -1063,10 +1100,39 @@ class NLMEFit:
     ofv_nonmem: float = np.nan
 
     def typical(self, name: str) -> float:
-        """The typical value of parameter ``name`` (natural scale, the parameter's unit),
-        or the value of a covariate coefficient ``"param~covariate"`` (e.g. the
-        exponent of a power effect); estimated or fixed. A ``KeyError`` for a name the
-        model lacks."""
+        """A typical value or covariate coefficient of the fit, estimated or fixed.
+
+        Parameters
+        ----------
+        name : str
+            A parameter, or a covariate coefficient ``"param~covariate"`` (e.g. the
+            exponent of a power effect).
+
+        Returns
+        -------
+        float
+            The typical value on the natural scale (the parameter's unit), or the
+            coefficient's value. A ``KeyError`` for a name the model lacks.
+
+        Examples
+        --------
+        See :func:`fit_foce`; with a covariate effect:
+
+        >>> rng = np.random.default_rng(1)
+        >>> wt = rng.uniform(50, 100, 30)
+        >>> t = np.tile([1.0, 2, 4, 8], (30, 1))
+        >>> k = 0.2 * (wt[:, None] / 70) ** 0.75 * np.exp(0.1 * rng.normal(size=(30, 1)))
+        >>> y = 10 * np.exp(-k * t) * (1 + 0.05 * rng.normal(size=t.shape))
+        >>> data = Observations(np.arange(30), t, y, {"WT": wt})
+        >>> model = NLMEModel("decay", ("C0", "k"), {"C0": "log", "k": "log"}, ("k",),
+        ...                   lambda p, d: p["C0"][..., None]
+        ...                   * np.exp(-p["k"][..., None] * d.times_h[:, None]),
+        ...                   effects=[CovariateEffect("k", "WT", "power", reference=70.0)])
+        >>> fit = fit_foce(model, data, {"C0": 5.0, "k": 0.5}, sigma={"prop": 0.05},
+        ...                fixed={"k~WT": 0.75}, standard_errors=False)
+        >>> round(fit.typical("k"), 2), fit.typical("k~WT")
+        (0.2, 0.75)
+        """
         if name in self.fixed:
             return self.fixed[name]
         if name in self.model.coefficient_names:
