@@ -32,6 +32,7 @@ import numpy as np
 from scipy import sparse
 from scipy.integrate import solve_ivp
 
+from . import pk
 from .pk import dose_arrays
 from .regimens import Regimen, per_patient
 
@@ -611,20 +612,15 @@ def structure_params(structure: Structure, params: Mapping[str, object]) -> dict
 PK_RATE_NAMES = ("ka", "CL/V")
 
 
-def _closed_form_pk(p: Mapping[str, np.ndarray], event_times, amounts, t) -> np.ndarray:
+def _closed_form_pk(p: Mapping[str, np.ndarray], dose_t, dose_amt, t) -> np.ndarray:
     """Amounts in the depot and the central compartment (mg), (2, N, T), of the linear
-    one-compartment model at times ``t`` (T,), doses of :func:`_dose_matrix` superposed.
+    one-compartment model at times ``t`` (T,), doses (N, E) of
+    :func:`pkpd_lib.pmx.pk.dose_arrays` superposed (:mod:`pkpd_lib.pmx.pk`'s kernels).
     A dose at exactly a time counts after it (the trough convention)."""
-    ka, ke = p["ka"][:, None, None], (p["CL"] / p["V"])[:, None, None]
-    dt = np.asarray(t, float)[None, :, None] - event_times[None, None, :]  # (1, T, E)
-    after = dt > 0
-    dt = np.where(after, dt, 0.0)
-    dose = np.where(after, amounts.T[:, None, :], 0.0)  # (N, T, E)
-    e_a, e_e = np.exp(-ka * dt), np.exp(-ke * dt)
-    diff = ka - ke
-    near = np.abs(diff) < 1e-8 * ka
-    shape = np.where(near, dt * e_e, (e_e - e_a) / np.where(near, 1.0, diff))
-    return np.stack([(dose * e_a).sum(axis=2), (dose * ka * shape).sum(axis=2)])
+    # the depot empties at rate ka: an IV bolus kernel with CL/V = ka and V = 1 L
+    depot = pk.superpose(pk.iv_bolus, dose_t, dose_amt, t, cl=p["ka"], v=1.0)
+    central = p["V"][:, None] * pk.oral_conc(p["ka"], p["CL"], p["V"], dose_t, dose_amt, t)
+    return np.stack([depot, central])
 
 
 def _integrate_closed_form_pk(structure, q, regimens, times, rtol, atol) -> np.ndarray:
@@ -634,19 +630,19 @@ def _integrate_closed_form_pk(structure, q, regimens, times, rtol, atol) -> np.n
     place of the PK states, which receives the doses, so integration still runs
     piecewise between dose times (where the concentration has a kink)."""
     n = q["ka"].size
-    event_times, amounts = _dose_matrix(regimens, n)
+    dose_t, dose_amt = dose_arrays(regimens, n)
     full_rhs = structure.make_rhs(q)
     y0 = structure.initial(q)
 
     def rhs(t: float, y: np.ndarray) -> np.ndarray:
-        pk = _closed_form_pk(q, event_times, amounts, [t])[:, :, 0]
-        d = full_rhs(t, np.concatenate((pk.ravel(), y[n:])))
+        amounts_mg = _closed_form_pk(q, dose_t, dose_amt, [t])[:, :, 0]
+        d = full_rhs(t, np.concatenate((amounts_mg.ravel(), y[n:])))
         return np.concatenate((np.zeros(n), d[2 * n :]))
 
     rest = integrate_with_doses(
         rhs, np.vstack([np.zeros((1, n)), y0[2:]]), regimens, times, rtol=rtol, atol=atol
     )
-    return np.concatenate((_closed_form_pk(q, event_times, amounts, times), rest[1:]))
+    return np.concatenate((_closed_form_pk(q, dose_t, dose_amt, times), rest[1:]))
 
 
 def simulate_structure(
