@@ -383,8 +383,17 @@ def test_a_stored_fit_is_the_fit_to_the_last_bit(tmp_path, monkeypatch):
         np.testing.assert_array_equal(fit.etas, fresh.etas)
         assert fit.ofv == fresh.ofv and fit.converged == fresh.converged
         assert fit.ofv_nonmem == fresh.ofv_nonmem
-    assert stored.convergence == fresh.convergence
-    assert loaded.convergence == "loaded from the store: converged (the reason is not stored)"
+        assert fit.convergence == fresh.convergence and fit.gradient == fresh.gradient
+        for matrix in ("r_matrix", "s_matrix", "covariance"):
+            np.testing.assert_array_equal(
+                getattr(fit.covariance_step, matrix), getattr(fresh.covariance_step, matrix)
+            )
+    assert fresh.converged
+    # the store holds R and S: the other covariance matrix comes from the same file
+    by_r = nlme.fit_foce(model, data, {"C0": 5.0, "k": 0.5}, cache_dir=tmp_path, covariance="r")
+    assert len(list(tmp_path.glob("*.json"))) == 1
+    assert by_r.covariance_step.kind == "r"
+    np.testing.assert_array_equal(by_r.covariance_step.se, fresh.covariance_as("r").se)
     # another start is another fit; in the test command a missing fit is an error
     monkeypatch.setenv("PKPD_MODEL_CACHE", str(tmp_path))
     monkeypatch.setenv("PKPD_CACHE_MISS", "error")
@@ -555,7 +564,7 @@ def test_parameters_at_a_bound_are_named_in_a_warning():
         nlme._warn_at_bounds(problem, x)
     messages = [str(w.message) for w in caught]
     assert len(messages) == 2
-    assert messages[0].startswith("theta_F is at a bound: F = 0.999983 (logit 11")
+    assert messages[0].startswith("theta_F is at or near a bound: F = 0.999983 (logit 11")
     assert messages[1].startswith("omega_k is at its lower bound: SD 0.0001 < 0.001")
 
 
@@ -584,7 +593,10 @@ def test_nonmem_objective_and_variances():
     problem = nlme._Problem(_linear_model(), data, {})
     x = np.array([4.5, np.log(0.8), np.log(0.6)])
     se = np.array([0.3, 0.2, 0.1])
-    fit = nlme._finish(problem, x, problem.ofv(x), se, 0, 0.0, True)
+    r_matrix = np.diag(2 / se**2)  # 2 R^-1 has these SEs
+    estimate = nlme._Estimate(x, problem.ofv(x), r_matrix, r_matrix, 0, 0.0, True, "")
+    fit = nlme._finish(problem, estimate, covariance="r")
+    np.testing.assert_allclose(fit.estimates["SE (estimation scale)"], se, rtol=1e-12)
     assert fit.ofv_nonmem == pytest.approx(fit.ofv - 24 * np.log(2 * np.pi), rel=1e-12)
     table = fit.variances()
     assert list(table.index) == ["omega_m", "sigma_add"]
