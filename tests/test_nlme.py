@@ -207,6 +207,23 @@ def test_bad_models_and_data_are_named(build, message):
 # --- warfarin --------------------------------------------------------------------
 
 
+def test_warfarin_reference_is_the_fixtures_estimation_scale_values_transformed():
+    """posologyr's tests/testthat/test_multi_outputs.R records nlmixr's estimates as
+    tcl -2.03, tv 2.07, temax 3.4, tec50 0.00724, tkout -2.9, te0 4.57."""
+    assert w.REFERENCE_ESTIMATION_SCALE == {
+        "CL": -2.03,
+        "V": 2.07,
+        "Emax": 3.4,
+        "EC50": 0.00724,
+        "kout": -2.9,
+        "E0": 4.57,
+    }
+    natural = {"CL": 0.131, "V": 7.92, "Emax": 0.968, "EC50": 1.007, "kout": 0.055, "E0": 96.5}
+    for name, value in natural.items():
+        assert w.REFERENCE[name] == pytest.approx(value, rel=5e-3), name  # 3 digits
+    assert "posologyr" in w.REFERENCE_SOURCE and "test_multi_outputs.R" in w.REFERENCE_SOURCE
+
+
 def test_warfarin_goes_through_the_strict_reader():
     table = w.load()
     assert table["ID"].nunique() == 32
