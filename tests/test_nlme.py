@@ -207,6 +207,23 @@ def test_bad_models_and_data_are_named(build, message):
 # --- warfarin --------------------------------------------------------------------
 
 
+def test_warfarin_reference_is_the_fixtures_estimation_scale_values_transformed():
+    """posologyr's tests/testthat/test_multi_outputs.R records nlmixr's estimates as
+    tcl -2.03, tv 2.07, temax 3.4, tec50 0.00724, tkout -2.9, te0 4.57."""
+    assert w.REFERENCE_ESTIMATION_SCALE == {
+        "CL": -2.03,
+        "V": 2.07,
+        "Emax": 3.4,
+        "EC50": 0.00724,
+        "kout": -2.9,
+        "E0": 4.57,
+    }
+    natural = {"CL": 0.131, "V": 7.92, "Emax": 0.968, "EC50": 1.007, "kout": 0.055, "E0": 96.5}
+    for name, value in natural.items():
+        assert w.REFERENCE[name] == pytest.approx(value, rel=5e-3), name  # 3 digits
+    assert "posologyr" in w.REFERENCE_SOURCE and "test_multi_outputs.R" in w.REFERENCE_SOURCE
+
+
 def test_warfarin_goes_through_the_strict_reader():
     table = w.load()
     assert table["ID"].nunique() == 32
@@ -383,8 +400,17 @@ def test_a_stored_fit_is_the_fit_to_the_last_bit(tmp_path, monkeypatch):
         np.testing.assert_array_equal(fit.etas, fresh.etas)
         assert fit.ofv == fresh.ofv and fit.converged == fresh.converged
         assert fit.ofv_nonmem == fresh.ofv_nonmem
-    assert stored.convergence == fresh.convergence
-    assert loaded.convergence == "loaded from the store: converged (the reason is not stored)"
+        assert fit.convergence == fresh.convergence and fit.gradient == fresh.gradient
+        for matrix in ("r_matrix", "s_matrix", "covariance"):
+            np.testing.assert_array_equal(
+                getattr(fit.covariance_step, matrix), getattr(fresh.covariance_step, matrix)
+            )
+    assert fresh.converged
+    # the store holds R and S: the other covariance matrix comes from the same file
+    by_r = nlme.fit_foce(model, data, {"C0": 5.0, "k": 0.5}, cache_dir=tmp_path, covariance="r")
+    assert len(list(tmp_path.glob("*.json"))) == 1
+    assert by_r.covariance_step.kind == "r"
+    np.testing.assert_array_equal(by_r.covariance_step.se, fresh.covariance_as("r").se)
     # another start is another fit; in the test command a missing fit is an error
     monkeypatch.setenv("PKPD_MODEL_CACHE", str(tmp_path))
     monkeypatch.setenv("PKPD_CACHE_MISS", "error")
@@ -555,7 +581,7 @@ def test_parameters_at_a_bound_are_named_in_a_warning():
         nlme._warn_at_bounds(problem, x)
     messages = [str(w.message) for w in caught]
     assert len(messages) == 2
-    assert messages[0].startswith("theta_F is at a bound: F = 0.999983 (logit 11")
+    assert messages[0].startswith("theta_F is at or near a bound: F = 0.999983 (logit 11")
     assert messages[1].startswith("omega_k is at its lower bound: SD 0.0001 < 0.001")
 
 
@@ -584,7 +610,10 @@ def test_nonmem_objective_and_variances():
     problem = nlme._Problem(_linear_model(), data, {})
     x = np.array([4.5, np.log(0.8), np.log(0.6)])
     se = np.array([0.3, 0.2, 0.1])
-    fit = nlme._finish(problem, x, problem.ofv(x), se, 0, 0.0, True)
+    r_matrix = np.diag(2 / se**2)  # 2 R^-1 has these SEs
+    estimate = nlme._Estimate(x, problem.ofv(x), r_matrix, r_matrix, 0, 0.0, True, "")
+    fit = nlme._finish(problem, estimate, covariance="r")
+    np.testing.assert_allclose(fit.estimates["SE (estimation scale)"], se, rtol=1e-12)
     assert fit.ofv_nonmem == pytest.approx(fit.ofv - 24 * np.log(2 * np.pi), rel=1e-12)
     table = fit.variances()
     assert list(table.index) == ["omega_m", "sigma_add"]

@@ -29,9 +29,14 @@ the expected-information Hessian,
 + log|Omega| + log|J_i' W_i J_i + Omega^-1| ]``, ``W = 1/sd**2 + 2 (sd'/sd)**2``,
 
 which equals -2 log-likelihood up to the approximation. The outer problem is minimised
-by scipy's BFGS (central-difference gradients); standard errors come from the
-finite-difference Hessian of the OFV (covariance ``2 H^-1``, NONMEM's R matrix). Every
-quantity is on the scale its name says.
+by scipy's BFGS (central-difference gradients). Standard errors come from NONMEM's
+covariance step (:class:`CovarianceStep`): the R matrix (the finite-difference Hessian
+of the OFV) and the S matrix (the sum over subjects of the outer products of their OFV
+gradients) give the sandwich ``R^-1 S R^-1`` (NONMEM's default) or ``2 R^-1``
+(``MATRIX=R``); a singular or indefinite R is reported, never inverted past, and the
+condition number of the correlation matrix is given. :meth:`NLMEFit.table` reports
+estimates, SE, RSE, confidence intervals and shrinkage. Every quantity is on the scale
+its name says.
 
 Comparing with NONMEM: the OFV above includes ``n_observations * log(2 pi)``, which
 NONMEM's objective function value (OBJV) leaves out; :attr:`NLMEFit.ofv_nonmem` is the
@@ -39,7 +44,8 @@ OFV without it (differences of OFVs between models of the same data are the same
 either way). ``omega`` and ``sigma`` here are standard deviations (of eta, and of the
 additive error in the DV's unit or the proportional error as a fraction), while NONMEM
 reports the variances ``$OMEGA`` and ``$SIGMA``: :meth:`NLMEFit.variances` gives
-``omega**2`` and ``sigma**2`` with their standard errors.
+``omega**2`` and ``sigma**2`` with their standard errors, and
+``NLMEFit.table(variances=True)`` reports them so.
 
 What the estimator refuses or flags instead of fitting through it: starting values that
 are not finite or out of range, SDs that are not finite and > 0, covariates the data
@@ -49,8 +55,10 @@ sign (:func:`fit_foce`). A fit whose predictions fail (NaN or infinite) at its
 estimate is marked invalid (OFV inf, not converged, an :class:`NLMEWarning`); on the way
 there, trial points with failed predictions are compared with a stand-in value (see
 ``_Problem.conditional_modes`` for why). A fit reports why it stopped
-(:attr:`NLMEFit.convergence`) and warns (:class:`NLMEWarning`) when a parameter ends at
-a bound of its scale.
+(:attr:`NLMEFit.convergence`), names the parameters that end at a bound of their scale
+(:attr:`NLMEFit.at_bound`, with an :class:`NLMEWarning`), and warns when the covariance
+step fails or observations have a residual SD under the objective's floor
+(:data:`SD_FLOOR`).
 """
 
 from __future__ import annotations
@@ -67,7 +75,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
-from scipy import optimize
+from scipy import optimize, stats
 from scipy.special import expit, logit
 
 from ..files import (
@@ -89,16 +97,23 @@ COVARIATE_FORMS = ("power", "linear", "exponential", "categorical", "categorical
 #: natural; log for omega and sigma). For a parameter with standard error ``s`` the
 #: curvature of the OFV is about ``2 / s**2``, so the estimate then lies within
 #: ``s**2 / 2`` of the optimum (0.005 for ``s = 0.1``, a twentieth of a standard error)
-#: and the OFV within ``s**2 / 4`` of its minimum. The gradient is BFGS's own (central
-#: differences, relative step 1e-4), which carries the OFV's noise from the inner
-#: optimisations: where that noise is large a fit can stall at its optimum with a
-#: gradient above this (chapter 15's PK, 600 observations and subjects with two modes:
-#: 24 to 40, where a Newton step from a gradient of step 0.01 gains nothing) and count
-#: as not converged; read :attr:`NLMEFit.convergence` then.
+#: and the OFV within ``s**2 / 4`` of its minimum. The gradient is computed at the
+#: estimate from central differences of steps :data:`GRADIENT_STEP` and half of it
+#: (Richardson's extrapolation), not taken from BFGS, whose steps (1e-4) turn the OFV's
+#: noise from the inner optimisations (1e-4 to 1e-3) into gradients of about 1 (the
+#: own-data page's PK fit, at its optimum: 1.1 from BFGS, under 0.1 from this); read
+#: :attr:`NLMEFit.convergence` for why a fit stopped.
 CONVERGED_GRADIENT = 1.0
-#: A logit-scale parameter beyond this (in absolute value) is at a bound: the fraction
-#: is within 5e-5 of 0 or 1.
-LOGIT_BOUND = 10.0
+#: The step (on the estimation scale) of the gradient that decides convergence, as wide
+#: as the R matrix's: the OFV's noise of up to 1e-3 makes errors of up to about 0.15 in
+#: it. Central differences of this step and half of it are extrapolated (Richardson),
+#: which cancels their error of order ``step**2`` (1.9 at the optimum of a decay model
+#: whose C0 has an RSE of 0.5%).
+GRADIENT_STEP = 1e-2
+#: A logit-scale parameter beyond this (in absolute value) is at or near a bound: the
+#: fraction is within 1e-3 of 0 or 1, closer than data determine a fraction (its SE on
+#: the logit scale is then large, and the OFV barely changes on to the bound itself).
+LOGIT_BOUND = 7.0
 #: An omega (SD of eta) below this is at its lower bound: no variability is estimated.
 OMEGA_BOUND = 1e-3
 #: For models of :func:`ode_predict`, each step of the search for a subject's mode of
@@ -107,6 +122,23 @@ OMEGA_BOUND = 1e-3
 #: Gauss-Newton steps can be far where a subject's data leave a direction undetermined.
 #: Models with a ``predict`` of their own are not limited.
 ETA_STEP_LIMIT = 2.0
+#: The covariance matrices of the estimates :func:`fit_foce` computes (its ``covariance``
+#: argument), as NONMEM's ``$COVARIANCE MATRIX=``: ``"sandwich"`` ``R^-1 S R^-1``
+#: (NONMEM's default) and ``"r"`` ``2 R^-1`` (``MATRIX=R``); see :class:`CovarianceStep`.
+COVARIANCE_KINDS = ("sandwich", "r")
+#: The R (or S) matrix is singular when the smallest eigenvalue of its correlation form
+#: (the matrix scaled to a unit diagonal) is below this in absolute value, and indefinite
+#: (not positive definite: the estimate is not a minimum) when it is below minus this.
+#: R is a finite-difference Hessian of an OFV with noise from its inner optimisations:
+#: a direction the data do not determine can come out slightly negative (indefinite)
+#: instead of 0; the message names the parameters of that direction either way.
+SINGULAR_TOLERANCE = 1e-6
+#: The smallest residual SD the objective allows (in the DV's unit; the residual variance
+#: is floored at its square, 1e-12): an observation whose SD would be smaller (a
+#: proportional error on a prediction under ``1e-6 / prop``) is weighted as if its SD
+#: were this, and the FOCE-I gradient of its subject's modes is then inexact. A fit says
+#: so (:class:`NLMEWarning`); express the DV in a smaller unit (ug/L instead of mg/L).
+SD_FLOOR = 1e-6
 
 
 class NLMEWarning(UserWarning):
@@ -1071,20 +1103,213 @@ class _Problem:
         return value if np.isfinite(value) else 1e20
 
 
+@dataclass(frozen=True)
+class CovarianceStep:
+    """NONMEM's covariance step: the R and S matrices at the estimate, the covariance
+    matrix of the estimates computed from them, and whether that worked.
+
+    All matrices are on the estimation scale (log typical values and SDs, logit
+    fractions, covariate coefficients as they are), in the order of ``names``, and in
+    OFV units (-2 log-likelihood), as NONMEM defines them:
+
+    * ``r_matrix``: R, the Hessian of the OFV (central differences, step 0.01);
+    * ``s_matrix``: S, the sum over subjects of the outer products of the gradients of
+      each subject's contribution to the OFV (its cross-product gradient);
+    * ``covariance``: for ``kind`` ``"sandwich"`` ``R^-1 S R^-1`` (NONMEM's default),
+      for ``"r"`` ``2 R^-1`` (``MATRIX=R``: the factor 2 because R is the Hessian of
+      -2 log-likelihood, twice the observed information). NaN where it could not be
+      computed, and in the rows and columns of ``excluded``.
+
+    ``status`` is ``"ok"``; ``"R matrix singular"`` or ``"R matrix indefinite"`` (not
+    positive definite: a saddle point or a flat direction, the estimate is not a
+    well-defined minimum; see :data:`SINGULAR_TOLERANCE`); ``"S matrix singular"`` (for
+    the sandwich only: fewer informative subjects than parameters, or a parameter no
+    subject's data depend on); ``"failed"`` (a matrix not finite); ``"not requested"``
+    (``standard_errors=False``). Only ``"ok"`` gives standard errors; nothing is
+    inverted past a failed check (no pseudo-inverse). ``message`` says which parameters
+    are involved. ``excluded``: parameters at a bound of their scale
+    (:attr:`NLMEFit.at_bound`), whose curvature there is noise; they are left out, as
+    if fixed at their estimate, and their SE is NaN.
+
+    ``condition_number``: the ratio of the largest to the smallest eigenvalue of the
+    correlation matrix of the estimates (``eigenvalues``, ascending), as NONMEM prints
+    them with ``PRINT=E``; above about 1000 the estimates are strongly correlated
+    (the model is close to over-parameterised).
+    """
+
+    names: tuple[str, ...]
+    kind: str
+    r_matrix: np.ndarray
+    s_matrix: np.ndarray
+    covariance: np.ndarray
+    status: str
+    message: str = ""
+    excluded: tuple[str, ...] = ()
+    eigenvalues: np.ndarray = field(default_factory=lambda: np.array([]))
+    condition_number: float = np.nan
+
+    @property
+    def ok(self) -> bool:
+        """Whether the covariance matrix was computed."""
+        return self.status == "ok"
+
+    @property
+    def se(self) -> np.ndarray:
+        """Standard errors on the estimation scale (NaN where not computed)."""
+        with np.errstate(invalid="ignore"):
+            return np.sqrt(np.diag(self.covariance))
+
+    def correlation(self) -> pd.DataFrame:
+        """The correlation matrix of the estimates, labelled by parameter."""
+        se = self.se
+        with np.errstate(invalid="ignore", divide="ignore"):
+            corr = self.covariance / np.outer(se, se)
+        return pd.DataFrame(corr, index=list(self.names), columns=list(self.names))
+
+
+def covariance_step(
+    r_matrix, s_matrix, names: Sequence[str], kind: str = "sandwich", exclude=()
+) -> CovarianceStep:
+    """The covariance matrix of the estimates from NONMEM's R and S matrices, checked.
+
+    Parameters
+    ----------
+    r_matrix, s_matrix : array_like
+        R (Hessian of the OFV) and S (sum of the outer products of the subjects' OFV
+        gradients), (n, n), on the estimation scale, OFV units.
+    names : sequence of str
+        The n parameters, in order.
+    kind : str
+        ``"sandwich"`` (``R^-1 S R^-1``, default) or ``"r"`` (``2 R^-1``).
+    exclude : sequence of str
+        Parameters to leave out (at a bound), as if fixed.
+
+    Returns
+    -------
+    CovarianceStep
+        With ``status`` ``"ok"`` only where R (and for the sandwich S) is positive
+        definite; else the covariance is NaN and the status and message say why.
+
+    Examples
+    --------
+    Where the model is right, S is about twice R (both in OFV units: R is twice the
+    information, S four times the scores' cross-product, whose expectation is the
+    information), and the sandwich is ``2 R^-1``:
+
+    >>> r = np.array([[200.0, 20.0], [20.0, 50.0]])
+    >>> by_r = covariance_step(r, 2 * r, ["a", "b"], kind="r")
+    >>> sandwich = covariance_step(r, 2 * r, ["a", "b"])
+    >>> by_r.status, by_r.se.round(4).tolist(), sandwich.se.round(4).tolist()
+    ('ok', [0.1021, 0.2041], [0.1021, 0.2041])
+    >>> round(by_r.condition_number, 3)  # correlation -0.2: eigenvalues 0.8 and 1.2
+    1.5
+
+    An R whose second parameter changes nothing, and one at a saddle point:
+
+    >>> covariance_step(np.diag([200.0, 0.0]), r, ["a", "b"]).status
+    'R matrix singular'
+    >>> covariance_step(np.array([[1.0, 2.0], [2.0, 1.0]]), r, ["a", "b"]).message
+    'R matrix indefinite: the OFV curves down along a direction of a, b (smallest \
+eigenvalue of its correlation form -1): not a minimum; no standard errors'
+    """
+    if kind not in COVARIANCE_KINDS:
+        raise ValueError(f"covariance must be one of {COVARIANCE_KINDS}, got {kind!r}")
+    names = tuple(names)
+    n = len(names)
+    r = np.asarray(r_matrix, float).reshape(n, n)
+    s = np.asarray(s_matrix, float).reshape(n, n)
+    excluded = tuple(name for name in names if name in set(exclude))
+    keep = np.array([name not in excluded for name in names], bool)
+    kept = [name for name in names if name not in excluded]
+    r_k = ((r + r.T) / 2)[np.ix_(keep, keep)]
+    s_k = ((s + s.T) / 2)[np.ix_(keep, keep)]
+    covariance = np.full((n, n), np.nan)
+    if not keep.any():
+        status, message = "failed", "every parameter is at a bound: nothing to compute"
+    elif not (np.isfinite(r_k).all() and (kind == "r" or np.isfinite(s_k).all())):
+        status, message = "failed", "the R or S matrix is not finite: no standard errors"
+    else:
+        status, message = _definiteness(r_k, kept, "R")
+        if status == "ok" and kind == "sandwich":
+            status, message = _definiteness(s_k, kept, "S")
+    eigenvalues, condition = np.array([]), np.nan
+    if status == "ok":
+        r_inv = np.linalg.inv(r_k)
+        cov_k = 2.0 * r_inv if kind == "r" else r_inv @ s_k @ r_inv
+        cov_k = (cov_k + cov_k.T) / 2
+        sd = np.sqrt(np.diag(cov_k))
+        eigenvalues = np.linalg.eigvalsh(cov_k / np.outer(sd, sd))
+        condition = float(eigenvalues[-1] / eigenvalues[0])
+        covariance[np.ix_(keep, keep)] = cov_k
+        formula = "R^-1 S R^-1" if kind == "sandwich" else "2 R^-1"
+        message = f"{formula}, condition number {condition:.3g}"
+    if excluded:
+        message += (
+            f"; {', '.join(excluded)} at a bound, left out (as if fixed at the estimate; SE NaN)"
+        )
+    return CovarianceStep(
+        names, kind, r, s, covariance, status, message, excluded, eigenvalues, condition
+    )
+
+
+def _definiteness(matrix: np.ndarray, names: Sequence[str], label: str) -> tuple[str, str]:
+    """``("ok", "")`` for a positive definite ``matrix`` (R or S, its ``label``), else the
+    status ``"<label> matrix singular"`` or ``"... indefinite"`` and a message naming the
+    parameters of its flattest direction (by its correlation form's eigenvalues)."""
+    diagonal = np.diag(matrix)
+    flat = [n for n, d in zip(names, diagonal, strict=True) if not d > 0]
+    if flat:
+        kind = "indefinite" if (diagonal < 0).any() else "singular"
+        curve = "down" if kind == "indefinite" else "not at all"
+        return (
+            f"{label} matrix {kind}",
+            f"{label} matrix {kind}: the OFV curves {curve} along {', '.join(flat)}"
+            + ("" if label == "R" else " (no subject's data depend on it)")
+            + "; no standard errors",
+        )
+    scale = np.sqrt(diagonal)
+    values, vectors = np.linalg.eigh(matrix / np.outer(scale, scale))
+    smallest = float(values[0])
+    if smallest >= SINGULAR_TOLERANCE:
+        return "ok", ""
+    weights = np.abs(vectors[:, 0])
+    involved = ", ".join(name for name, w in zip(names, weights, strict=True) if w > 0.3)
+    if label == "R" and smallest < -SINGULAR_TOLERANCE:
+        return (
+            "R matrix indefinite",
+            f"R matrix indefinite: the OFV curves down along a direction of {involved} "
+            f"(smallest eigenvalue of its correlation form {smallest:.3g}): not a minimum;"
+            " no standard errors",
+        )
+    return (
+        f"{label} matrix singular",
+        f"{label} matrix singular: {involved} are not separately determined (smallest "
+        f"eigenvalue of its correlation form {smallest:.3g}); no standard errors",
+    )
+
+
 @dataclass
 class NLMEFit:
     """The result of :func:`fit_foce`. ``estimates``: a table of every estimated
     quantity (fixed effects as typical values on their natural scale, covariate
     effects, omega as SDs of eta, residual error), with standard errors on the
-    estimation scale and the relative standard error (%). ``etas`` (N, q): each subject's
-    conditional mode; ``individual``: its parameters (N,) on the natural scale.
+    estimation scale and the relative standard error (%), from the covariance matrix
+    of :attr:`covariance_step`; :meth:`table` is the table to report. ``etas`` (N, q):
+    each subject's conditional mode; ``individual``: its parameters (N,) on the natural
+    scale.
 
-    ``converged``: the largest component of the OFV's gradient at the estimate was below
-    :data:`CONVERGED_GRADIENT`. ``convergence``: why the estimation stopped, in words
-    ("gradient below tolerance", "stalled: ...", "iteration limit ..."; a fit loaded
-    from the store says only whether it converged, the reason is not stored).
-    ``ofv_nonmem``: the OFV without ``n_observations * log(2 pi)``, comparable with
-    NONMEM's objective function value."""
+    ``converged``: the largest component of the OFV's gradient at the estimate
+    (``gradient``, OFV units per unit of the estimation scale) was below
+    :data:`CONVERGED_GRADIENT`. ``at_bound``: the parameters at a bound of their scale
+    (a fraction within 1e-3 of 0 or 1, :data:`LOGIT_BOUND`; an omega below
+    :data:`OMEGA_BOUND`), where a small gradient says nothing about the data
+    determining them: a fit with any is not plainly converged, and ``convergence``
+    (why the estimation stopped, in words: "gradient below tolerance", "stalled: ...",
+    "iteration limit ...") names them. ``covariance_step``: the covariance step
+    (:class:`CovarianceStep`: R and S matrices, status, condition number), None where
+    standard errors were not requested. ``ofv_nonmem``: the OFV without
+    ``n_observations * log(2 pi)``, comparable with NONMEM's objective function
+    value."""
 
     model: NLMEModel
     ofv: float
@@ -1098,6 +1323,9 @@ class NLMEFit:
     fixed: dict[str, float] = field(default_factory=dict)
     convergence: str = ""
     ofv_nonmem: float = np.nan
+    covariance_step: CovarianceStep | None = None
+    at_bound: tuple[str, ...] = ()
+    gradient: float = np.nan
 
     def typical(self, name: str) -> float:
         """A typical value or covariate coefficient of the fit, estimated or fixed.
@@ -1158,27 +1386,208 @@ class NLMEFit:
             }
         )
 
+    def covariance_as(self, kind: str) -> CovarianceStep:
+        """The covariance step as ``kind`` (``"sandwich"``: ``R^-1 S R^-1``; ``"r"``:
+        ``2 R^-1``; :data:`COVARIANCE_KINDS`) from the fit's own R and S matrices, without
+        refitting; a ``ValueError`` for a fit made with ``standard_errors=False``."""
+        step = self.covariance_step
+        if step is None:
+            raise ValueError("no covariance step: the fit was made with standard_errors=False")
+        return covariance_step(step.r_matrix, step.s_matrix, step.names, kind, step.excluded)
 
-def _hessian(fun, x, step: float = 1e-2) -> np.ndarray:
-    """Central finite-difference Hessian of a scalar function. The step (1% on the log
-    scale) is wide on purpose: the OFV carries noise of about 1e-3 from its inner
-    optimisations, which a step of 1e-3 would turn into curvature errors of the
-    order of the curvature itself."""
+    def table(
+        self, variances: bool = False, level: float = 0.95, covariance: str | None = None
+    ) -> pd.DataFrame:
+        """The estimates as a pharmacometrician reports them: for each parameter its
+        estimate, standard error, relative standard error, confidence interval and, for
+        the random effects, their shrinkage.
+
+        Parameters
+        ----------
+        variances : bool
+            Report omega and sigma as variances (NONMEM's ``$OMEGA`` and ``$SIGMA``)
+            instead of SDs (this package's scale).
+        level : float
+            The confidence level of the intervals (default 0.95).
+        covariance : str, optional
+            ``"sandwich"`` or ``"r"`` (:data:`COVARIANCE_KINDS`): the standard errors
+            from that covariance matrix (the same R and S, no refit); default the
+            fit's own (:attr:`covariance_step`).
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per parameter, indexed as :attr:`estimates` (fixed parameters
+            too, marked ``fixed``), with columns ``scale`` (what the estimate is:
+            typical value, covariate coefficient, SD or variance), ``unit``,
+            ``estimate`` (natural scale), ``SE`` (natural scale, by the delta method from
+            the SE on the estimation scale), ``RSE %`` (``100 SE / |estimate|``: for a
+            log-transformed parameter its SE on the log scale; for a variance twice the
+            RSE of its SD), the confidence interval (``CI low``, ``CI high``: computed
+            on the estimation scale and transformed back, so it is asymmetric and
+            stays in range), ``shrinkage %`` (of each eta, SD-based as NONMEM's
+            ETASHRINKSD: ``100 (1 - SD(modes) / omega)``, the SD over the subjects'
+            conditional modes) and ``note`` (``fixed``, ``at a bound``). SE, RSE and
+            CI are NaN where the covariance step failed (:attr:`covariance_step`) or
+            was not requested, and for a parameter at a bound.
+
+        Notes
+        -----
+        Comparing with NONMEM: NONMEM's OFV leaves out ``n_observations * log(2 pi)``
+        (compare :attr:`ofv_nonmem`), and its ``$OMEGA`` and ``$SIGMA`` are variances
+        (``variances=True``), with standard errors of the variances; its default
+        covariance matrix is the sandwich ``R^-1 S R^-1`` (``$COVARIANCE``), ``"r"``
+        its ``MATRIX=R``. NONMEM estimates a THETA on the scale it is coded on: where
+        it is coded as ``TVCL = THETA(1)`` its SE is this table's natural-scale ``SE``
+        (delta method), but its confidence interval is symmetric.
+
+        Examples
+        --------
+        >>> rng = np.random.default_rng(0)
+        >>> t = np.tile([0.5, 1, 2, 4, 8, 12.0], (30, 1))
+        >>> k = 0.2 * np.exp(0.3 * rng.normal(size=(30, 1)))
+        >>> y = 10 * np.exp(-k * t) * (1 + 0.05 * rng.normal(size=t.shape))
+        >>> decay = NLMEModel("decay", ("C0", "k"), {"C0": "log", "k": "log"}, ("k",),
+        ...                   lambda p, d: p["C0"][..., None] * np.exp(-p["k"][..., None]
+        ...                                                            * d.times_h[:, None]),
+        ...                   units={"C0": "mg/L", "k": "1/h"})
+        >>> fit = fit_foce(decay, Observations(np.arange(30), t, y), {"C0": 5.0, "k": 0.5})
+        >>> table = fit.table(variances=True)
+        >>> table.columns.tolist()
+        ['scale', 'unit', 'estimate', 'SE', 'RSE %', '95% CI low', '95% CI high', \
+'shrinkage %', 'note']
+        >>> sd, var = fit.table().loc["omega_k"], table.loc["omega_k"]
+        >>> var["scale"], round(float(var["estimate"]), 6), round(float(sd["estimate"]) ** 2, 6)
+        ('variance (omega^2)', 0.057999, 0.057999)
+        >>> float(round(var["RSE %"] / sd["RSE %"], 6))  # a variance's RSE is twice its SD's
+        2.0
+        >>> [float(round(var[c], 3)) for c in ("95% CI low", "95% CI high", "shrinkage %")]
+        [0.033, 0.1, -1.377]
+        """
+        step = self.covariance_step
+        if covariance is not None:
+            step = self.covariance_as(covariance)
+        names = list(self.estimates.index)
+        se_all = step.se if step is not None else np.full(len(names), np.nan)
+        z = float(stats.norm.ppf(0.5 + level / 2))
+        rows = {}
+        for name, value, se in zip(names, self.x, se_all, strict=True):
+            rows[name] = self._table_row(name, float(value), float(se), z, variances)
+        for name, value in self.fixed.items():
+            label = f"beta_{name}" if name in self.model.coefficient_names else f"theta_{name}"
+            transform = self.model.transforms.get(name, "none")
+            estimate = float(to_transformed(transform, value))
+            row = self._table_row(label, estimate, np.nan, z, variances)
+            rows[label] = {**row, "note": "fixed"}
+        table = pd.DataFrame.from_dict(rows, orient="index")
+        table.index.name = "parameter"
+        pct = f"{100 * level:g}%"
+        return table.rename(columns={"CI low": f"{pct} CI low", "CI high": f"{pct} CI high"})
+
+    def _table_row(self, name: str, x: float, se: float, z: float, variances: bool) -> dict:
+        """One row of :meth:`table`: ``x`` and ``se`` on the estimation scale."""
+        kind, _, what = name.partition("_")
+        shrinkage = np.nan
+        if kind == "theta":
+            transform = self.model.transforms[what]
+            scale, unit = "typical value", self.model.units.get(what, "")
+        elif kind == "beta":
+            transform, scale, unit = "none", "covariate coefficient", "-"
+        else:
+            transform = "log"
+            term = what.rpartition("_")[2] if kind == "sigma" else ""
+            unit = "-" if kind == "omega" or term == "prop" else "DV unit"
+            scale = "SD of eta" if kind == "omega" else "residual SD"
+            if kind == "omega":
+                j = self.model.random.index(what)
+                modes_sd = np.std(self.etas[:, j], ddof=1) if len(self.etas) > 1 else np.nan
+                shrinkage = 100.0 * (1.0 - modes_sd / np.exp(x))
+            if variances:  # the variance's log is twice the SD's
+                x, se = 2.0 * x, 2.0 * se
+                scale = "variance (omega^2)" if kind == "omega" else "variance (sigma^2)"
+                unit = unit if unit == "-" else "DV unit^2"
+        estimate = float(to_natural(transform, x))
+        if transform == "log":
+            se_natural = estimate * se
+        elif transform == "logit":
+            se_natural = estimate * (1.0 - estimate) * se
+        else:
+            se_natural = se
+        low, high = (float(to_natural(transform, x + sign * z * se)) for sign in (-1, 1))
+        at_bound = name in self.at_bound
+        if at_bound:
+            se_natural = low = high = np.nan
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rse = 100.0 * se_natural / abs(estimate)
+        return {
+            "scale": scale,
+            "unit": unit,
+            "estimate": estimate,
+            "SE": se_natural,
+            "RSE %": rse,
+            "CI low": low,
+            "CI high": high,
+            "shrinkage %": shrinkage,
+            "note": "at a bound" if at_bound else "",
+        }
+
+
+def _r_and_s(subject_ofv, x, step: float = 1e-2) -> tuple[np.ndarray, np.ndarray]:
+    """NONMEM's R and S matrices by central differences: R the Hessian of the OFV (the
+    sum of ``subject_ofv(x)``, each subject's contribution, (N,)), S the sum over
+    subjects of the outer products of their contributions' gradients. The step (1% on
+    the log scale) is wide on purpose: the OFV carries noise of about 1e-3 from its
+    inner optimisations, which a step of 1e-3 would turn into curvature errors of the
+    order of the curvature itself. The gradients come from the evaluations R's diagonal
+    needs, so S costs nothing more."""
+    x = np.asarray(x, float)
     n = x.size
-    h = np.zeros((n, n))
     e = np.eye(n) * step
-    f0 = fun(x)
+    f0 = np.asarray(subject_ofv(x), float)
+    plus = np.array([subject_ofv(x + e[i]) for i in range(n)], float).reshape(n, -1)
+    minus = np.array([subject_ofv(x - e[i]) for i in range(n)], float).reshape(n, -1)
+    total = f0.sum()
+    h = np.zeros((n, n))
     for i in range(n):
-        h[i, i] = (fun(x + e[i]) - 2 * f0 + fun(x - e[i])) / step**2
+        h[i, i] = (plus[i].sum() - 2 * total + minus[i].sum()) / step**2
         for j in range(i):
             v = (
-                fun(x + e[i] + e[j])
-                - fun(x + e[i] - e[j])
-                - fun(x - e[i] + e[j])
-                + fun(x - e[i] - e[j])
+                np.sum(subject_ofv(x + e[i] + e[j]))
+                - np.sum(subject_ofv(x + e[i] - e[j]))
+                - np.sum(subject_ofv(x - e[i] + e[j]))
+                + np.sum(subject_ofv(x - e[i] - e[j]))
             ) / (4 * step**2)
             h[i, j] = h[j, i] = v
-    return h
+    gradients = (plus - minus).T / (2 * step)  # (N, n)
+    return h, gradients.T @ gradients
+
+
+def _gradient(fun, x, step: float = GRADIENT_STEP) -> np.ndarray:
+    """The gradient of a scalar function from central differences of ``step`` and
+    ``step / 2``, extrapolated (Richardson: error of order ``step**4``; see
+    :data:`GRADIENT_STEP`)."""
+    x = np.asarray(x, float)
+
+    def central(h):
+        e = np.eye(x.size) * h
+        return np.array([(fun(x + e[i]) - fun(x - e[i])) / (2 * h) for i in range(x.size)])
+
+    return (4 * central(step / 2) - central(step)) / 3
+
+
+def _hessian(fun, x, step: float = 1e-2) -> np.ndarray:
+    """Central finite-difference Hessian of a scalar function (R of :func:`_r_and_s`)."""
+    return _r_and_s(lambda z: np.atleast_1d(fun(z)), x, step)[0]
+
+
+def _subject_ofv(problem: _Problem, x) -> np.ndarray:
+    """Each subject's contribution (N,) to the OFV at ``x`` (they sum to
+    :meth:`_Problem.ofv` where that is finite), its modes searched from
+    ``problem.eta``; NaN where not finite (the covariance step then fails)."""
+    _, g, hess, omega = problem.conditional_modes(x, problem.eta)
+    _, logdet_h = np.linalg.slogdet(hess)
+    terms = g + 2 * np.log(omega).sum() + logdet_h
+    return np.where(np.isfinite(terms), terms, np.nan)
 
 
 def start_vector(
@@ -1350,6 +1759,7 @@ def fit_foce(
     restarts: int = 3,
     ofv_tol: float = 0.01,
     cache_dir: str | Path | None = None,
+    covariance: str = "sandwich",
 ) -> NLMEFit:
     """Estimate ``model`` from ``data`` by FOCE-I.
 
@@ -1372,8 +1782,9 @@ def fit_foce(
         default 0.1 each; per output for a model of several outputs, e.g.
         ``{"conc": {"prop": 0.1}, "pd": {"add": 2.0}}``.
     standard_errors : bool
-        Compute standard errors (the finite-difference Hessian of the OFV: covariance
-        ``2 H^-1``, NONMEM's R matrix).
+        Run the covariance step (:class:`CovarianceStep`): NONMEM's R matrix (the
+        finite-difference Hessian of the OFV) and S matrix (the sum over subjects of
+        the outer products of their OFV gradients), and from them the standard errors.
     max_iter : int
         BFGS iterations a run.
     fixed : mapping, optional
@@ -1395,13 +1806,22 @@ def fit_foce(
         missing from the default store raises :class:`~pkpd_lib.files.StoreMissError`.
         The key holds the model's name, structure and the bytecode of its ``predict``
         (not of the functions that calls, except those of an :func:`ode_predict`):
-        after changing those, clear the store or bump :data:`FIT_FORMAT`.
+        after changing those, clear the store or bump :data:`FIT_FORMAT`. The store
+        holds the R and S matrices, so either ``covariance`` comes from one stored fit.
+    covariance : str
+        The covariance matrix of the estimates (:data:`COVARIANCE_KINDS`): the
+        sandwich ``"sandwich"``, ``R^-1 S R^-1`` (NONMEM's default), robust to a
+        misspecified residual or random-effect distribution; or ``"r"``, ``2 R^-1``
+        (NONMEM's ``MATRIX=R``), exact for a correct model. A singular or indefinite R
+        (or, for the sandwich, a singular S) gives no standard errors (NaN), a status
+        and an :class:`NLMEWarning`; parameters at a bound are left out of it.
 
     Returns
     -------
     NLMEFit
-        The estimates with standard errors, the subjects' modes, the OFV and why the
-        estimation stopped.
+        The estimates with standard errors, the subjects' modes, the OFV, why the
+        estimation stopped, the parameters at a bound and the covariance step;
+        :meth:`NLMEFit.table` reports them.
 
     Raises
     ------
@@ -1419,8 +1839,15 @@ def fit_foce(
     -----
     The outer gradient is by central differences. BFGS stops when the largest OFV
     gradient is below 0.1 per unit of the estimation scale, or on ``ofv_tol``; either
-    way the fit counts as ``converged`` only if the largest gradient component is then
-    below :data:`CONVERGED_GRADIENT`; :attr:`NLMEFit.convergence` says why it stopped.
+    way the fit counts as ``converged`` only if the largest component of the gradient at
+    the estimate (central differences of step :data:`GRADIENT_STEP`, wider than BFGS's
+    own, so that the OFV's noise does not decide) is below :data:`CONVERGED_GRADIENT`;
+    :attr:`NLMEFit.convergence` says why it stopped. A parameter at a bound of its
+    scale (a fraction going to 0 or 1, an omega to 0) is named in
+    :attr:`NLMEFit.at_bound`, in ``convergence`` and in an :class:`NLMEWarning`: the
+    data do not determine it, whatever the gradient.
+    Observations whose residual SD is under :data:`SD_FLOOR` at the estimate (a DV in
+    too large a unit) are named in an :class:`NLMEWarning`.
 
     One start can end in a local optimum (e.g. a flip-flop or fast-absorption solution
     of a PK model with few absorption samples): fit from several starts with
@@ -1462,27 +1889,30 @@ def fit_foce(
     problem = _Problem(model, data, fixed)
     x0 = start_vector(model, typical, omega_sd, sigma, fixed)
     _check_start(problem, x0)
+    if covariance not in COVARIANCE_KINDS:
+        raise ValueError(f"covariance must be one of {COVARIANCE_KINDS}, got {covariance!r}")
     settings = (standard_errors, max_iter, restarts, ofv_tol)
-    fit = _estimate_or_load(problem, x0, settings, cache_dir)
+    fit = _estimate_or_load(problem, x0, settings, cache_dir, covariance)
     _warn_at_bounds(problem, fit.x)
+    _warn_covariance(fit)
+    _warn_floored_sd(problem, fit)
     if not np.isfinite(fit.ofv):
         warnings.warn(f"{model.name!r}: {fit.convergence}", NLMEWarning, stacklevel=2)
     return fit
 
 
-def _estimate_or_load(problem: _Problem, x0, settings, cache_dir) -> NLMEFit:
+def _estimate_or_load(problem: _Problem, x0, settings, cache_dir, covariance) -> NLMEFit:
     """The fit from ``x0`` with ``settings`` (see :func:`fit_foce`), estimated, or
-    loaded from and stored in ``cache_dir``."""
+    loaded from and stored in ``cache_dir``; its standard errors from ``covariance``."""
     if cache_dir is None:
-        result = _estimate(problem, x0, *settings)
-        return _finish(problem, *result)
+        return _finish(problem, _estimate(problem, x0, *settings), covariance)
     model, data = problem.model, problem.data
     key, signature = _fit_key(model, data, x0, problem.fixed_natural, settings)
     slug = "".join(c if c.isalnum() else "_" for c in model.name)[:40].strip("_")
     path, strict = locate_stored(cache_dir, f"{slug}_{key}", signature, subfolder="fits")
     folder = path.parent
     if path.is_file():
-        return _load_fit(problem, json.loads(path.read_text()))
+        return _load_fit(problem, json.loads(path.read_text()), covariance)
     if strict:
         raise StoreMissError(
             f"the FOCE-I fit of {model.name!r} (key {key}) is not in the store {folder} "
@@ -1494,27 +1924,34 @@ def _estimate_or_load(problem: _Problem, x0, settings, cache_dir) -> NLMEFit:
     stored = {
         "x": result.x.tolist(),
         "ofv": result.ofv,
-        "se": result.se.tolist(),
+        "r_matrix": None if result.r is None else result.r.tolist(),
+        "s_matrix": None if result.s is None else result.s.tolist(),
         "etas": problem.eta.tolist(),
         "n_iterations": result.iterations,
         "seconds": result.seconds,
         "converged": result.converged,
+        "convergence": result.convergence,
+        "gradient": result.gradient,
         "signature": signature,
     }
     write_text_atomic(path, json.dumps(stored), overwrite=True)
-    return _load_fit(problem, stored, result.convergence)
+    return _load_fit(problem, stored, covariance)
 
 
 class _Estimate(NamedTuple):
-    """What :func:`_estimate` found: :func:`_finish`'s arguments after the problem."""
+    """What :func:`_estimate` found (or the store holds): the estimate ``x``, its OFV,
+    the R and S matrices (None: not computed), BFGS iterations, seconds, whether it
+    converged, why it stopped and the largest gradient component."""
 
     x: np.ndarray
     ofv: float
-    se: np.ndarray
+    r: np.ndarray | None
+    s: np.ndarray | None
     iterations: int
     seconds: float
     converged: bool
     convergence: str
+    gradient: float = np.nan
 
 
 def _estimate(problem: _Problem, x0, standard_errors, max_iter, restarts, ofv_tol) -> _Estimate:
@@ -1558,24 +1995,22 @@ def _estimate(problem: _Problem, x0, standard_errors, max_iter, restarts, ofv_to
             break
     problem.eta = problem.conditional_modes(x, problem.eta)[0]
     ofv = problem.ofv(x)
-    se = np.full(x.size, np.nan)
+    r = s = None
     if standard_errors:
-        hess = _hessian(problem.ofv, x)
-        with np.errstate(invalid="ignore"):
-            cov = 2.0 * np.linalg.pinv(hess)
-            se = np.sqrt(np.diag(cov))
-    gradient = float(np.abs(result.jac).max() * scale)
+        r, s = _r_and_s(lambda z: _subject_ofv(problem, z), x)
+    gradient = float(np.abs(_gradient(problem.ofv, x)).max())
     converged = bool(gradient < CONVERGED_GRADIENT)
     reason = _stop_reason(result, gradient, stalled[0], ofv_tol, max_iter)
     failed = problem.failed_subjects(x)
     if failed.any():
-        ofv, se, converged = np.inf, np.full(x.size, np.nan), False
+        ofv, r, s, converged = np.inf, None, None, False
         ids = problem.data.ids[failed][:10].tolist()
         reason = (
             f"failed predictions (NaN or inf) at the estimate for {failed.sum()} subject(s) "
             f"{ids}{' ...' if failed.sum() > 10 else ''}: not a fit (OFV set to inf); {reason}"
         )
-    return _Estimate(x, ofv, se, iterations, time.perf_counter() - t0, converged, reason)
+    seconds = time.perf_counter() - t0
+    return _Estimate(x, ofv, r, s, iterations, seconds, converged, reason, gradient)
 
 
 def _stop_reason(result, gradient: float, stalled: bool, ofv_tol: float, max_iter: int) -> str:
@@ -1666,7 +2101,8 @@ def _where(data: Observations, flagged, params, shown: int = 3) -> str:
 class MultiStartFit:
     """The fits of :func:`fit_foce_starts`: ``fits`` in the order of the starts, the
     ``best`` (lowest OFV), and a ``note`` when the starts disagree (they ended more
-    than the tolerance apart in OFV, or one did not converge), else ``""``."""
+    than the tolerance apart in OFV, or one did not converge) or ended with a parameter
+    at a bound, else ``""``."""
 
     fits: list[NLMEFit]
     best: NLMEFit
@@ -1726,12 +2162,19 @@ def fit_foce_starts(
             "not converged: "
             + ", ".join(f"start {i} ({fits[i].convergence or 'stored'})" for i in failed)
         )
+    bounded = [i for i, fit in enumerate(fits) if fit.at_bound and fit.converged]
+    if bounded:
+        notes.append(
+            "at a bound: "
+            + ", ".join(f"start {i} ({', '.join(fits[i].at_bound)})" for i in bounded)
+        )
     return MultiStartFit(fits, fits[best], "; ".join(notes))
 
 
 #: Bumped when the estimator or the stored form of a fit changes, so that fits stored
-#: earlier are not reused.
-FIT_FORMAT = 2
+#: earlier are not reused. 3: the R and S matrices, the stop reason and the gradient
+#: are stored (2 stored standard errors from R alone).
+FIT_FORMAT = 3
 
 
 def _fit_key(model: NLMEModel, data: Observations, x0, fixed, settings) -> tuple[str, dict]:
@@ -1780,32 +2223,39 @@ def _fit_key(model: NLMEModel, data: Observations, x0, fixed, settings) -> tuple
     return hashlib.sha256(text.encode()).hexdigest()[:16], signature
 
 
-def _load_fit(problem: _Problem, stored: Mapping, convergence: str | None = None) -> NLMEFit:
-    """The fit from its ``stored`` form; ``convergence``: the reason it stopped, known
-    only when it was just estimated (the store does not hold it)."""
+def _load_fit(problem: _Problem, stored: Mapping, covariance: str = "sandwich") -> NLMEFit:
+    """The fit from its ``stored`` form, its standard errors from ``covariance``."""
     problem.eta = np.asarray(stored["etas"], float).reshape(problem.data.n_subjects, problem.q)
-    converged = bool(stored["converged"])
-    if convergence is None:
-        state = "converged" if converged else "not converged"
-        convergence = f"loaded from the store: {state} (the reason is not stored)"
-    return _finish(
-        problem,
+
+    def matrix(key):
+        value = stored.get(key)
+        return None if value is None else np.asarray(value, float)
+
+    estimate = _Estimate(
         np.asarray(stored["x"], float),
         float(stored["ofv"]),
-        np.asarray(stored["se"], float),
+        matrix("r_matrix"),
+        matrix("s_matrix"),
         int(stored["n_iterations"]),
         float(stored["seconds"]),
-        converged,
-        convergence,
+        bool(stored["converged"]),
+        str(stored["convergence"]),
+        float(stored["gradient"]),
     )
+    return _finish(problem, estimate, covariance)
 
 
-def _finish(
-    problem: _Problem, x, ofv, se, iterations, seconds, converged, convergence: str = ""
-) -> NLMEFit:
-    """The fit's tables at the estimate ``x``, with the subjects' modes in ``problem.eta``."""
+def _finish(problem: _Problem, estimate: _Estimate, covariance: str = "sandwich") -> NLMEFit:
+    """The fit's tables at ``estimate.x``, with the subjects' modes in ``problem.eta``
+    and the covariance step of kind ``covariance`` from the estimate's R and S."""
     model, fixed = problem.model, problem.fixed_natural
     names = problem.names()
+    x = np.asarray(estimate.x, float)
+    bounds = _at_bounds(problem, x)
+    step = None
+    if estimate.r is not None:
+        step = covariance_step(estimate.r, estimate.s, names, covariance, tuple(bounds))
+    se = step.se if step is not None else np.full(x.size, np.nan)
     natural = []
     for name, value in zip(names, x, strict=True):
         kind, _, what = name.partition("_")
@@ -1830,44 +2280,96 @@ def _finish(
     individual = {
         k: v[:, 0] for k, v in problem.individual(theta, beta, problem.eta[:, None]).items()
     }
+    convergence = estimate.convergence
+    if bounds:
+        convergence += f"; at a bound: {', '.join(bounds)} (not determined by the data)"
     return NLMEFit(
         model,
-        ofv,
+        estimate.ofv,
         x,
         estimates,
         problem.eta.copy(),
         individual,
-        iterations,
-        seconds,
-        converged,
+        estimate.iterations,
+        estimate.seconds,
+        estimate.converged,
         fixed,
         convergence,
-        float(ofv - problem.data.n_observations * np.log(2 * np.pi)),
+        float(estimate.ofv - problem.data.n_observations * np.log(2 * np.pi)),
+        step,
+        tuple(bounds),
+        estimate.gradient,
     )
 
 
-def _warn_at_bounds(problem: _Problem, x) -> None:
-    """An :class:`NLMEWarning` for each parameter at a bound of its scale: a logit-scale
-    typical value beyond :data:`LOGIT_BOUND`, an omega below :data:`OMEGA_BOUND`."""
+def _at_bounds(problem: _Problem, x) -> dict[str, str]:
+    """The parameters at a bound of their scale, each with a sentence on it: a
+    logit-scale typical value beyond :data:`LOGIT_BOUND`, an omega below
+    :data:`OMEGA_BOUND`."""
+    found = {}
     for name, value in zip(problem.names(), x, strict=True):
         kind, _, what = name.partition("_")
         if kind == "theta" and problem.model.transforms[what] == "logit":
             if abs(value) > LOGIT_BOUND:
-                warnings.warn(
-                    f"{name} is at a bound: {what} = {float(expit(value)):.6g} (logit "
-                    f"{value:.3g}, beyond +-{LOGIT_BOUND:g}); the data do not bound it and "
-                    "its standard error means nothing: fix it or simplify the model",
-                    NLMEWarning,
-                    stacklevel=3,
+                fraction = float(expit(value))
+                shown = f"{fraction:.6g}"
+                if float(shown) in (0.0, 1.0):  # too close to show: the distance
+                    shown = f"1 - {float(expit(-value)):.2g}" if value > 0 else f"{fraction:.2g}"
+                found[name] = (
+                    f"{name} is at or near a bound: {what} = {shown} (logit "
+                    f"{value:.3g}, beyond +-{LOGIT_BOUND:g}); the data do not bound it, a "
+                    "small gradient there does not make the fit converged, and it is left "
+                    "out of the covariance step (SE NaN): fix it or simplify the model"
                 )
         elif kind == "omega" and value < np.log(OMEGA_BOUND):
-            warnings.warn(
+            found[name] = (
                 f"{name} is at its lower bound: SD {float(np.exp(value)):.3g} < {OMEGA_BOUND:g}"
                 f"; the data show no variability of {what} between subjects: remove its "
-                "random effect",
-                NLMEWarning,
-                stacklevel=3,
+                "random effect"
             )
+    return found
+
+
+def _warn_at_bounds(problem: _Problem, x) -> None:
+    """An :class:`NLMEWarning` for each parameter at a bound of its scale
+    (:func:`_at_bounds`)."""
+    for message in _at_bounds(problem, x).values():
+        warnings.warn(message, NLMEWarning, stacklevel=3)
+
+
+def _warn_covariance(fit: NLMEFit) -> None:
+    """An :class:`NLMEWarning` where the fit's covariance step failed."""
+    step = fit.covariance_step
+    if step is not None and not step.ok and np.isfinite(fit.ofv):
+        warnings.warn(
+            f"{fit.model.name!r}: covariance step ({step.kind}): {step.message}",
+            NLMEWarning,
+            stacklevel=3,
+        )
+
+
+def _warn_floored_sd(problem: _Problem, fit: NLMEFit) -> None:
+    """An :class:`NLMEWarning` naming the observations whose residual SD at the
+    estimate (at the subjects' modes) is under :data:`SD_FLOOR`."""
+    if not np.isfinite(fit.ofv):
+        return
+    theta, beta, _, sigma = problem.unpack(fit.x)
+    eta = fit.etas[:, None]
+    f = problem.predict(theta, beta, eta)[:, 0]
+    variance = sigma.get("add", 0.0) ** 2 + (sigma.get("prop", 0.0) * f) ** 2
+    floored = problem.mask & (variance < SD_FLOOR**2)
+    if floored.any():
+        with np.errstate(over="ignore"):
+            params = problem.individual(theta, beta, eta)
+        warnings.warn(
+            f"{fit.model.name!r}: {floored.sum()} observation(s) have a residual SD under "
+            f"{SD_FLOOR:g} (the DV's unit) at the estimate, the smallest the objective "
+            "allows: they are weighted as if their SD were that, and the search for their "
+            "subjects' modes is inexact (a fit that stalls); express the DV in a smaller "
+            "unit (ug/L instead of mg/L): " + _where(problem.data, floored, params),
+            NLMEWarning,
+            stacklevel=3,
+        )
 
 
 def _is_log(model: NLMEModel, name: str) -> bool:

@@ -40,18 +40,36 @@ RAW_COLUMNS = ("id", "time", "amt", "dv", "dvid", "evid", "wt", "age", "sex")
 CMT_OF_DVID = {"cp": nonmem.CMT_CENTRAL, "pca": nonmem.CMT_RESPONSE}
 SEX_CODES = {"male": 0, "female": 1}
 
-#: Typical values published for this model and these data: nlmixr2's "multiple
-#: endpoints" example (joint PK/PD fit by SAEM), as quoted when this chapter was written.
-PUBLISHED = {
-    "CL": 0.14,
-    "V": 7.43,
-    "kout": 0.0531,
-    "EC50": 0.91,
-    "E0": 96.6,
-    "Emax": 0.969,
+#: nlmixr's estimates for these data under the model ``pk.turnover.emax3`` (nlmixr2's
+#: "multiple endpoints" example), as the R package posologyr records them in a test
+#: fixture: ``tests/testthat/test_multi_outputs.R`` ("## estimates from nlmixr", an
+#: ``ini`` block; github.com/levenc/posologyr, commit 093162118a9b). The fixture gives
+#: them on the estimation scale (``tcl -2.03``, ``tv 2.07``, ``temax 3.4`` logit,
+#: ``tec50 0.00724``, ``tkout -2.9``, ``te0 4.57``; three significant digits, so the
+#: natural values below carry about 0.5%); it does not say which estimation method
+#: produced them. That model differs from :data:`PK_MODEL` and :data:`PD_MODEL`:
+#: separate transit (``ktr``, ``tktr 0.106``) and absorption (``tka -0.087``) rates,
+#: random effects on all eight parameters (Emax and ktr included), and PK and PCA
+#: estimated jointly.
+REFERENCE_ESTIMATION_SCALE = {
+    "CL": -2.03,
+    "V": 2.07,
+    "Emax": 3.4,
+    "EC50": 0.00724,
+    "kout": -2.9,
+    "E0": 4.57,
 }
-#: Where :data:`PUBLISHED` comes from.
-PUBLISHED_SOURCE = "nlmixr2 'multiple endpoints' vignette (SAEM, joint PK/PD)"
+#: :data:`REFERENCE_ESTIMATION_SCALE` on the natural scale (:data:`UNITS`): CL 0.131
+#: L/h, V 7.92 L, Emax 0.968, EC50 1.007 mg/L, kout 0.055 1/h, E0 96.5 %.
+REFERENCE = {
+    name: float(1.0 / (1.0 + np.exp(-value)) if name == "Emax" else np.exp(value))
+    for name, value in REFERENCE_ESTIMATION_SCALE.items()
+}
+#: Where :data:`REFERENCE` comes from, in words.
+REFERENCE_SOURCE = (
+    "nlmixr's estimates for pk.turnover.emax3 as recorded in posologyr's test fixture "
+    "tests/testthat/test_multi_outputs.R (levenc/posologyr @ 0931621)"
+)
 
 #: Units of the model's parameters.
 UNITS = {
