@@ -1,6 +1,8 @@
 """The FOCE-I estimator against known answers, and the warfarin data and model."""
 
 import dataclasses
+import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -348,6 +350,7 @@ def test_a_stored_fit_is_the_fit_to_the_last_bit(tmp_path, monkeypatch):
         assert fit.ofv == fresh.ofv and fit.converged == fresh.converged
         assert fit.ofv_nonmem == fresh.ofv_nonmem
     assert stored.convergence == fresh.convergence
+    assert stored.failed_trials == loaded.failed_trials == fresh.failed_trials == 0
     assert loaded.convergence == "loaded from the store: converged (the reason is not stored)"
     # another start is another fit; in the test command a missing fit is an error
     monkeypatch.setenv("PKPD_MODEL_CACHE", str(tmp_path))
@@ -378,25 +381,115 @@ def test_predictions_that_fail_at_the_start_are_refused_naming_subject_and_value
         nlme.fit_foce(decay_edited(edit), decay_data(), DECAY_START)
 
 
-def test_a_fit_whose_predictions_fail_at_the_estimate_is_marked_invalid():
-    """Probe 1 past the start check: a model that fails (NaN at the first time) from its
-    second call on, so that the check at the starting values passes and every point
-    after it fails. Before: fitted with 1e10 in place of each NaN, converged=True, C0
-    8.51 for 10, sigma 10 times too large."""
+def _nan_after_the_start():
+    """An edit of the decay model's predictions: NaN at the first time from the second
+    call on, so that the check at the starting values passes and every point after it
+    fails."""
     calls = [0]
 
-    def nan_after_the_start(out, p):
+    def edit(out, p):
         calls[0] += 1
         if calls[0] > 1:
             out[..., 0] = np.nan
 
-    with pytest.warns(nlme.NLMEWarning, match=r"failed predictions .* at the estimate"):
-        fit = nlme.fit_foce(
-            decay_edited(nan_after_the_start), decay_data(), DECAY_START, max_iter=5
+    return edit
+
+
+def test_predictions_that_fail_at_the_estimate_are_an_error_naming_subject_and_values(
+    tmp_path,
+):
+    """Probe 1 past the start check. Before: fitted with 1e10 in place of each NaN,
+    converged=True, C0 8.51 for 10, sigma 10 times too large; later a fit marked invalid
+    (OFV inf) with a warning, which a script could still use."""
+    estimate = (
+        r"predicts NaN or inf at the estimate the search ended at after \d+ BFGS "
+        r"iterations, for 20 subject\(s\): subject 0 \(row 0\) at observation\(s\) \[0\] "
+        r"\(times \[0\.5\] h.*parameters C0=.*, k=.*\).* and 17 more subject\(s\)\. Not a "
+        r"fit \(nothing is stored\); the estimate was theta_C0=.*, theta_k=.*, omega_k=.*, "
+        r"sigma_prop="
+    )
+    with pytest.raises(ValueError, match=estimate):
+        nlme.fit_foce(
+            decay_edited(_nan_after_the_start()),
+            decay_data(),
+            DECAY_START,
+            max_iter=5,
+            cache_dir=tmp_path,
         )
-    assert not fit.converged and fit.ofv == np.inf
-    assert fit.convergence.startswith("failed predictions (NaN or inf) at the estimate for 20")
-    assert fit.estimates["SE (estimation scale)"].isna().all()
+    assert not list(tmp_path.iterdir())
+    starts = [DECAY_START, {"C0": 8.0, "k": 0.3}]
+    with pytest.raises(ValueError, match=r"^start 0 \{'C0': 5\.0, 'k': 0\.5\}: model 'decay'"):
+        nlme.fit_foce_starts(decay_edited(_nan_after_the_start()), decay_data(), starts)
+
+
+def test_trial_points_with_failed_predictions_are_counted_and_reported():
+    """A model whose predictions fail (NaN) where C0 > 12, which the search passes
+    through from C0 = 5 on its way to 10: it reaches the fit of the model that never
+    fails, and says how many of its trial points rested on the stand-in."""
+
+    def nan_above_12(out, p):
+        out[p["C0"] > 12.0] = np.nan
+
+    plain = nlme.fit_foce(decay_model(), decay_data(), DECAY_START, standard_errors=False)
+    edited = nlme.fit_foce(
+        decay_edited(nan_above_12), decay_data(), DECAY_START, standard_errors=False
+    )
+    assert plain.failed_trials == 0 and "trial points" not in plain.convergence
+    assert edited.converged and edited.failed_trials > 0
+    assert re.search(
+        rf"; {edited.failed_trials} of \d+ trial points of the search had failed "
+        r"predictions \(NaN or inf\) for a subject \(their OFV used the stand-in 1e\+10 "
+        r"for each\) and 0 a non-finite OFV \(rejected\)$",
+        edited.convergence,
+    ), edited.convergence
+    np.testing.assert_allclose(edited.x, plain.x, atol=0.01)
+
+
+def test_the_objective_counts_stand_ins_and_rejects_what_is_not_finite():
+    def nan_above_12(out, p):
+        out[p["C0"] > 12.0] = np.nan
+
+    problem = nlme._Problem(decay_edited(nan_above_12), decay_data(), {})
+    x = nlme.start_vector(problem.model, DECAY_START)
+    assert np.isfinite(problem.ofv(x)) and not problem.failed.any()
+    far = x.copy()
+    far[0] = np.log(20.0)  # C0 = 20: every prediction fails
+    assert np.isfinite(problem.ofv(far)) and problem.failed.all()
+    no_omega = x.copy()
+    no_omega[2] = -1e4  # omega = 0: an OFV that is not finite
+    with np.errstate(all="ignore"):
+        assert problem.ofv(no_omega) == nlme.NOT_FINITE_OFV
+    assert problem.trials == {"all": 3, "failed predictions": 1, "not finite": 1}
+
+
+def test_an_objective_that_is_not_finite_at_the_estimate_is_an_error():
+    """The search kept its start (no iterations) where omega is 0: the OFV there is not
+    finite, which BFGS saw as 1e20, not a fit."""
+    problem = nlme._Problem(decay_model(), decay_data(), {})
+    x = nlme.start_vector(problem.model, DECAY_START)
+    x[2] = -1e4  # omega_k = 0
+    with (
+        np.errstate(all="ignore"),
+        pytest.raises(
+            ValueError,
+            match=r"the OFV is not finite at the estimate after 0 BFGS iterations .* not a "
+            r"fit: theta_C0=5, theta_k=0\.5, omega_k=0, sigma_prop=0\.1$",
+        ),
+    ):
+        nlme._estimate(problem, x, False, 0, 0, 0.01)
+
+
+def test_a_fit_stored_as_invalid_is_estimated_again(tmp_path):
+    """Versions that kept a fit whose predictions failed at its estimate stored it with
+    OFV inf: such a record is not loaded as a fit."""
+    fit = nlme.fit_foce(decay_model(), decay_data(), DECAY_START, cache_dir=tmp_path)
+    (record,) = tmp_path.glob("*.json")
+    stored = json.loads(record.read_text())
+    record.write_text(json.dumps({**stored, "ofv": float("inf"), "converged": False}))
+    again = nlme.fit_foce(decay_model(), decay_data(), DECAY_START, cache_dir=tmp_path)
+    assert again.ofv == fit.ofv and again.converged
+    assert json.loads(record.read_text())["ofv"] == fit.ofv
+    assert again.failed_trials == fit.failed_trials == 0
 
 
 def _zero_at_first_time(out, p):
