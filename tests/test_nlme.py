@@ -197,6 +197,24 @@ def test_warfarin_conversion_names_unknown_codes():
         w.to_nonmem_table(bad)
 
 
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        # before: "unknown sex value(s) [nan]"
+        (lambda text: text[: len(text) // 2], r"missing values in column\(s\) \[.*'sex'\] at row"),
+        (lambda text: "", r"warf\.csv is not a readable warfarin table \(empty"),  # before: pandas'
+        (lambda text: text.splitlines()[0] + "\n", r"no records \(a header only"),
+        (lambda text: text.replace("\n1,2.0,", "\n1,2.0,,", 1), r"warf\.csv is not a .*fields"),
+        (lambda text: text.replace(",66.7,", ",,", 1), r"missing values in column\(s\) \['wt'\]"),
+    ],
+)
+def test_a_damaged_warfarin_file_is_named(tmp_path, damage, message):
+    path = tmp_path / "warf.csv"
+    path.write_text(damage(w.DATA_PATH.read_text()))
+    with pytest.raises(ValueError, match=message):
+        w.load(path)
+
+
 def _warfarin_ode(ka, cl, v, e0, emax, ec50, kout, dose, t_end):
     def rhs(_t, y):
         depot, gut, central, r = y
