@@ -103,6 +103,9 @@ def test_wrong_features_raise_clear_errors(trained, small, tmp_path):
         nw.predict_pd(model, {**x, "conc": -x["conc"]})
     with pytest.raises(ValueError, match="SEX"):
         nw.predict_pd(model, {**x, "SEX": x["SEX"] + 2})
+    # before: "could not convert string to float: 'heavy'", naming no feature
+    with pytest.raises(ValueError, match=r"feature 'WT' must hold numbers: .*'heavy'"):
+        nw.predict_pd(model, {**x, "WT": ["heavy"] * len(x["WT"])})
 
 
 def test_train_or_load_reuses_identical_model(small, tmp_path):
