@@ -103,6 +103,9 @@ def test_wrong_features_raise_clear_errors(trained, small, tmp_path):
         nw.predict_pd(model, {**x, "conc": -x["conc"]})
     with pytest.raises(ValueError, match="SEX"):
         nw.predict_pd(model, {**x, "SEX": x["SEX"] + 2})
+    # before: "could not convert string to float: 'heavy'", naming no feature
+    with pytest.raises(ValueError, match=r"feature 'WT' must hold numbers: .*'heavy'"):
+        nw.predict_pd(model, {**x, "WT": ["heavy"] * len(x["WT"])})
 
 
 def test_train_or_load_reuses_identical_model(small, tmp_path):
@@ -229,3 +232,168 @@ def test_every_stored_network_read_or_written_is_noted(small, tmp_path, monkeypa
     stored = sorted(p.name for p in (tmp_path / "store").iterdir() if p.suffix != ".lock")
     noted = sorted(Path(line).name for line in log.read_text().splitlines())
     assert noted == stored and len(stored) == 2
+
+
+# --- a damaged, read-only or shared store; unsafe model files -------------------------
+
+
+def _truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_a_truncated_model_file_is_named_as_such(trained, tmp_path):
+    """Before: "File not found" for a file that exists."""
+    path = nw.save_model(trained.model, tmp_path / "m.keras")
+    _truncate(path)
+    with pytest.raises(nw.DamagedFileError, match=f"{path} is a truncated or damaged file"):
+        nw.load_model(path)
+    data = bytearray(nw.save_model(trained.model, tmp_path / "n.keras").read_bytes())
+    data[2000:2100] = b"x" * 100  # complete, but a member's bytes changed
+    (tmp_path / "n.keras").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="n.keras is a truncated or damaged file.*checksum"):
+        nw.load_model(tmp_path / "n.keras")
+
+
+@pytest.mark.parametrize("damage", ["truncated model", "empty metadata"])
+def test_a_damaged_stored_model_is_retrained_or_named(small, tmp_path, monkeypatch, damage):
+    """Before: every call failed ("File not found", or a bare JSONDecodeError)."""
+    monkeypatch.setenv(nw.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv("PKPD_CACHE_MISS", "compute")
+    a = nw.train_or_load(CONFIG, *small, seed=5, report_every=None)
+    (path,) = tmp_path.glob("*.keras")
+    damaged = path if damage == "truncated model" else path.with_suffix(".json")
+    if damaged == path:
+        _truncate(path)
+    else:
+        damaged.write_text("")
+    monkeypatch.setenv("PKPD_CACHE_MISS", "error")  # training not allowed: an error naming it
+    with pytest.raises(nw.DamagedFileError, match=f"{damaged}.*forbids training"):
+        nw.train_or_load(CONFIG, *small, seed=5, report_every=None)
+    monkeypatch.setenv("PKPD_CACHE_MISS", "compute")  # allowed: trained again, and stored
+    with pytest.warns(UserWarning, match=f"{damaged} is a truncated or damaged file"):
+        b = nw.train_or_load(CONFIG, *small, seed=5, report_every=None)
+    assert b.history["loss"] == a.history["loss"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", "__array__ implementation", DeprecationWarning)
+        c = nw.train_or_load(CONFIG, *small, seed=5, report_every=None)  # repaired: loaded
+    np.testing.assert_array_equal(
+        nw.predict_pd(c.model, small[0]), nw.predict_pd(a.model, small[0])
+    )
+
+
+def test_a_read_only_store_that_holds_the_model_is_read_without_a_lock(
+    small, tmp_path, monkeypatch
+):
+    """Before: EROFS creating the lock file in a read-only store (the tests may run as
+    root, whom a read-only folder does not stop: the lock's creation fails instead)."""
+    a = nw.train_or_load(CONFIG, *small, seed=5, cache_dir=tmp_path, report_every=None)
+    for lock in tmp_path.glob("*.lock"):
+        lock.unlink()
+
+    def read_only(path, *args, **kwargs):
+        raise OSError(30, "Read-only file system", str(path))
+
+    monkeypatch.setattr(nw, "exclusive_lock", read_only)
+    b = nw.train_or_load(CONFIG, *small, seed=5, cache_dir=tmp_path, report_every=None)
+    assert b.history == a.history
+    assert not list(tmp_path.glob("*.lock"))
+
+
+def test_targets_that_do_not_match_the_inputs_are_named(small):
+    """Before: a broadcast error that blamed ``conc``."""
+    x, y, vx, vy = small
+    with pytest.raises(ValueError, match=r"train_y has shape \(63, 49\).*train_x\['conc'\]"):
+        nw.train_network(CONFIG, x, y[:63], vx, vy, report_every=None)
+    with pytest.raises(ValueError, match=r"val_y has shape \(16, 48\).*val_x\['conc'\]"):
+        nw.train_network(CONFIG, x, y, vx, vy[:, :48], report_every=None)
+    with pytest.raises(ValueError, match=r"train_y must be \(patients, times\)"):
+        nw.train_network(CONFIG, x, y[:, 0], vx, vy, report_every=None)
+
+
+def test_model_files_that_would_run_code_are_refused(tmp_path):
+    """Safe loading: a Lambda layer (Python bytecode in the file) and a config that names
+    a function outside Keras (``os.system``) are refused, and nothing runs."""
+    import zipfile
+
+    keras = nw.keras
+    inputs = keras.Input((3,))
+    keras.Model(inputs, keras.layers.Lambda(lambda v: v * 2)(inputs)).save(tmp_path / "l.keras")
+    with pytest.raises(ValueError, match="Lambda"):
+        nw.load_model(tmp_path / "l.keras")
+    inputs = keras.Input((3,))
+    keras.Model(inputs, keras.layers.Dense(2)(inputs)).save(tmp_path / "d.keras")
+    with zipfile.ZipFile(tmp_path / "d.keras") as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    config = json.loads(members["config.json"])
+    marker = tmp_path / "code_ran"
+    config["config"]["layers"][1].update(module="os", class_name="system", config=f"touch {marker}")
+    members["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(tmp_path / "injected.keras", "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    with pytest.raises((TypeError, ValueError)):
+        nw.load_model(tmp_path / "injected.keras")
+    assert not marker.exists()
+
+
+_STORE_USER = """
+import os, signal, sys, warnings
+import numpy as np
+from pkpd_lib.nets import networks as nw
+from pkpd_lib.pmx import regimens as reg
+from pkpd_lib.pmx.population import sample_population
+from pkpd_lib.study import datasets
+
+warnings.simplefilter("ignore")
+times = np.arange(0.0, 25.0)
+sets = [
+    datasets.simulate_dataset(sample_population(n, seed=s), reg.qd(), times, obs_seed=s)
+    for n, s in ((16, 1), (8, 2))
+]
+data = [v for d in sets for v in (datasets.network_inputs(d), d.pd_obs)]
+config = nw.NetworkConfig(units=(2,), block=4, batch_size=16, max_epochs=2, patience=2)
+if sys.argv[2] == "die":  # kill -9 in the middle of writing the model file
+
+    def dying(model, path, *args, **kwargs):
+        with open(path, "wb") as handle:
+            handle.write(b"PK half a model")
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    nw.keras.Model.save = dying
+run = nw.train_or_load(config, *data, seed=5, cache_dir=sys.argv[1], report_every=1)
+print("LOSS", run.history["loss"])
+"""
+
+
+def test_a_killed_cache_write_leaves_no_model_and_two_processes_train_once(tmp_path):
+    """kill -9 during a cache write leaves no file read as a model; then two processes
+    that need the same key at once train it once: one trains, the other waits for the
+    lock and loads it, and both get the same network."""
+    import subprocess
+    import sys
+
+    def start(mode):
+        return subprocess.Popen(
+            [sys.executable, "-c", _STORE_USER, str(tmp_path), mode],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    killed = start("die")
+    killed.communicate(timeout=300)
+    assert killed.returncode == -9
+    left = sorted(p.suffix for p in tmp_path.iterdir() if not p.name.startswith("."))
+    assert left == [".lock"], left  # the half-written model stays a hidden temporary file
+    both = [start("train"), start("train")]
+    outputs = [p.communicate(timeout=300) for p in both]
+    for p, (_, err) in zip(both, outputs, strict=True):
+        assert p.returncode == 0, err
+    losses = {line for out, _ in outputs for line in out.splitlines() if line.startswith("LOSS")}
+    assert len(losses) == 1, losses
+    loaded = ["loaded the model trained earlier" in out for out, _ in outputs]
+    assert sorted(loaded) == [False, True], [out for out, _ in outputs]
+    stored = sorted(p.suffix for p in tmp_path.iterdir() if not p.name.startswith("."))
+    assert stored == [".json", ".keras", ".lock"], stored

@@ -1,11 +1,14 @@
 """The FOCE-I estimator against known answers, and the warfarin data and model."""
 
 import dataclasses
+import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from nlme_models import DECAY_START, decay_data, decay_edited, decay_model
 from scipy.integrate import solve_ivp
 from scipy.stats import multivariate_normal
 
@@ -22,43 +25,6 @@ def _linear_model():
         lambda p, d: np.broadcast_to(p["m"][..., None], (*p["m"].shape, d.times_h.shape[1])),
         error=("add",),
     )
-
-
-def _decay_model():
-    """C0 exp(-k t) with a random effect on k."""
-    return nlme.NLMEModel(
-        "decay",
-        ("C0", "k"),
-        {"C0": "log", "k": "log"},
-        ("k",),
-        lambda p, d: p["C0"][..., None] * np.exp(-p["k"][..., None] * d.times_h[:, None]),
-    )
-
-
-def _decay_data(n=20, seed=0):
-    """Observations of the decay model: C0 10, k 0.2 1/h (SD 0.3 of log k between
-    subjects), 5% proportional error, six samples each."""
-    rng = np.random.default_rng(seed)
-    t = np.tile([0.5, 1, 2, 4, 8, 12.0], (n, 1))
-    k = 0.2 * np.exp(0.3 * rng.normal(size=(n, 1)))
-    y = 10 * np.exp(-k * t) * (1 + 0.05 * rng.normal(size=t.shape))
-    return nlme.Observations(np.arange(n), t, y)
-
-
-#: Where the decay fits start (typical values: C0, k 1/h).
-DECAY_START = {"C0": 5.0, "k": 0.5}
-
-
-def _decay_edited(edit):
-    """The decay model with its predictions (N, R, K) changed in place by ``edit(out, p)``."""
-    base = _decay_model()
-
-    def predict(p, d):
-        out = np.array(base.predict(p, d), float)
-        edit(out, p)
-        return out
-
-    return dataclasses.replace(base, predict=predict)
 
 
 def test_ofv_is_the_exact_likelihood_of_a_linear_mixed_model():
@@ -248,6 +214,24 @@ def test_warfarin_conversion_names_unknown_codes():
         w.to_nonmem_table(bad)
 
 
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        # before: "unknown sex value(s) [nan]"
+        (lambda text: text[: len(text) // 2], r"missing values in column\(s\) \[.*'sex'\] at row"),
+        (lambda text: "", r"warf\.csv is not a readable warfarin table \(empty"),  # before: pandas'
+        (lambda text: text.splitlines()[0] + "\n", r"no records \(a header only"),
+        (lambda text: text.replace("\n1,2.0,", "\n1,2.0,,", 1), r"warf\.csv is not a .*fields"),
+        (lambda text: text.replace(",66.7,", ",,", 1), r"missing values in column\(s\) \['wt'\]"),
+    ],
+)
+def test_a_damaged_warfarin_file_is_named(tmp_path, damage, message):
+    path = tmp_path / "warf.csv"
+    path.write_text(damage(w.DATA_PATH.read_text()))
+    with pytest.raises(ValueError, match=message):
+        w.load(path)
+
+
 def _warfarin_ode(ka, cl, v, e0, emax, ec50, kout, dose, t_end):
     def rhs(_t, y):
         depot, gut, central, r = y
@@ -328,7 +312,7 @@ def test_conditional_modes_of_new_subjects_recover_their_effects():
     t = np.tile(np.linspace(0.5, 12.0, 12), (30, 1))
     k_true = 0.2 * np.exp(0.3 * rng.normal(size=30))
     y = 10 * np.exp(-k_true[:, None] * t) * (1 + 0.02 * rng.normal(size=t.shape))
-    decay = _decay_model()
+    decay = decay_model()
     fit = nlme.fit_foce(
         decay,
         nlme.Observations(np.arange(30), t, y),
@@ -346,7 +330,7 @@ def test_stopping_on_a_stalled_ofv_leaves_the_estimates_where_the_gradient_test_
     t = np.tile([0.5, 1, 2, 4, 8, 12.0], (40, 1))
     k = 0.2 * np.exp(0.3 * rng.normal(size=(40, 1)))
     y = 10 * np.exp(-k * t) * (1 + 0.05 * rng.normal(size=t.shape))
-    decay = _decay_model()
+    decay = decay_model()
     data = nlme.Observations(np.arange(40), t, y)
     start = {"C0": 5.0, "k": 0.5}
     stalled = nlme.fit_foce(decay, data, start, standard_errors=False, ofv_tol=0.01)
@@ -385,7 +369,7 @@ def test_hessian_tolerates_the_ofv_noise_of_inner_optimisations():
 
 
 def test_a_stored_fit_is_the_fit_to_the_last_bit(tmp_path, monkeypatch):
-    model = _decay_model()
+    model = decay_model()
     rng = np.random.default_rng(3)
     t = np.tile([0.5, 1, 2, 4, 8, 12.0], (30, 1))
     k = 0.2 * np.exp(0.3 * rng.normal(size=(30, 1)))
@@ -411,6 +395,7 @@ def test_a_stored_fit_is_the_fit_to_the_last_bit(tmp_path, monkeypatch):
     assert len(list(tmp_path.glob("*.json"))) == 1
     assert by_r.covariance_step.kind == "r"
     np.testing.assert_array_equal(by_r.covariance_step.se, fresh.covariance_as("r").se)
+    assert stored.failed_trials == loaded.failed_trials == fresh.failed_trials == 0
     # another start is another fit; in the test command a missing fit is an error
     monkeypatch.setenv("PKPD_MODEL_CACHE", str(tmp_path))
     monkeypatch.setenv("PKPD_CACHE_MISS", "error")
@@ -437,28 +422,118 @@ def test_predictions_that_fail_at_the_start_are_refused_naming_subject_and_value
         match=r"NaN or inf at the starting values for subject 0 \(row 0\) at "
         r"observation\(s\) \[0.*times \[0\.5.*parameters C0=5, k=0\.5\).* and 17 more",
     ):
-        nlme.fit_foce(_decay_edited(edit), _decay_data(), DECAY_START)
+        nlme.fit_foce(decay_edited(edit), decay_data(), DECAY_START)
 
 
-def test_a_fit_whose_predictions_fail_at_the_estimate_is_marked_invalid():
-    """Probe 1 past the start check: a model that fails (NaN at the first time) from its
-    second call on, so that the check at the starting values passes and every point
-    after it fails. Before: fitted with 1e10 in place of each NaN, converged=True, C0
-    8.51 for 10, sigma 10 times too large."""
+def _nan_after_the_start():
+    """An edit of the decay model's predictions: NaN at the first time from the second
+    call on, so that the check at the starting values passes and every point after it
+    fails."""
     calls = [0]
 
-    def nan_after_the_start(out, p):
+    def edit(out, p):
         calls[0] += 1
         if calls[0] > 1:
             out[..., 0] = np.nan
 
-    with pytest.warns(nlme.NLMEWarning, match=r"failed predictions .* at the estimate"):
-        fit = nlme.fit_foce(
-            _decay_edited(nan_after_the_start), _decay_data(), DECAY_START, max_iter=5
+    return edit
+
+
+def test_predictions_that_fail_at_the_estimate_are_an_error_naming_subject_and_values(
+    tmp_path,
+):
+    """Probe 1 past the start check. Before: fitted with 1e10 in place of each NaN,
+    converged=True, C0 8.51 for 10, sigma 10 times too large; later a fit marked invalid
+    (OFV inf) with a warning, which a script could still use."""
+    estimate = (
+        r"predicts NaN or inf at the estimate the search ended at after \d+ BFGS "
+        r"iterations, for 20 subject\(s\): subject 0 \(row 0\) at observation\(s\) \[0\] "
+        r"\(times \[0\.5\] h.*parameters C0=.*, k=.*\).* and 17 more subject\(s\)\. Not a "
+        r"fit \(nothing is stored\); the estimate was theta_C0=.*, theta_k=.*, omega_k=.*, "
+        r"sigma_prop="
+    )
+    with pytest.raises(ValueError, match=estimate):
+        nlme.fit_foce(
+            decay_edited(_nan_after_the_start()),
+            decay_data(),
+            DECAY_START,
+            max_iter=5,
+            cache_dir=tmp_path,
         )
-    assert not fit.converged and fit.ofv == np.inf
-    assert fit.convergence.startswith("failed predictions (NaN or inf) at the estimate for 20")
-    assert fit.estimates["SE (estimation scale)"].isna().all()
+    assert not list(tmp_path.iterdir())
+    starts = [DECAY_START, {"C0": 8.0, "k": 0.3}]
+    with pytest.raises(ValueError, match=r"^start 0 \{'C0': 5\.0, 'k': 0\.5\}: model 'decay'"):
+        nlme.fit_foce_starts(decay_edited(_nan_after_the_start()), decay_data(), starts)
+
+
+def test_trial_points_with_failed_predictions_are_counted_and_reported():
+    """A model whose predictions fail (NaN) where C0 > 12, which the search passes
+    through from C0 = 5 on its way to 10: it reaches the fit of the model that never
+    fails, and says how many of its trial points rested on the stand-in."""
+
+    def nan_above_12(out, p):
+        out[p["C0"] > 12.0] = np.nan
+
+    plain = nlme.fit_foce(decay_model(), decay_data(), DECAY_START, standard_errors=False)
+    edited = nlme.fit_foce(
+        decay_edited(nan_above_12), decay_data(), DECAY_START, standard_errors=False
+    )
+    assert plain.failed_trials == 0 and "trial points" not in plain.convergence
+    assert edited.converged and edited.failed_trials > 0
+    assert re.search(
+        rf"; {edited.failed_trials} of \d+ trial points of the search had failed "
+        r"predictions \(NaN or inf\) for a subject \(their OFV used the stand-in 1e\+10 "
+        r"for each\) and 0 a non-finite OFV \(rejected\)$",
+        edited.convergence,
+    ), edited.convergence
+    np.testing.assert_allclose(edited.x, plain.x, atol=0.01)
+
+
+def test_the_objective_counts_stand_ins_and_rejects_what_is_not_finite():
+    def nan_above_12(out, p):
+        out[p["C0"] > 12.0] = np.nan
+
+    problem = nlme._Problem(decay_edited(nan_above_12), decay_data(), {})
+    x = nlme.start_vector(problem.model, DECAY_START)
+    assert np.isfinite(problem.ofv(x)) and not problem.failed.any()
+    far = x.copy()
+    far[0] = np.log(20.0)  # C0 = 20: every prediction fails
+    assert np.isfinite(problem.ofv(far)) and problem.failed.all()
+    no_omega = x.copy()
+    no_omega[2] = -1e4  # omega = 0: an OFV that is not finite
+    with np.errstate(all="ignore"):
+        assert problem.ofv(no_omega) == nlme.NOT_FINITE_OFV
+    assert problem.trials == {"all": 3, "failed predictions": 1, "not finite": 1}
+
+
+def test_an_objective_that_is_not_finite_at_the_estimate_is_an_error():
+    """The search kept its start (no iterations) where omega is 0: the OFV there is not
+    finite, which BFGS saw as 1e20, not a fit."""
+    problem = nlme._Problem(decay_model(), decay_data(), {})
+    x = nlme.start_vector(problem.model, DECAY_START)
+    x[2] = -1e4  # omega_k = 0
+    with (
+        np.errstate(all="ignore"),
+        pytest.raises(
+            ValueError,
+            match=r"the OFV is not finite at the estimate after 0 BFGS iterations .* not a "
+            r"fit: theta_C0=5, theta_k=0\.5, omega_k=0, sigma_prop=0\.1$",
+        ),
+    ):
+        nlme._estimate(problem, x, False, 0, 0, 0.01)
+
+
+def test_a_fit_stored_as_invalid_is_estimated_again(tmp_path):
+    """Versions that kept a fit whose predictions failed at its estimate stored it with
+    OFV inf: such a record is not loaded as a fit."""
+    fit = nlme.fit_foce(decay_model(), decay_data(), DECAY_START, cache_dir=tmp_path)
+    (record,) = tmp_path.glob("*.json")
+    stored = json.loads(record.read_text())
+    record.write_text(json.dumps({**stored, "ofv": float("inf"), "converged": False}))
+    again = nlme.fit_foce(decay_model(), decay_data(), DECAY_START, cache_dir=tmp_path)
+    assert again.ofv == fit.ofv and again.converged
+    assert json.loads(record.read_text())["ofv"] == fit.ofv
+    assert again.failed_trials == fit.failed_trials == 0
 
 
 def _zero_at_first_time(out, p):
@@ -482,21 +557,21 @@ def _zero_at_first_time(out, p):
     ],
 )
 def test_data_a_proportional_error_cannot_explain_are_refused(dv, edit, message):
-    data = _decay_data()
+    data = decay_data()
     data = nlme.Observations(data.ids, data.times_h, dv(data.dv))
-    model = _decay_model() if edit is None else _decay_edited(edit)
+    model = decay_model() if edit is None else decay_edited(edit)
     with pytest.raises(ValueError, match=message):
         nlme.fit_foce(model, data, DECAY_START)
 
 
 def test_values_coded_0_under_a_proportional_error_warn():
     """Below-limit values coded 0 among others (before: fitted silently)."""
-    data = _decay_data()
+    data = decay_data()
     y = data.dv.copy()
     y[:, -1] = 0.0
     with pytest.warns(nlme.NLMEWarning, match=r"20 observation\(s\) are 0 .* coded 0"):
         nlme.fit_foce(
-            _decay_model(),
+            decay_model(),
             nlme.Observations(data.ids, data.times_h, y),
             DECAY_START,
             standard_errors=False,
@@ -525,12 +600,12 @@ def test_values_coded_0_under_a_proportional_error_warn():
 def test_bad_starting_values_and_sds_are_refused_by_name(arguments, message):
     arguments = {"typical": DECAY_START, **arguments}
     with pytest.raises(ValueError, match=message):
-        nlme.fit_foce(_decay_model(), _decay_data(), **arguments)
+        nlme.fit_foce(decay_model(), decay_data(), **arguments)
 
 
 def test_names_the_model_uses_and_the_data_or_model_lack_are_refused():
-    data = _decay_data()
-    on_weight = dataclasses.replace(_decay_model(), covariates={"k": ("WT",)})
+    data = decay_data()
+    on_weight = dataclasses.replace(decay_model(), covariates={"k": ("WT",)})
     with pytest.raises(ValueError, match=r"covariate\(s\) 'WT' \(on k\) that the data lack"):
         nlme.fit_foce(on_weight, data, DECAY_START)  # before: KeyError: 'WT'
     levels = nlme.Observations(data.ids, np.zeros_like(data.dv), data.dv)
@@ -541,13 +616,13 @@ def test_names_the_model_uses_and_the_data_or_model_lack_are_refused():
 def test_converged_needs_a_small_gradient_and_the_fit_says_why_it_stopped():
     """Before: a stall (three iterations gaining < ofv_tol) counted as convergence
     whatever the gradient."""
-    data = _decay_data()
+    data = decay_data()
     limited = nlme.fit_foce(
-        _decay_model(), data, DECAY_START, standard_errors=False, max_iter=2, restarts=0
+        decay_model(), data, DECAY_START, standard_errors=False, max_iter=2, restarts=0
     )
     assert not limited.converged
     assert limited.convergence.startswith("iteration limit (2 BFGS iterations a run)")
-    coarse = nlme.fit_foce(_decay_model(), data, DECAY_START, standard_errors=False, ofv_tol=1e3)
+    coarse = nlme.fit_foce(decay_model(), data, DECAY_START, standard_errors=False, ofv_tol=1e3)
     assert not coarse.converged
     assert coarse.convergence.startswith("stalled: OFV changed < 1000 over 3 iterations")
     gradient = float(coarse.convergence.rpartition("max |g| = ")[2])
@@ -564,7 +639,7 @@ def test_a_singular_inner_system_rejects_that_subject_not_the_fit():
 
 
 def test_parameters_at_a_bound_are_named_in_a_warning():
-    data = _decay_data()
+    data = decay_data()
     fraction = nlme.NLMEModel(
         "decay to a floor",
         ("C0", "F", "k"),
@@ -590,7 +665,7 @@ def test_several_starts_keep_the_lowest_ofv_and_say_when_they_disagree():
     and the best fit kept."""
     starts = [{"C0": 10.0, "k": 0.2}, {"C0": 1e4, "k": 20.0}]
     result = nlme.fit_foce_starts(
-        _decay_model(), _decay_data(), starts, standard_errors=False, max_iter=10, restarts=0
+        decay_model(), decay_data(), starts, standard_errors=False, max_iter=10, restarts=0
     )
     assert len(result.fits) == 2 and result.best is result.fits[0]
     assert result.fits[1].ofv > result.fits[0].ofv + 3.84
@@ -599,7 +674,7 @@ def test_several_starts_keep_the_lowest_ofv_and_say_when_they_disagree():
     assert "start 1 by" in result.note and "not converged: start 1 (iteration limit" in result.note
     assert list(result.table().columns) == [0, 1]
     with pytest.raises(ValueError, match="at least one start"):
-        nlme.fit_foce_starts(_decay_model(), _decay_data(), [])
+        nlme.fit_foce_starts(decay_model(), decay_data(), [])
 
 
 def test_nonmem_objective_and_variances():
@@ -629,7 +704,7 @@ def test_a_stored_fit_is_noted_as_used(tmp_path, monkeypatch):
     data = nlme.Observations(np.arange(20), t, y)
     log = tmp_path / "used.txt"
     monkeypatch.setenv("PKPD_STORE_LOG", str(log))
-    nlme.fit_foce(_decay_model(), data, {"C0": 5.0, "k": 0.5}, cache_dir=tmp_path / "fits")
+    nlme.fit_foce(decay_model(), data, {"C0": 5.0, "k": 0.5}, cache_dir=tmp_path / "fits")
     assert [p.name for p in (tmp_path / "fits").iterdir()] == [
         Path(line).name for line in log.read_text().splitlines()
     ]

@@ -5,21 +5,9 @@ import dataclasses
 
 import numpy as np
 import pytest
+from nlme_models import decay_model
 
 from pkpd_lib.pmx import nlme
-
-
-def _decay(effects=()):
-    """C0 exp(-k t), a random effect on k, covariate effects ``effects``."""
-    return nlme.NLMEModel(
-        "decay with covariates",
-        ("C0", "k"),
-        {"C0": "log", "k": "log"},
-        ("k",),
-        lambda p, d: p["C0"][..., None] * np.exp(-p["k"][..., None] * d.times_h[:, None]),
-        effects=effects,
-    )
-
 
 WEIGHT = nlme.CovariateEffect("k", "WT", "power", reference=70.0)
 SEX = nlme.CovariateEffect("k", "SEX", "categorical")
@@ -46,7 +34,7 @@ START = {"C0": 5.0, "k": 0.5}
 
 def test_each_form_multiplies_the_typical_value_as_written():
     data = _covariate_data(n=4)
-    model = _decay((WEIGHT, SEX, AGE))
+    model = decay_model(effects=(WEIGHT, SEX, AGE))
     problem = nlme._Problem(model, data, {})
     x = np.array([np.log(10.0), np.log(0.2), 0.75, -0.3, 0.01, np.log(0.2), np.log(0.05)])
     theta, beta, _, _ = problem.unpack(x)
@@ -84,7 +72,7 @@ def test_exponential_forms_and_an_untransformed_parameter():
 
 @pytest.fixture(scope="module")
 def covariate_fit():
-    return nlme.fit_foce(_decay((WEIGHT, SEX, AGE)), _covariate_data(), START)
+    return nlme.fit_foce(decay_model(effects=(WEIGHT, SEX, AGE)), _covariate_data(), START)
 
 
 def test_power_and_categorical_coefficients_are_recovered_with_standard_errors(covariate_fit):
@@ -101,7 +89,7 @@ def test_power_and_categorical_coefficients_are_recovered_with_standard_errors(c
 
 def test_a_coefficient_is_fixed_or_started_like_a_typical_value(covariate_fit):
     data = _covariate_data()
-    model = _decay((WEIGHT, SEX, AGE))
+    model = decay_model(effects=(WEIGHT, SEX, AGE))
     fixed = nlme.fit_foce(model, data, START, fixed={"k~WT": 0.75}, standard_errors=False)
     assert "beta_k~WT" not in fixed.estimates.index and fixed.typical("k~WT") == 0.75
     assert fixed.typical("k~SEX") == pytest.approx(covariate_fit.typical("k~SEX"), abs=0.03)
@@ -129,12 +117,14 @@ def test_a_coefficient_is_fixed_or_started_like_a_typical_value(covariate_fit):
         ),
         (lambda: nlme.CovariateEffect("k", "AGE", "linear", reference=np.nan), "finite"),
         (
-            lambda: _decay((nlme.CovariateEffect("CL", "WT", "power", 70.0),)),
+            lambda: decay_model(effects=(nlme.CovariateEffect("CL", "WT", "power", 70.0),)),
             r"'CL~WT' on unknown parameter 'CL'",
         ),
-        (lambda: _decay((WEIGHT, WEIGHT)), r"'k~WT' is given twice"),
+        (lambda: decay_model(effects=(WEIGHT, WEIGHT)), r"'k~WT' is given twice"),
         (
-            lambda: dataclasses.replace(_decay(), covariates={"k": ("WT",)}, effects=(WEIGHT,)),
+            lambda: dataclasses.replace(
+                decay_model(), covariates={"k": ("WT",)}, effects=(WEIGHT,)
+            ),
             "given twice",
         ),
         (
@@ -159,12 +149,12 @@ def test_covariates_the_data_lack_or_cannot_take_are_named():
     data = _covariate_data(n=10)
     lacking = nlme.Observations(data.ids, data.times_h, data.dv, {"WT": data.covariates["WT"]})
     with pytest.raises(ValueError, match=r"covariate\(s\) 'SEX' \(on k\) that the data lack"):
-        nlme.fit_foce(_decay((WEIGHT, SEX)), lacking, START)
+        nlme.fit_foce(decay_model(effects=(WEIGHT, SEX)), lacking, START)
     wt = data.covariates["WT"].copy()
     wt[3] = 0.0
     zero = nlme.Observations(data.ids, data.times_h, data.dv, {"WT": wt})
     with pytest.raises(ValueError, match=r"power of WT, which must be > 0: it is 0 for subject 3"):
-        nlme.fit_foce(_decay((WEIGHT,)), zero, START)
+        nlme.fit_foce(decay_model(effects=(WEIGHT,)), zero, START)
     wt[3] = np.nan
     with pytest.raises(ValueError, match=r"covariate 'WT' is nan .* for subject 3 \(row 3\)"):
         nlme.Observations(data.ids, data.times_h, data.dv, {"WT": wt})
@@ -172,11 +162,15 @@ def test_covariates_the_data_lack_or_cannot_take_are_named():
 
 def test_a_fit_with_effects_has_its_own_store_key():
     data = _covariate_data(n=10)
-    x0 = nlme.start_vector(_decay(), START)
-    plain = nlme._fit_key(_decay(), data, x0, {}, ())[0]
-    x1 = nlme.start_vector(_decay((WEIGHT,)), START)
-    weighted = nlme._fit_key(_decay((WEIGHT,)), data, x1, {}, ())[0]
+    x0 = nlme.start_vector(decay_model(), START)
+    plain = nlme._fit_key(decay_model(), data, x0, {}, ())[0]
+    x1 = nlme.start_vector(decay_model(effects=(WEIGHT,)), START)
+    weighted = nlme._fit_key(decay_model(effects=(WEIGHT,)), data, x1, {}, ())[0]
     other = nlme._fit_key(
-        _decay((nlme.CovariateEffect("k", "WT", "power", reference=75.0),)), data, x1, {}, ()
+        decay_model(effects=(nlme.CovariateEffect("k", "WT", "power", reference=75.0),)),
+        data,
+        x1,
+        {},
+        (),
     )[0]
     assert len({plain, weighted, other}) == 3

@@ -5,36 +5,21 @@ import io
 
 import numpy as np
 import pytest
+from nlme_models import decay_data, decay_model
 
 from pkpd_lib.pmx import nlme, nonmem
 from pkpd_lib.pmx import warfarin as w
 
 
-def _decay(error=("prop",)):
-    return nlme.NLMEModel(
-        "decay",
-        ("C0", "k"),
-        {"C0": "log", "k": "log"},
-        ("k",),
-        lambda p, d: p["C0"][..., None] * np.exp(-p["k"][..., None] * d.times_h[:, None]),
-        error=error,
-    )
-
-
-def _decay_data(n=20, seed=0, output=None):
-    rng = np.random.default_rng(seed)
-    t = np.tile([0.5, 1, 2, 4, 8, 12.0], (n, 1))
-    k = 0.2 * np.exp(0.3 * rng.normal(size=(n, 1)))
-    y = 10 * np.exp(-k * t) * (1 + 0.05 * rng.normal(size=t.shape))
-    return nlme.Observations(np.arange(n), t, y, output=output)
-
-
 def test_one_output_given_per_output_is_the_fit_of_one_error_model():
-    data = _decay_data()
+    data = decay_data()
     start = {"C0": 5.0, "k": 0.5}
-    old = nlme.fit_foce(_decay(), data, start)
-    tagged = _decay_data(output=np.zeros((20, 6), int))
-    for model, observed in ((_decay({"conc": ("prop",)}), tagged), (_decay(), tagged)):
+    old = nlme.fit_foce(decay_model(), data, start)
+    tagged = decay_data(output=np.zeros((20, 6), int))
+    for model, observed in (
+        (decay_model(error={"conc": ("prop",)}), tagged),
+        (decay_model(), tagged),
+    ):
         new = nlme.fit_foce(model, observed, start)
         np.testing.assert_array_equal(new.x, old.x)
         np.testing.assert_array_equal(new.etas, old.etas)
@@ -43,7 +28,9 @@ def test_one_output_given_per_output_is_the_fit_of_one_error_model():
             new.estimates["SE (estimation scale)"], old.estimates["SE (estimation scale)"]
         )
     assert new.estimates.index[-1] == "sigma_prop"
-    per_output = nlme.fit_foce(_decay({"conc": ("prop",)}), data, start, standard_errors=False)
+    per_output = nlme.fit_foce(
+        decay_model(error={"conc": ("prop",)}), data, start, standard_errors=False
+    )
     assert per_output.estimates.index[-1] == "sigma_conc_prop"
 
 
@@ -138,7 +125,7 @@ def test_outputs_that_do_not_fit_the_model_are_refused_by_name():
     with pytest.raises(ValueError, match=r"fits 2 outputs \('conc', 'pd'\): the data need"):
         nlme.fit_foce(JOINT, untagged, start)
     with pytest.raises(ValueError, match=r"output\(s\) \[1\] but model 'decay' has one output"):
-        nlme.fit_foce(_decay(), data, {"C0": 1.0, "k": 0.1})
+        nlme.fit_foce(decay_model(), data, {"C0": 1.0, "k": 0.1})
     three = nlme.Observations(data.ids, data.times_h, data.dv, output=data.output * 2)
     with pytest.raises(ValueError, match=r"output\(s\) \[2\] but model .* has 2 outputs"):
         nlme.fit_foce(JOINT, three, start)
@@ -147,7 +134,7 @@ def test_outputs_that_do_not_fit_the_model_are_refused_by_name():
     with pytest.raises(ValueError, match=r"sigma\['pd'\] must give one SD .* missing \['add'\]"):
         nlme.fit_foce(JOINT, data, start, sigma={"conc": {"prop": 0.1}, "pd": {"prop": 0.1}})
     with pytest.raises(ValueError, match=r"the error of output 'pd' must be"):
-        _decay({"conc": ("prop",), "pd": ("exp",)})
+        decay_model(error={"conc": ("prop",), "pd": ("exp",)})
     with pytest.raises(ValueError, match=r"output must be \(N, K\)"):
         nlme.Observations(data.ids, data.times_h, data.dv, output=data.output[:, :3])
     with pytest.raises(ValueError, match=r"output must hold whole numbers"):
@@ -175,11 +162,11 @@ def test_a_proportional_error_of_one_output_is_checked_on_that_output():
 
 
 def test_the_store_keys_data_tagged_by_output():
-    data = _decay_data()
-    tagged = _decay_data(output=np.zeros((20, 6), int))
-    x0 = nlme.start_vector(_decay(), {"C0": 5.0, "k": 0.5})
-    keys = {nlme._fit_key(_decay(), d, x0, {}, ())[0] for d in (data, tagged)}
-    keys.add(nlme._fit_key(_decay({"conc": ("prop",)}), data, x0, {}, ())[0])
+    data = decay_data()
+    tagged = decay_data(output=np.zeros((20, 6), int))
+    x0 = nlme.start_vector(decay_model(), {"C0": 5.0, "k": 0.5})
+    keys = {nlme._fit_key(decay_model(), d, x0, {}, ())[0] for d in (data, tagged)}
+    keys.add(nlme._fit_key(decay_model(error={"conc": ("prop",)}), data, x0, {}, ())[0])
     assert len(keys) == 3
 
 

@@ -454,7 +454,10 @@ def check_inputs(model: keras.Model, x: Mapping[str, object]) -> dict[str, np.nd
         )
     out, n = {}, None
     for name, shape in expected.items():
-        a = np.asarray(x[name], dtype="float32")
+        try:
+            a = np.asarray(x[name], dtype="float32")
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"feature {name!r} must hold numbers: {error}") from None
         if shape == (1,) and a.ndim == 1:
             a = a[:, None]
         if a.ndim != 1 + len(shape) or a.shape[1:] != shape:

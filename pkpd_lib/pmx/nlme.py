@@ -51,14 +51,26 @@ What the estimator refuses or flags instead of fitting through it: starting valu
 are not finite or out of range, SDs that are not finite and > 0, covariates the data
 lack, predictions that are NaN or infinite at the starting values, data whose DV are
 all 0, and a proportional error with predictions of exactly 0 or DV of the opposite
-sign (:func:`fit_foce`). A fit whose predictions fail (NaN or infinite) at its
-estimate is marked invalid (OFV inf, not converged, an :class:`NLMEWarning`); on the way
-there, trial points with failed predictions are compared with a stand-in value (see
-``_Problem.conditional_modes`` for why). A fit reports why it stopped
+sign (:func:`fit_foce`). A fit reports why it stopped
 (:attr:`NLMEFit.convergence`), names the parameters that end at a bound of their scale
 (:attr:`NLMEFit.at_bound`, with an :class:`NLMEWarning`), and warns when the covariance
 step fails or observations have a residual SD under the objective's floor
 (:data:`SD_FLOOR`).
+
+Predictions that fail (NaN or infinite, for an observation) follow one rule, which
+never lets a failure pass unseen:
+
+* at the starting values, or at the estimate the search ends at: a ``ValueError``
+  naming the subjects, their observations and their parameters (a failure at the
+  estimate is not a fit: nothing is returned or stored);
+* at a trial point of the search in between (a line-search or finite-difference point
+  of BFGS, a trial step of a subject's mode): the objective there is computed with
+  :data:`FAILED_PREDICTION` in place of each failed prediction, a stand-in that lets
+  the search pass through such points, as correct models need (see
+  ``_Problem.conditional_modes`` for the case), and the fit counts the trial points of
+  BFGS whose OFV rested on it (:attr:`NLMEFit.failed_trials`, also said in
+  :attr:`NLMEFit.convergence`); a trial point whose OFV is not finite is rejected (OFV
+  :data:`NOT_FINITE_OFV`, which the line search backs off from) and counted the same.
 """
 
 from __future__ import annotations
@@ -139,6 +151,12 @@ SINGULAR_TOLERANCE = 1e-6
 #: were this, and the FOCE-I gradient of its subject's modes is then inexact. A fit says
 #: so (:class:`NLMEWarning`); express the DV in a smaller unit (ug/L instead of mg/L).
 SD_FLOOR = 1e-6
+#: What a failed (NaN or infinite) prediction is replaced by in the objective at a trial
+#: point of the search (in the DV's unit; see the module's rule for failed predictions).
+FAILED_PREDICTION = 1e10
+#: The OFV given to a trial point where it is not finite: a value BFGS's line search
+#: backs off from.
+NOT_FINITE_OFV = 1e20
 
 
 class NLMEWarning(UserWarning):
@@ -899,6 +917,11 @@ class _Problem:
         self.y0 = np.where(self.mask, self.y, 0.0)
         self.eta = np.zeros((data.n_subjects, self.q))
         self.rand_index = [model.params.index(r) for r in model.random]
+        #: which subjects' predictions failed at the modes of the last mode search
+        self.failed = np.zeros(data.n_subjects, bool)
+        #: OFV evaluations (:meth:`ofv`): all, and those that rested on the stand-in
+        #: for failed predictions or were not finite
+        self.trials = dict.fromkeys(("all", "failed predictions", "not finite"), 0)
 
     def names(self) -> list[str]:
         return [
@@ -999,11 +1022,11 @@ class _Problem:
         return out
 
     def predict(self, theta, beta, eta):
-        """Predictions (N, R, K) with NaN and inf replaced by 1e10 (for the prediction
-        and simulation functions; the objective notes which subjects failed: see
-        :meth:`_linearised` and :meth:`failed_subjects`)."""
+        """Predictions (N, R, K) with NaN and inf replaced by :data:`FAILED_PREDICTION`
+        (for the prediction and simulation functions; the objective notes which subjects
+        failed: see :meth:`_linearised` and :meth:`failed_subjects`)."""
         f = self.raw_predict(theta, beta, eta)
-        return np.where(np.isfinite(f), f, 1e10)
+        return np.where(np.isfinite(f), f, FAILED_PREDICTION)
 
     def sd(self, f, sigma):
         add, prop = sigma.get("add", 0.0), sigma.get("prop", 0.0)
@@ -1024,8 +1047,9 @@ class _Problem:
         """Objective terms, Hessian and gradient (of half the objective) at ``eta`` (N, q),
         and which subjects failed: a prediction of one of their observations at ``eta``
         or its finite-difference neighbours is NaN or infinite. The terms of a failed
-        subject are computed with 1e10 in place of those predictions, a stand-in that
-        only guides the search (see :meth:`conditional_modes`).
+        subject are computed with :data:`FAILED_PREDICTION` in place of those
+        predictions, a stand-in that only guides the search (see
+        :meth:`conditional_modes`).
 
         The gradient includes the residual SD's dependence on the prediction (the
         interaction); the Hessian is the expected (Fisher) information
@@ -1033,7 +1057,7 @@ class _Problem:
         steps = np.vstack([np.zeros(self.q), h * np.eye(self.q)])  # (q + 1, q)
         raw = self.raw_predict(theta, beta, eta[:, None, :] + steps[None])
         failed = (~np.isfinite(raw) & self.mask[:, None, :]).any(axis=(1, 2))
-        f_all = np.where(np.isfinite(raw), raw, 1e10)
+        f_all = np.where(np.isfinite(raw), raw, FAILED_PREDICTION)
         f = f_all[:, 0]
         jac = (f_all[:, 1:] - f[:, None]) / h  # (N, q, K)
         g = self.subject_terms(f_all[:, :1], sigma, eta[:, None], omega)[:, 0]
@@ -1048,21 +1072,24 @@ class _Problem:
 
     def conditional_modes(self, x, eta_start, max_iter: int = 100, tol: float = 1e-8):
         """Each subject's mode of the random effects (Levenberg-Marquardt, all subjects
-        at once), its objective terms and Gauss-Newton Hessian.
+        at once), its objective terms and Gauss-Newton Hessian; which subjects' predictions
+        failed at their modes is left in :attr:`failed` (N,).
 
         A trial point with failed predictions (NaN or inf) is compared by its terms with
-        1e10 in their place: a stand-in that lets the search pass through such points,
-        as correct models need (chapter 15's PK: far line-search points overflow ka and
-        V, and the stand-in carries subjects out of a flip-flop mode into the better
-        one; with such points given an infinite objective instead, that fit's three
-        starts stopped 210 to 2900 OFV points above its optimum, not converged). At the
-        estimate, failed predictions make the fit invalid (see :func:`fit_foce`)."""
+        :data:`FAILED_PREDICTION` in their place, not rejected: a stand-in that lets the
+        search pass through such points, as correct models need (chapter 15's PK: far
+        line-search points overflow ka and V, and the stand-in carries subjects out of a
+        flip-flop mode into the better one; with such points given an infinite objective
+        instead, that fit's three starts stopped 210 to 2900 OFV points above its
+        optimum, not converged). The outer search counts the points where it was used
+        (:meth:`ofv`); at the estimate, failed predictions are an error (see
+        :func:`fit_foce`)."""
         theta, beta, omega, sigma = self.unpack(x)
         n, q = self.data.n_subjects, self.q
         eta = np.array(eta_start, float)
         lam = np.full(n, 1e-3)
         active = np.ones(n, bool)
-        g, hess, grad, _ = self._linearised(theta, beta, eta, omega, sigma)
+        g, hess, grad, failed = self._linearised(theta, beta, eta, omega, sigma)
         # models whose trial points are costly (ODE) limit each step, in SDs of eta
         limit = getattr(self.model.predict, "eta_step_limit", None)
         for _ in range(max_iter):
@@ -1074,9 +1101,12 @@ class _Problem:
                 ratio = np.abs(step / omega).max(axis=1, initial=0.0)
                 step = step * (limit / np.maximum(ratio, limit))[:, None]
             trial = eta + step
-            g_trial, h_trial, grad_trial, _ = self._linearised(theta, beta, trial, omega, sigma)
+            g_trial, h_trial, grad_trial, failed_trial = self._linearised(
+                theta, beta, trial, omega, sigma
+            )
             better = active & (g_trial <= g)
             eta = np.where(better[:, None], trial, eta)
+            failed = np.where(better, failed_trial, failed)
             g = np.where(better, g_trial, g)
             hess = np.where(better[:, None, None], h_trial, hess)
             grad = np.where(better[:, None], grad_trial, grad)
@@ -1085,6 +1115,7 @@ class _Problem:
             active &= ~converged
             if not active.any():
                 break
+        self.failed = failed
         return eta, g, hess, omega
 
     def failed_subjects(self, x) -> np.ndarray:
@@ -1094,13 +1125,22 @@ class _Problem:
         return self._linearised(theta, beta, self.eta, omega, sigma)[3]
 
     def ofv(self, x, eta_start=None) -> float:
-        """The OFV at the packed vector ``x``; 1e20 (a step BFGS rejects) where it is not
-        finite."""
+        """The OFV at the packed vector ``x``; :data:`NOT_FINITE_OFV` (a step BFGS
+        rejects) where it is not finite. Each call whose subjects' modes have failed
+        predictions (its OFV rests on the stand-in :data:`FAILED_PREDICTION`) is counted
+        in ``trials["failed predictions"]``, each not finite in
+        ``trials["not finite"]``, out of ``trials["all"]``."""
         start = self.eta if eta_start is None else eta_start
         eta, g, hess, omega = self.conditional_modes(x, start)
         _, logdet_h = np.linalg.slogdet(hess)
         value = float(np.sum(g + 2 * np.log(omega).sum() + logdet_h))
-        return value if np.isfinite(value) else 1e20
+        self.trials["all"] += 1
+        if self.failed.any():
+            self.trials["failed predictions"] += 1
+        if not np.isfinite(value):
+            self.trials["not finite"] += 1
+            return NOT_FINITE_OFV
+        return value
 
 
 @dataclass(frozen=True)
@@ -1309,7 +1349,13 @@ class NLMEFit:
     (:class:`CovarianceStep`: R and S matrices, status, condition number), None where
     standard errors were not requested. ``ofv_nonmem``: the OFV without
     ``n_observations * log(2 pi)``, comparable with NONMEM's objective function
-    value."""
+    value.
+    ``failed_trials``: how many trial points of the
+    search (OFV evaluations of BFGS, before the standard errors) had failed predictions
+    (NaN or inf) for a subject, whose OFV then rested on the stand-in
+    :data:`FAILED_PREDICTION`, or an OFV that was not finite (rejected); 0 for a search
+    that met none, None for a fit stored before the count was (:attr:`convergence`
+    says how many when there were any)."""
 
     model: NLMEModel
     ofv: float
@@ -1326,6 +1372,7 @@ class NLMEFit:
     covariance_step: CovarianceStep | None = None
     at_bound: tuple[str, ...] = ()
     gradient: float = np.nan
+    failed_trials: int | None = None
 
     def typical(self, name: str) -> float:
         """A typical value or covariate coefficient of the fit, estimated or fixed.
@@ -1562,17 +1609,49 @@ def _r_and_s(subject_ofv, x, step: float = 1e-2) -> tuple[np.ndarray, np.ndarray
     return h, gradients.T @ gradients
 
 
-def _gradient(fun, x, step: float = GRADIENT_STEP) -> np.ndarray:
-    """The gradient of a scalar function from central differences of ``step`` and
-    ``step / 2``, extrapolated (Richardson: error of order ``step**4``; see
-    :data:`GRADIENT_STEP`)."""
+def _gradient(fun, x, step=GRADIENT_STEP) -> np.ndarray:
+    """The gradient of a scalar function from central differences of ``step`` (a number,
+    or one per component) and ``step / 2``, extrapolated (Richardson: error of order
+    ``step**4``; see :data:`GRADIENT_STEP`)."""
     x = np.asarray(x, float)
 
     def central(h):
-        e = np.eye(x.size) * h
-        return np.array([(fun(x + e[i]) - fun(x - e[i])) / (2 * h) for i in range(x.size)])
+        h = np.broadcast_to(np.asarray(h, float), x.shape)
+        e = np.diag(h)
+        return np.array([(fun(x + e[i]) - fun(x - e[i])) / (2 * h[i]) for i in range(x.size)])
 
-    return (4 * central(step / 2) - central(step)) / 3
+    return (4 * central(np.asarray(step) / 2) - central(step)) / 3
+
+
+def _gradient_steps(problem: _Problem, x) -> np.ndarray:
+    """The steps of :func:`_gradient` at ``x``, one per component: :data:`GRADIENT_STEP`
+    on the estimation scale, and for a covariate coefficient that step divided by how
+    much the coefficient moves its parameter's log across subjects (the root mean square
+    of d log p / d beta, e.g. a linear effect of age in years: about the SD of age), so
+    each step moves individual parameters by about 1% (a step of 0.01 on the coefficient
+    of age itself would move them by 10-20%, and the differences would measure the
+    OFV's curvature, not its slope)."""
+    x = np.asarray(x, float)
+    steps = np.full(x.size, GRADIENT_STEP)
+    names = problem.names()
+    eta = np.zeros((problem.data.n_subjects, 1, problem.q))
+    for i, name in enumerate(names):
+        if not name.startswith("beta_"):
+            continue
+        h = 1e-6
+        logs = []
+        for sign in (1.0, -1.0):
+            z = x.copy()
+            z[i] += sign * h
+            theta, beta, _, _ = problem.unpack(z)
+            with np.errstate(all="ignore"):
+                p = problem.individual(theta, beta, eta)
+            logs.append(np.stack([np.log(np.abs(v[:, 0])) for v in p.values()]))
+        slope = (logs[0] - logs[1]) / (2 * h)
+        rms = float(np.sqrt(np.nanmean(np.nansum(slope**2, axis=0))))
+        if np.isfinite(rms) and rms > 1.0:
+            steps[i] = GRADIENT_STEP / rms
+    return steps
 
 
 def _hessian(fun, x, step: float = 1e-2) -> np.ndarray:
@@ -1833,7 +1912,10 @@ def fit_foce(
         observation (naming the subjects, observations and the parameters there); for
         observations with a proportional error term, DV all 0 or of the opposite sign
         of the predictions (negated DV); with a proportional error alone, predictions
-        of exactly 0 (e.g. a pre-dose sample: leave it out).
+        of exactly 0 (e.g. a pre-dose sample: leave it out). After estimating:
+        predictions that are NaN or infinite at the estimate the search ended at, for a
+        subject's mode (naming the subjects, observations and parameters there, and the
+        estimate), or an OFV that is not finite there; nothing is stored then.
 
     Notes
     -----
@@ -1855,10 +1937,14 @@ def fit_foce(
 
     DV of 0 or of the opposite sign among others, with a proportional error alone
     (values below a limit of quantification coded 0?), give an :class:`NLMEWarning`.
-    Predictions that fail (NaN or inf) at the estimate, for a subject's mode, make the
-    fit invalid: its OFV is inf, its SEs NaN, ``converged`` False, with an
-    :class:`NLMEWarning`. Trial points with failed predictions on the way are compared
-    with 1e10 in place of those predictions (see ``_Problem.conditional_modes``).
+
+    Failed predictions (NaN or inf) follow the module's rule: an error at the starting
+    values and at the estimate; at the search's trial points in between, an OFV with
+    :data:`FAILED_PREDICTION` in place of each failed prediction (a stand-in that lets
+    the search pass through, as correct models need: see
+    ``_Problem.conditional_modes``), and at trial points whose OFV is not finite,
+    :data:`NOT_FINITE_OFV` (the line search backs off). Both are counted:
+    :attr:`NLMEFit.failed_trials`, and :attr:`NLMEFit.convergence` says how many.
 
     Comparing the OFV with NONMEM's: :attr:`NLMEFit.ofv` is -2 log-likelihood (Laplace
     approximation) including ``n_observations * log(2 pi)``, which NONMEM's objective
@@ -1896,8 +1982,6 @@ def fit_foce(
     _warn_at_bounds(problem, fit.x)
     _warn_covariance(fit)
     _warn_floored_sd(problem, fit)
-    if not np.isfinite(fit.ofv):
-        warnings.warn(f"{model.name!r}: {fit.convergence}", NLMEWarning, stacklevel=2)
     return fit
 
 
@@ -1912,8 +1996,12 @@ def _estimate_or_load(problem: _Problem, x0, settings, cache_dir, covariance) ->
     path, strict = locate_stored(cache_dir, f"{slug}_{key}", signature, subfolder="fits")
     folder = path.parent
     if path.is_file():
-        return _load_fit(problem, json.loads(path.read_text()), covariance)
-    if strict:
+        stored = json.loads(path.read_text())
+        if np.isfinite(float(stored["ofv"])):
+            return _load_fit(problem, stored, covariance)
+        # stored as an invalid fit (failed predictions at its estimate) by a version that
+        # kept those: estimated again, which raises the error that names them
+    elif strict:
         raise StoreMissError(
             f"the FOCE-I fit of {model.name!r} (key {key}) is not in the store {folder} "
             "and $PKPD_CACHE_MISS=error forbids estimating it: its model, data, start "
@@ -1933,6 +2021,7 @@ def _estimate_or_load(problem: _Problem, x0, settings, cache_dir, covariance) ->
         "convergence": result.convergence,
         "gradient": result.gradient,
         "signature": signature,
+        "failed_trials": result.failed_trials,
     }
     write_text_atomic(path, json.dumps(stored), overwrite=True)
     return _load_fit(problem, stored, covariance)
@@ -1952,12 +2041,15 @@ class _Estimate(NamedTuple):
     converged: bool
     convergence: str
     gradient: float = np.nan
+    failed_trials: int | None = 0
 
 
 def _estimate(problem: _Problem, x0, standard_errors, max_iter, restarts, ofv_tol) -> _Estimate:
     """Minimise the OFV from ``x0`` (see :func:`fit_foce`); the subjects' modes end in
-    ``problem.eta``."""
+    ``problem.eta``. A ``ValueError`` naming the subjects and their parameters where
+    predictions fail (NaN or inf) at the estimate, or the OFV is not finite there."""
     t0 = time.perf_counter()
+    problem.trials = dict.fromkeys(problem.trials, 0)
 
     history: list[float] = []
     stalled = [False]
@@ -1993,24 +2085,86 @@ def _estimate(problem: _Problem, x0, standard_errors, max_iter, restarts, ofv_to
         x, iterations = result.x, iterations + int(result.nit)
         if stalled[0] or np.abs(result.jac).max() * scale < 0.1:
             break
+    trials = dict(problem.trials)  # the search's, before the standard errors' points
     problem.eta = problem.conditional_modes(x, problem.eta)[0]
-    ofv = problem.ofv(x)
-    r = s = None
-    if standard_errors:
-        r, s = _r_and_s(lambda z: _subject_ofv(problem, z), x)
-    gradient = float(np.abs(_gradient(problem.ofv, x)).max())
-    converged = bool(gradient < CONVERGED_GRADIENT)
-    reason = _stop_reason(result, gradient, stalled[0], ofv_tol, max_iter)
     failed = problem.failed_subjects(x)
     if failed.any():
-        ofv, r, s, converged = np.inf, None, None, False
-        ids = problem.data.ids[failed][:10].tolist()
-        reason = (
-            f"failed predictions (NaN or inf) at the estimate for {failed.sum()} subject(s) "
-            f"{ids}{' ...' if failed.sum() > 10 else ''}: not a fit (OFV set to inf); {reason}"
+        _refuse_failed_estimate(problem, x, failed, iterations)
+    ofv = problem.ofv(x)
+    r = s = None
+    if ofv == NOT_FINITE_OFV:
+        raise ValueError(
+            f"model {problem.model.name!r}: the OFV is not finite at the estimate after "
+            f"{iterations} BFGS iterations (a singular or overflowing Hessian of the "
+            f"random effects?), not a fit: {_estimate_text(problem, x)}"
         )
+    if standard_errors:
+        r, s = _r_and_s(lambda z: _subject_ofv(problem, z), x)
+    gradient = float(np.abs(_gradient(problem.ofv, x, _gradient_steps(problem, x))).max())
+    converged = bool(gradient < CONVERGED_GRADIENT)
+    reason = _stop_reason(result, gradient, stalled[0], ofv_tol, max_iter)
+    n_failed = trials["failed predictions"] + trials["not finite"]
+    if n_failed:
+        reason += "; " + _trials_text(trials)
     seconds = time.perf_counter() - t0
-    return _Estimate(x, ofv, r, s, iterations, seconds, converged, reason, gradient)
+    return _Estimate(x, ofv, r, s, iterations, seconds, converged, reason, gradient, n_failed)
+
+
+def _trials_text(trials: Mapping[str, int]) -> str:
+    """The trial points of a search that met failed predictions or a non-finite OFV
+    (counts of :meth:`_Problem.ofv`), in words."""
+    return (
+        f"{trials['failed predictions']} of {trials['all']} trial points of the search had "
+        "failed predictions (NaN or inf) for a subject (their OFV used the stand-in "
+        f"{FAILED_PREDICTION:g} for each) and {trials['not finite']} a non-finite OFV "
+        "(rejected)"
+    )
+
+
+def _estimate_text(problem: _Problem, x) -> str:
+    """The estimate ``x`` in words, by the names of :meth:`_Problem.names`, each on its
+    natural scale (:func:`_natural_values`)."""
+    values = _natural_values(problem, x)
+    return ", ".join(f"{n}={v:.4g}" for n, v in zip(problem.names(), values, strict=True))
+
+
+def _natural_values(problem: _Problem, x) -> list[float]:
+    """The packed vector ``x`` on the natural scale: typical values in their units,
+    covariate coefficients as they are, omega and sigma as SDs."""
+    natural = []
+    for name, value in zip(problem.names(), x, strict=True):
+        kind, _, what = name.partition("_")
+        if kind == "theta":
+            natural.append(float(to_natural(problem.model.transforms[what], value)))
+        elif kind in ("omega", "sigma"):
+            natural.append(float(np.exp(value)))
+        else:
+            natural.append(float(value))
+    return natural
+
+
+def _refuse_failed_estimate(problem: _Problem, x, failed, iterations: int) -> None:
+    """The ``ValueError`` for predictions that fail (NaN or inf) at the estimate ``x`` for
+    the subjects ``failed`` (N,) at their modes ``problem.eta``: naming the subjects,
+    their observations and individual parameters, and the estimate."""
+    theta, beta, _, _ = problem.unpack(x)
+    eta = problem.eta[:, None]
+    f = problem.raw_predict(theta, beta, eta)[:, 0]
+    with np.errstate(over="ignore"):
+        params = problem.individual(theta, beta, eta)
+    flagged = problem.mask & ~np.isfinite(f)
+    if flagged.any():
+        where = _where(problem.data, flagged, params)
+    else:  # only at the finite-difference neighbours of the modes
+        ids = problem.data.ids[failed][:10].tolist()
+        where = f"subject(s) {ids} (at the finite-difference neighbours of their modes)"
+    raise ValueError(
+        f"model {problem.model.name!r} predicts NaN or inf at the estimate the search "
+        f"ended at after {iterations} BFGS iterations, for {int(failed.sum())} subject(s): "
+        f"{where}. Not a fit (nothing is stored); the estimate was "
+        f"{_estimate_text(problem, x)}. Check the model where it takes these values, "
+        "bound the parameters it cannot take, or start elsewhere"
+    )
 
 
 def _stop_reason(result, gradient: float, stalled: bool, ofv_tol: float, max_iter: int) -> str:
@@ -2126,7 +2280,9 @@ def fit_foce_starts(
     a local optimum. The result's ``note`` says which starts ended more than
     ``agree_ofv`` OFV points above the best (default 3.84, the chi-square 5% point of
     one degree of freedom: a worse OFV than that is a clearly worse optimum) and which
-    did not converge.
+    did not converge. A start that :func:`fit_foce` refuses (a ``ValueError``: e.g.
+    predictions that fail at the estimate it ends at) raises, naming the start: a
+    failure is never left out of the comparison.
 
     Examples
     --------
@@ -2145,7 +2301,12 @@ def fit_foce_starts(
     """
     if not starts:
         raise ValueError("give at least one start")
-    fits = [fit_foce(model, data, start, **kwargs) for start in starts]
+    fits = []
+    for i, start in enumerate(starts):
+        try:
+            fits.append(fit_foce(model, data, start, **kwargs))
+        except ValueError as error:  # e.g. predictions that fail at its estimate
+            raise ValueError(f"start {i} {dict(start)}: {error}") from error
     ofv = np.array([fit.ofv for fit in fits])
     best = int(np.argmin(ofv))
     notes = []
@@ -2241,6 +2402,7 @@ def _load_fit(problem: _Problem, stored: Mapping, covariance: str = "sandwich") 
         bool(stored["converged"]),
         str(stored["convergence"]),
         float(stored["gradient"]),
+        stored.get("failed_trials"),
     )
     return _finish(problem, estimate, covariance)
 
@@ -2256,15 +2418,7 @@ def _finish(problem: _Problem, estimate: _Estimate, covariance: str = "sandwich"
     if estimate.r is not None:
         step = covariance_step(estimate.r, estimate.s, names, covariance, tuple(bounds))
     se = step.se if step is not None else np.full(x.size, np.nan)
-    natural = []
-    for name, value in zip(names, x, strict=True):
-        kind, _, what = name.partition("_")
-        if kind == "theta":
-            natural.append(float(to_natural(model.transforms[what], value)))
-        elif kind in ("omega", "sigma"):
-            natural.append(float(np.exp(value)))
-        else:
-            natural.append(float(value))
+    natural = _natural_values(problem, x)
     estimates = pd.DataFrame(
         {
             "estimate": natural,
@@ -2299,6 +2453,7 @@ def _finish(problem: _Problem, estimate: _Estimate, covariance: str = "sandwich"
         step,
         tuple(bounds),
         estimate.gradient,
+        estimate.failed_trials,
     )
 
 

@@ -87,12 +87,23 @@ PD_STEP_H = 0.5
 
 
 def to_nonmem_table(raw: pd.DataFrame) -> pd.DataFrame:
-    """The raw nlmixr2 table in the NONMEM layout (see the module docstring). Unknown
-    ``dvid`` or ``sex`` values are refused, naming them."""
+    """The raw nlmixr2 table in the NONMEM layout (see the module docstring). Missing
+    values (a truncated file's last line) and unknown ``dvid`` or ``sex`` values are
+    refused, naming them."""
     missing = [c for c in RAW_COLUMNS if c not in raw.columns]
     if missing:
         raise ValueError(f"warfarin table lacks column(s) {missing}")
     dose = raw["evid"] == 1
+    blank = raw[list(RAW_COLUMNS)].isna()
+    blank["dv"] &= ~dose  # a dose record needs no DV
+    if blank.to_numpy().any():
+        rows = np.flatnonzero(blank.any(axis=1).to_numpy())
+        columns = [c for c in RAW_COLUMNS if blank[c].any()]
+        raise ValueError(
+            f"warfarin table has missing values in column(s) {columns} at row(s) "
+            f"{rows[:5].tolist()}{' ...' if rows.size > 5 else ''} (counted from 0 after "
+            "the header; a truncated file?)"
+        )
     unknown_dvid = sorted(set(raw.loc[~dose, "dvid"]) - set(CMT_OF_DVID))
     if unknown_dvid:
         raise ValueError(f"unknown dvid value(s) {unknown_dvid}; expected {sorted(CMT_OF_DVID)}")
@@ -118,8 +129,15 @@ def to_nonmem_table(raw: pd.DataFrame) -> pd.DataFrame:
 
 def load(path: str | Path = DATA_PATH) -> pd.DataFrame:
     """The warfarin data as a checked NONMEM table (through
-    :func:`pkpd_lib.pmx.nonmem.read_nonmem_csv`, replicate assays accepted)."""
-    table = to_nonmem_table(pd.read_csv(path))
+    :func:`pkpd_lib.pmx.nonmem.read_nonmem_csv`, replicate assays accepted). A file that
+    is empty or cannot be parsed is a ``ValueError`` naming it."""
+    try:
+        raw = pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise ValueError(
+            f"{path} is not a readable warfarin table (empty, truncated or damaged?): {error}"
+        ) from None
+    table = to_nonmem_table(raw)
     text = table.to_csv(index=False, na_rep=".")
     return nonmem.read_nonmem_csv(io.StringIO(text), replicates=True)
 
