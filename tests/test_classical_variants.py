@@ -83,6 +83,7 @@ def test_effect_compartment_reaches_the_direct_effect_at_steady_infusion_like_do
     np.testing.assert_allclose(pd_pred, 100 * (1 + c**2 / (0.25 + c**2)), rtol=0.02)
 
 
+@pytest.mark.slow
 def test_sequential_fit_recovers_the_true_values(patients):
     data = datasets.simulate_dataset(patients, reg.qd(), HOURLY, obs_seed=2)
     fit, pk = classical.fit_sequential("turnover", data)

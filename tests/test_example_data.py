@@ -4,6 +4,8 @@ writes, and it reads as the page says."""
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 from pkpd_lib.pmx import nonmem
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,6 +21,7 @@ def _generator():
     return module
 
 
+@pytest.mark.slow
 def test_committed_file_is_what_the_generator_writes(tmp_path):
     out = tmp_path / "example.csv"
     _generator().main(["--out", str(out)])

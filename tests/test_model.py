@@ -332,6 +332,7 @@ def _counting(structure):
     return dataclasses.replace(structure, make_rhs=make_rhs), calls
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("linear_pk", [True, False])
 def test_stiff_patients_agree_with_the_closed_form_and_cost_no_more_per_patient(linear_pk):
     # all patients stiff (absorption half-life 1 s): PK in closed form, or the implicit

@@ -118,6 +118,7 @@ def test_train_or_load_reuses_identical_model(small, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_cli_trains_and_saves_a_usable_model(tmp_path, capsys):
     from pkpd_lib.__main__ import main
 
@@ -367,6 +368,7 @@ print("LOSS", run.history["loss"])
 """
 
 
+@pytest.mark.slow
 def test_a_killed_cache_write_leaves_no_model_and_two_processes_train_once(tmp_path):
     """kill -9 during a cache write leaves no file read as a model; then two processes
     that need the same key at once train it once: one trains, the other waits for the

@@ -95,6 +95,7 @@ def pk_fits():
     return fits, realised
 
 
+@pytest.mark.slow
 def test_foce_recovers_simulated_values_with_standard_errors(pk_fits):
     fits, realised = pk_fits
     fit = fits[1]
@@ -708,3 +709,22 @@ def test_a_stored_fit_is_noted_as_used(tmp_path, monkeypatch):
     assert [p.name for p in (tmp_path / "fits").iterdir()] == [
         Path(line).name for line in log.read_text().splitlines()
     ]
+
+
+def test_predictions_and_simulations_never_hide_a_failed_prediction():
+    data = decay_data(8)
+    fit = nlme.fit_foce(decay_model(), data, DECAY_START, standard_errors=False)
+
+    def fail_for_subject_2(out, p):
+        out[2, :, 1] = np.nan
+
+    broken = dataclasses.replace(fit, model=decay_edited(fail_for_subject_2))
+    for predictions in (nlme.population_predictions, nlme.individual_predictions):
+        with pytest.raises(
+            ValueError, match=r"NaN or infinite for 1 subject.*subject 2 at \[1.0\]"
+        ):
+            predictions(broken, data)
+    np.testing.assert_array_equal(nlme.population_predictions(fit, data).shape, (8, 6))
+    with pytest.warns(nlme.NLMEWarning, match="have NaN or infinite predictions"):
+        sims = nlme.simulate_population(broken, data, 5)
+    assert np.isnan(sims[:, 2, 1]).all() and np.isfinite(np.delete(sims, 2, axis=1)).all()

@@ -18,6 +18,7 @@ def locked():
     }
 
 
+@pytest.mark.slow
 def test_locked_test_patients_are_used_nowhere_else(locked):
     book = datasets.study_datasets("dense")
     used = {int(i) for d in book.values() for i in d.population.ids}
@@ -44,6 +45,7 @@ def test_realistic_inputs_remove_the_oracles(locked):
     assert ("validation", "q18h") in real.cases
 
 
+@pytest.mark.slow
 def test_early_pd_and_single_baseline_come_from_the_patients_qd_data():
     """The early-response inputs are the patient's QD observations on days 1-2, the
     same whatever regimen is asked about; a single baseline sample is the QD 0 h one."""

@@ -2534,18 +2534,45 @@ def _is_log(model: NLMEModel, name: str) -> bool:
 
 def population_predictions(fit: NLMEFit, data: Observations) -> np.ndarray:
     """Predictions (N, K) of the typical subject (all eta = 0) with each subject's
-    covariates (PRED)."""
+    covariates (PRED); a ``ValueError`` naming subjects and parameters where one is NaN
+    or infinite."""
     problem = _Problem(fit.model, data, fit.fixed)
     theta, beta, _, _ = problem.unpack(fit.x)
-    return problem.predict(theta, beta, np.zeros((data.n_subjects, 1, problem.q)))[:, 0]
+    eta = np.zeros((data.n_subjects, 1, problem.q))
+    return _finite_predictions(problem, theta, beta, eta, "population predictions")
 
 
 def individual_predictions(fit: NLMEFit, data: Observations, etas=None) -> np.ndarray:
-    """Predictions (N, K) with each subject's conditional modes (IPRED)."""
+    """Predictions (N, K) with each subject's conditional modes (IPRED); a ``ValueError``
+    naming subjects and parameters where one is NaN or infinite."""
     problem = _Problem(fit.model, data, fit.fixed)
     theta, beta, _, _ = problem.unpack(fit.x)
     etas = fit.etas if etas is None else np.asarray(etas, float)
-    return problem.predict(theta, beta, etas[:, None])[:, 0]
+    return _finite_predictions(problem, theta, beta, etas[:, None], "individual predictions")
+
+
+def _finite_predictions(problem: _Problem, theta, beta, eta, what: str) -> np.ndarray:
+    """The model's predictions (N, K) for one set of random effects ``eta`` (N, 1, q); a
+    ``ValueError`` naming the subjects, times and parameters where any is NaN or
+    infinite (never a stand-in value)."""
+    f = problem.raw_predict(theta, beta, eta)[:, 0]
+    bad = ~np.isfinite(f)
+    if bad.any():
+        with np.errstate(all="ignore"):
+            params = problem.individual(theta, beta, eta)
+        rows = np.flatnonzero(bad.any(axis=1))[:5]
+        where = "; ".join(
+            f"subject {problem.data.ids[i].item()!r} at "
+            f"{np.asarray(problem.data.times_h)[i][bad[i]][:3].tolist()} h ("
+            + ", ".join(f"{k}={float(v[i, 0]):.4g}" for k, v in params.items())
+            + ")"
+            for i in rows
+        )
+        raise ValueError(
+            f"model {problem.model.name!r}: {what} are NaN or infinite for "
+            f"{int(bad.any(axis=1).sum())} subject(s): {where}"
+        )
+    return f
 
 
 def conditional_modes(fit: NLMEFit, data: Observations) -> np.ndarray:
@@ -2571,13 +2598,26 @@ def simulate_population(
     fit: NLMEFit, data: Observations, n_replicates: int, seed: int = 0
 ) -> np.ndarray:
     """Observations simulated from the fitted model (new etas and residual errors) for
-    the subjects of ``data``: (n_replicates, N, K). For visual predictive checks."""
+    the subjects of ``data``: (n_replicates, N, K). For visual predictive checks. Where
+    the model's prediction fails (NaN or inf) for a simulated subject, its simulations
+    are NaN, with an :class:`NLMEWarning` saying how many."""
     problem = _Problem(fit.model, data, fit.fixed)
     theta, beta, omega, sigma = problem.unpack(fit.x)
     rng = np.random.default_rng(seed)
     eta = rng.normal(size=(data.n_subjects, n_replicates, problem.q)) * omega
-    f = problem.predict(theta, beta, eta)
-    sim = f + problem.sd(f, sigma) * rng.normal(size=f.shape)
+    f = problem.raw_predict(theta, beta, eta)
+    failed = ~np.isfinite(f)
+    if failed.any():
+        warnings.warn(
+            f"model {fit.model.name!r}: {int(failed.any(axis=2).sum())} of "
+            f"{failed.shape[0] * failed.shape[1]} simulated subjects have NaN or infinite "
+            "predictions; their simulations are NaN (a VPC refuses them)",
+            NLMEWarning,
+            stacklevel=2,
+        )
+    with np.errstate(invalid="ignore", over="ignore"):
+        sim = f + problem.sd(f, sigma) * rng.normal(size=f.shape)
+    sim = np.where(failed, np.nan, sim)
     return np.moveaxis(sim, 1, 0)
 
 
