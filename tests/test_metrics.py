@@ -57,3 +57,20 @@ def test_relative_rmse_refuses_a_truth_without_a_drug_effect():
     flat = np.full((2, 3), 100.0)
     with pytest.raises(ValueError, match="never leaves the baseline"):
         metrics.relative_rmse(flat + 1.0, flat, [100.0, 100.0])
+
+
+def test_regimen_effect_error_scores_the_switch_not_the_patient():
+    rng = np.random.default_rng(0)
+    qd = 100 + 30 * rng.random((20, 50))
+    bid = qd + 10 * np.sin(np.linspace(0, 6, 50))
+    # a patient-level offset shared by both regimens cancels; relative RMSE sees it
+    offset = 5 * rng.normal(size=(20, 1))
+    assert metrics.regimen_effect_error(bid + offset, qd + offset, bid, qd) < 1e-12
+    assert metrics.relative_rmse(bid + offset, bid, np.full(20, 100.0)) > 0.1
+    # "no change" scores 1, the effect overstated by 30% scores 0.3
+    assert metrics.regimen_effect_error(qd, qd, bid, qd) == pytest.approx(1.0)
+    assert metrics.regimen_effect_error(qd + 1.3 * (bid - qd), qd, bid, qd) == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="true regimen effect is 0"):
+        metrics.regimen_effect_error(bid, qd, qd, qd)
+    with pytest.raises(ValueError, match="differs from truth shape"):
+        metrics.regimen_effect_error(bid, qd[:5], bid, qd)

@@ -73,6 +73,49 @@ def relative_rmse(pred, truth, baseline) -> float:
     return error / effect
 
 
+def regimen_effect_error(pred_new, pred_qd, truth_new, truth_qd) -> float:
+    """Relative error of the predicted *effect of switching* from QD to a new regimen.
+
+    The effect is the PD difference (N, T) between the new regimen and QD for the same
+    patients at the same times: ``pred_new - pred_qd`` predicted, ``truth_new -
+    truth_qd`` true. Returns the RMSE of the predicted effect divided by the RMS of the
+    true effect (a fraction; 1 is what predicting "no change" scores, so a method that
+    only reproduces its QD curve for every regimen scores about 1 however good its QD
+    error). Unlike :func:`relative_rmse`, an error the method makes on QD and on the
+    new regimen alike cancels: the metric asks about the regimen, not the patient.
+
+    Examples
+    --------
+    >>> qd, bid = [[100.0, 130.0, 120.0]], [[100.0, 124.0, 124.0]]
+    >>> regimen_effect_error(bid, qd, bid, qd)
+    0.0
+    >>> regimen_effect_error(qd, qd, bid, qd)  # "no change" predicted
+    1.0
+    >>> round(regimen_effect_error([[102.0, 127.0, 127.0]], [[102.0, 132.0, 123.0]],
+    ...                            bid, qd), 3)  # a 2-unit offset cancels
+    0.139
+    >>> regimen_effect_error(qd, qd, qd, qd)
+    Traceback (most recent call last):
+    ...
+    ValueError: the true regimen effect is 0 everywhere (RMS 0): ...
+    """
+    p_new, t_new = _pair(pred_new, truth_new)
+    p_qd, t_qd = _pair(pred_qd, truth_qd)
+    if p_new.shape != p_qd.shape:
+        raise ValueError(
+            f"pred_new {p_new.shape} and pred_qd {p_qd.shape} must cover the same patients "
+            "and times"
+        )
+    true_effect = t_new - t_qd
+    size = float(np.sqrt(np.nanmean(true_effect**2)))
+    if not np.isfinite(size) or size == 0:
+        raise ValueError(
+            f"the true regimen effect is 0 everywhere (RMS {size:g}): an error relative "
+            "to it is undefined; compare regimens that differ"
+        )
+    return rmse(p_new - p_qd, true_effect) / size
+
+
 def score_table(
     predictions: Mapping[str, np.ndarray],
     truths: Mapping[str, np.ndarray],
