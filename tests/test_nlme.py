@@ -535,6 +535,16 @@ def test_a_fit_stored_as_invalid_is_estimated_again(tmp_path):
     assert again.ofv == fit.ofv and again.converged
     assert json.loads(record.read_text())["ofv"] == fit.ofv
     assert again.failed_trials == fit.failed_trials == 0
+    # where a store miss is an error, an invalid record is one too: never a silent refit
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PKPD_MODEL_CACHE", str(tmp_path / "store"))
+        patch.delenv("PKPD_CACHE_MISS", raising=False)
+        nlme.fit_foce(decay_model(), decay_data(), DECAY_START, cache_dir="default")
+        (kept,) = (tmp_path / "store").rglob("*.json")
+        kept.write_text(json.dumps({**json.loads(kept.read_text()), "ofv": float("inf")}))
+        patch.setenv("PKPD_CACHE_MISS", "error")
+        with pytest.raises(nlme.StoreMissError, match="invalid fit"):
+            nlme.fit_foce(decay_model(), decay_data(), DECAY_START, cache_dir="default")
 
 
 def _zero_at_first_time(out, p):
@@ -728,3 +738,25 @@ def test_predictions_and_simulations_never_hide_a_failed_prediction():
     with pytest.warns(nlme.NLMEWarning, match="have NaN or infinite predictions"):
         sims = nlme.simulate_population(broken, data, 5)
     assert np.isnan(sims[:, 2, 1]).all() and np.isfinite(np.delete(sims, 2, axis=1)).all()
+
+
+def test_modes_of_new_subjects_never_rest_on_failed_predictions():
+    data = decay_data(8)
+    fit = nlme.fit_foce(decay_model(), data, DECAY_START, standard_errors=False)
+
+    def fail_where_k_is_large(out, p):
+        out[np.broadcast_to(p["k"][..., None] > 0.3, out.shape)] = np.nan
+
+    broken = dataclasses.replace(fit, model=decay_edited(fail_where_k_is_large))
+    fast = nlme.Observations(np.arange(3), data.times_h[:3], 10 * np.exp(-0.6 * data.times_h[:3]))
+    with pytest.raises(ValueError, match=r"predictions fail .* 3 subject\(s\) \[0, 1, 2\]"):
+        nlme.conditional_modes(broken, fast)
+    assert nlme.conditional_modes(fit, fast).shape == (3, 1)
+
+
+def test_a_trial_point_is_counted_once():
+    problem = nlme._Problem(decay_edited(lambda out, p: out.fill(np.nan)), decay_data(4), {})
+    x = nlme.start_vector(problem.model, DECAY_START)
+    problem.ofv(x)
+    assert problem.trials["all"] == 1
+    assert problem.trials["failed predictions"] + problem.trials["not finite"] == 1

@@ -1129,17 +1129,17 @@ class _Problem:
         rejects) where it is not finite. Each call whose subjects' modes have failed
         predictions (its OFV rests on the stand-in :data:`FAILED_PREDICTION`) is counted
         in ``trials["failed predictions"]``, each not finite in
-        ``trials["not finite"]``, out of ``trials["all"]``."""
+        ``trials["not finite"]`` (and only there), out of ``trials["all"]``."""
         start = self.eta if eta_start is None else eta_start
         eta, g, hess, omega = self.conditional_modes(x, start)
         _, logdet_h = np.linalg.slogdet(hess)
         value = float(np.sum(g + 2 * np.log(omega).sum() + logdet_h))
         self.trials["all"] += 1
-        if self.failed.any():
-            self.trials["failed predictions"] += 1
-        if not np.isfinite(value):
+        if not np.isfinite(value):  # counted once, as not finite, whatever its predictions
             self.trials["not finite"] += 1
             return NOT_FINITE_OFV
+        if self.failed.any():
+            self.trials["failed predictions"] += 1
         return value
 
 
@@ -1630,7 +1630,9 @@ def _gradient_steps(problem: _Problem, x) -> np.ndarray:
     of d log p / d beta, e.g. a linear effect of age in years: about the SD of age), so
     each step moves individual parameters by about 1% (a step of 0.01 on the coefficient
     of age itself would move them by 10-20%, and the differences would measure the
-    OFV's curvature, not its slope)."""
+    OFV's curvature, not its slope). The convergence gradient of such a coefficient is
+    then expressed per unit of that scale (its gradient times ``step / GRADIENT_STEP``),
+    so that :data:`CONVERGED_GRADIENT` weighs the OFV's noise alike in every component."""
     x = np.asarray(x, float)
     steps = np.full(x.size, GRADIENT_STEP)
     names = problem.names()
@@ -2000,7 +2002,13 @@ def _estimate_or_load(problem: _Problem, x0, settings, cache_dir, covariance) ->
         if np.isfinite(float(stored["ofv"])):
             return _load_fit(problem, stored, covariance)
         # stored as an invalid fit (failed predictions at its estimate) by a version that
-        # kept those: estimated again, which raises the error that names them
+        # kept those: estimated again (which raises the error that names them), or a miss
+        if strict:
+            raise StoreMissError(
+                f"the FOCE-I fit of {model.name!r} (key {key}) in the store {folder} is an "
+                "invalid fit (OFV not finite) and $PKPD_CACHE_MISS=error forbids estimating "
+                "it again; re-execute the chapters (python3 tools/tasks.py execute)"
+            )
     elif strict:
         raise StoreMissError(
             f"the FOCE-I fit of {model.name!r} (key {key}) is not in the store {folder} "
@@ -2100,7 +2108,10 @@ def _estimate(problem: _Problem, x0, standard_errors, max_iter, restarts, ofv_to
         )
     if standard_errors:
         r, s = _r_and_s(lambda z: _subject_ofv(problem, z), x)
-    gradient = float(np.abs(_gradient(problem.ofv, x, _gradient_steps(problem, x))).max())
+    steps = _gradient_steps(problem, x)
+    # per unit of each step's scale (a covariate coefficient's gradient times its smaller
+    # step): the OFV's noise then weighs the same in every component
+    gradient = float(np.abs(_gradient(problem.ofv, x, steps) * steps / GRADIENT_STEP).max())
     converged = bool(gradient < CONVERGED_GRADIENT)
     reason = _stop_reason(result, gradient, stalled[0], ofv_tol, max_iter)
     n_failed = trials["failed predictions"] + trials["not finite"]
@@ -2562,7 +2573,7 @@ def _finite_predictions(problem: _Problem, theta, beta, eta, what: str) -> np.nd
             params = problem.individual(theta, beta, eta)
         rows = np.flatnonzero(bad.any(axis=1))[:5]
         where = "; ".join(
-            f"subject {problem.data.ids[i].item()!r} at "
+            f"subject {np.asarray(problem.data.ids)[i].item()!r} at "
             f"{np.asarray(problem.data.times_h)[i][bad[i]][:3].tolist()} h ("
             + ", ".join(f"{k}={float(v[i, 0]):.4g}" for k, v in params.items())
             + ")"
@@ -2578,11 +2589,20 @@ def _finite_predictions(problem: _Problem, theta, beta, eta, what: str) -> np.nd
 def conditional_modes(fit: NLMEFit, data: Observations) -> np.ndarray:
     """Each subject's mode of the random effects (N, q) given its data and the fitted
     population model (empirical Bayes / MAP estimates), for subjects the fit has not
-    seen: e.g. a new patient's few samples."""
+    seen: e.g. a new patient's few samples. A ``ValueError`` naming the subjects whose
+    predictions fail (NaN or inf) on the way to their modes."""
     data.require_observations()
     problem = _Problem(fit.model, data, fit.fixed)
     eta = np.zeros((data.n_subjects, problem.q))
-    return problem.conditional_modes(fit.x, eta)[0]
+    modes = problem.conditional_modes(fit.x, eta)[0]
+    if problem.failed.any():
+        ids = np.asarray(data.ids)[problem.failed][:10].tolist()
+        raise ValueError(
+            f"model {fit.model.name!r}: predictions fail (NaN or inf) at or near the modes of "
+            f"{int(problem.failed.sum())} subject(s) {ids}: their modes would rest on a "
+            "stand-in value, not on the model. Check the model where these subjects take it"
+        )
+    return modes
 
 
 def individual_parameters(fit: NLMEFit, data: Observations, etas) -> dict[str, np.ndarray]:
@@ -2599,8 +2619,8 @@ def simulate_population(
 ) -> np.ndarray:
     """Observations simulated from the fitted model (new etas and residual errors) for
     the subjects of ``data``: (n_replicates, N, K). For visual predictive checks. Where
-    the model's prediction fails (NaN or inf) for a simulated subject, its simulations
-    are NaN, with an :class:`NLMEWarning` saying how many."""
+    the model's prediction fails (NaN or inf) for a simulated subject, the simulated
+    values there are NaN, with an :class:`NLMEWarning` saying for how many subjects."""
     problem = _Problem(fit.model, data, fit.fixed)
     theta, beta, omega, sigma = problem.unpack(fit.x)
     rng = np.random.default_rng(seed)
@@ -2611,7 +2631,7 @@ def simulate_population(
         warnings.warn(
             f"model {fit.model.name!r}: {int(failed.any(axis=2).sum())} of "
             f"{failed.shape[0] * failed.shape[1]} simulated subjects have NaN or infinite "
-            "predictions; their simulations are NaN (a VPC refuses them)",
+            "predictions; their simulated values there are NaN (a VPC refuses them)",
             NLMEWarning,
             stacklevel=2,
         )
