@@ -15,11 +15,12 @@ def _predict(p, d):
     return p["C0"][..., None] * np.exp(-p["k"][..., None] * d.times_h[:, None])
 
 
-def decay_model(name="decay", effects=(), error=("prop",), covariates=None):
+def decay_model(name="decay", effects=(), error=("prop",), covariates=None, **options):
     """C0 exp(-k t) (C0 in the DV's unit, k 1/h, both log-transformed) with a random
     effect on k, covariate ``effects`` (:class:`~pkpd_lib.pmx.nlme.CovariateEffect`),
     residual ``error`` terms (or a mapping per output) and ``covariates`` on the
-    transformed scale."""
+    transformed scale; ``options`` as for :class:`~pkpd_lib.pmx.nlme.NLMEModel` (e.g.
+    ``units``)."""
     return nlme.NLMEModel(
         name,
         ("C0", "k"),
@@ -29,17 +30,19 @@ def decay_model(name="decay", effects=(), error=("prop",), covariates=None):
         error=error,
         covariates=covariates or {},
         effects=effects,
+        **options,
     )
 
 
-def decay_data(n=20, seed=0, output=None):
+def decay_data(n=20, seed=0, output=None, unit=1.0):
     """Observations of the decay model: C0 10, k 0.2 1/h (SD 0.3 of log k between
     subjects), 5% proportional error, samples at 0.5, 1, 2, 4, 8 and 12 h; ``output``
-    (N, 6) tags each observation's output (see :class:`~pkpd_lib.pmx.nlme.Observations`)."""
+    (N, 6) tags each observation's output (see :class:`~pkpd_lib.pmx.nlme.Observations`);
+    ``unit`` scales the DV (1e-6: the same data in a unit a million times larger)."""
     rng = np.random.default_rng(seed)
     t = np.tile([0.5, 1, 2, 4, 8, 12.0], (n, 1))
     k = 0.2 * np.exp(0.3 * rng.normal(size=(n, 1)))
-    y = 10 * np.exp(-k * t) * (1 + 0.05 * rng.normal(size=t.shape))
+    y = 10 * unit * np.exp(-k * t) * (1 + 0.05 * rng.normal(size=t.shape))
     return nlme.Observations(np.arange(n), t, y, output=output)
 
 

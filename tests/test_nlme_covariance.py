@@ -6,6 +6,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from nlme_models import decay_data, decay_model
 from scipy.stats import multivariate_normal
 
 from pkpd_lib.pmx import nlme
@@ -23,23 +24,12 @@ def _level_model():
     )
 
 
-def _decay_model(**kw):
-    return nlme.NLMEModel(
-        "decay",
-        ("C0", "k"),
-        {"C0": "log", "k": "log"},
-        ("k",),
-        lambda p, d: p["C0"][..., None] * np.exp(-p["k"][..., None] * d.times_h[:, None]),
-        **kw,
-    )
+def _decay_model(**options):
+    return decay_model(error=("prop",), **options)
 
 
 def _decay_data(n=30, seed=0, unit=1.0):
-    rng = np.random.default_rng(seed)
-    t = np.tile([0.5, 1, 2, 4, 8, 12.0], (n, 1))
-    k = 0.2 * np.exp(0.3 * rng.normal(size=(n, 1)))
-    y = 10 * unit * np.exp(-k * t) * (1 + 0.05 * rng.normal(size=t.shape))
-    return nlme.Observations(np.arange(n), t, y)
+    return decay_data(n, seed, unit=unit)
 
 
 def _level_data(sizes, seed):
