@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from nlme_models import decay_data, decay_model
+from nlme_models import decay_data, decay_edited, decay_model
 from scipy.stats import multivariate_normal
 
 from pkpd_lib.pmx import nlme
@@ -381,3 +381,20 @@ def test_the_convergence_gradient_tolerates_noise_and_steep_curvature():
         e = np.eye(2) * step
         plain = np.array([(ofv(e[i]) - ofv(-e[i])) / (2 * step) for i in range(2)])
         assert np.abs(plain).max() > nlme.CONVERGED_GRADIENT
+
+
+def test_a_covariance_step_through_failed_predictions_fails_and_says_so():
+    data = _decay_data()
+    fit = nlme.fit_foce(_decay_model(), data, {"C0": 5.0, "k": 0.5}, standard_errors=False)
+    c0 = fit.typical("C0")
+
+    def fail_above_the_estimate(out, p):
+        out[np.broadcast_to(p["C0"][..., None] > 1.005 * c0, out.shape)] = np.nan
+
+    problem = nlme._Problem(decay_edited(fail_above_the_estimate, error=("prop",)), data, {})
+    problem.eta = fit.etas.copy()
+    r, s = nlme._r_and_s(lambda z: nlme._subject_ofv(problem, z), fit.x)
+    assert not np.isfinite(r).all()
+    step = nlme.covariance_step(r, s, problem.names(), "sandwich", ())
+    assert step.status == "failed" and "predictions that fail" in step.message
+    assert np.isnan(step.se).all()

@@ -1267,7 +1267,13 @@ eigenvalue of its correlation form -1): not a minimum; no standard errors'
     if not keep.any():
         status, message = "failed", "every parameter is at a bound: nothing to compute"
     elif not (np.isfinite(r_k).all() and (kind == "r" or np.isfinite(s_k).all())):
-        status, message = "failed", "the R or S matrix is not finite: no standard errors"
+        status, message = (
+            "failed",
+            (
+                "the R or S matrix is not finite (an OFV that is not finite, or predictions that "
+                "fail, at the covariance step's points): no standard errors"
+            ),
+        )
     else:
         status, message = _definiteness(r_k, kept, "R")
         if status == "ok" and kind == "sandwich":
@@ -1664,11 +1670,14 @@ def _hessian(fun, x, step: float = 1e-2) -> np.ndarray:
 def _subject_ofv(problem: _Problem, x) -> np.ndarray:
     """Each subject's contribution (N,) to the OFV at ``x`` (they sum to
     :meth:`_Problem.ofv` where that is finite), its modes searched from
-    ``problem.eta``; NaN where not finite (the covariance step then fails)."""
+    ``problem.eta``; NaN where not finite or where its predictions failed (the covariance step
+    then fails)."""
     _, g, hess, omega = problem.conditional_modes(x, problem.eta)
     _, logdet_h = np.linalg.slogdet(hess)
     terms = g + 2 * np.log(omega).sum() + logdet_h
-    return np.where(np.isfinite(terms), terms, np.nan)
+    # a subject whose predictions failed on the way to its mode has an OFV resting on the
+    # stand-in value, not on the model: NaN, so the covariance step fails and says so
+    return np.where(np.isfinite(terms) & ~problem.failed, terms, np.nan)
 
 
 def start_vector(
