@@ -114,11 +114,11 @@ MUTATIONS = {
         import numpy as np
         import pkpd_lib.pmx.nlme as nlme
         _finish = nlme._finish
-        def _moved(problem, x, *a, **k):
-            x = np.array(x, float)
+        def _moved(problem, estimate, *a, **k):
+            x = np.array(estimate.x, float)
             if problem.model.name.startswith("warfarin PCA"):
                 x[0] += np.log(1.05)  # E0, the first typical value, on the log scale
-            return _finish(problem, x, *a, **k)
+            return _finish(problem, estimate._replace(x=x), *a, **k)
         nlme._finish = _moved
     """,
 }
