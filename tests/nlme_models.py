@@ -57,3 +57,16 @@ def decay_edited(edit, **options):
         return out
 
     return dataclasses.replace(base, predict=predict)
+
+
+def level_model():
+    """y_ij = m + eta_i + eps_ij (additive error): a random intercept, for which the
+    Laplace approximation is exact."""
+    return nlme.NLMEModel(
+        "level",
+        ("m",),
+        {"m": "none"},
+        ("m",),
+        lambda p, d: np.broadcast_to(p["m"][..., None], (*p["m"].shape, d.times_h.shape[1])),
+        error=("add",),
+    )

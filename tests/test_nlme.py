@@ -8,23 +8,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from nlme_models import DECAY_START, decay_data, decay_edited, decay_model
+from nlme_models import DECAY_START, decay_data, decay_edited, decay_model, level_model
 from scipy.integrate import solve_ivp
 from scipy.stats import multivariate_normal
 
 from pkpd_lib.pmx import nlme, nonmem, pk
 from pkpd_lib.pmx import warfarin as w
-
-
-def _linear_model():
-    return nlme.NLMEModel(
-        "level",
-        ("m",),
-        {"m": "none"},
-        ("m",),
-        lambda p, d: np.broadcast_to(p["m"][..., None], (*p["m"].shape, d.times_h.shape[1])),
-        error=("add",),
-    )
 
 
 def test_ofv_is_the_exact_likelihood_of_a_linear_mixed_model():
@@ -34,7 +23,7 @@ def test_ofv_is_the_exact_likelihood_of_a_linear_mixed_model():
     y = 5 + rng.normal(size=(6, 1)) + 0.5 * rng.normal(size=(6, 4))
     y[0, 3] = np.nan  # one subject with fewer observations
     data = nlme.Observations(np.arange(6), np.zeros_like(y), y)
-    problem = nlme._Problem(_linear_model(), data, {})
+    problem = nlme._Problem(level_model(), data, {})
     x = np.array([4.5, np.log(0.8), np.log(0.6)])  # m, omega, sigma
     exact = 0.0
     for row in y:
@@ -51,7 +40,7 @@ def test_standard_error_of_a_linear_mixed_model_is_the_textbook_one():
     n_subjects, n_obs = 60, 5
     y = 5 + 0.8 * rng.normal(size=(n_subjects, 1)) + 0.5 * rng.normal(size=(n_subjects, n_obs))
     data = nlme.Observations(np.arange(n_subjects), np.zeros_like(y), y)
-    fit = nlme.fit_foce(_linear_model(), data, {"m": 4.0}, omega_sd=1.0, sigma={"add": 1.0})
+    fit = nlme.fit_foce(level_model(), data, {"m": 4.0}, omega_sd=1.0, sigma={"add": 1.0})
     omega = fit.estimates.loc["omega_m", "estimate"]
     sigma = fit.estimates.loc["sigma_add", "estimate"]
     textbook = np.sqrt((omega**2 + sigma**2 / n_obs) / n_subjects)
@@ -621,7 +610,7 @@ def test_names_the_model_uses_and_the_data_or_model_lack_are_refused():
         nlme.fit_foce(on_weight, data, DECAY_START)  # before: KeyError: 'WT'
     levels = nlme.Observations(data.ids, np.zeros_like(data.dv), data.dv)
     with pytest.raises(ValueError, match=r"error terms \('add',\): .* unknown \['prop'\]"):
-        nlme.fit_foce(_linear_model(), levels, {"m": 1.0}, sigma={"prop": 0.1})
+        nlme.fit_foce(level_model(), levels, {"m": 1.0}, sigma={"prop": 0.1})
 
 
 def test_converged_needs_a_small_gradient_and_the_fit_says_why_it_stopped():
@@ -693,7 +682,7 @@ def test_nonmem_objective_and_variances():
     rng = np.random.default_rng(0)
     y = 5 + rng.normal(size=(6, 1)) + 0.5 * rng.normal(size=(6, 4))
     data = nlme.Observations(np.arange(6), np.zeros_like(y), y)
-    problem = nlme._Problem(_linear_model(), data, {})
+    problem = nlme._Problem(level_model(), data, {})
     x = np.array([4.5, np.log(0.8), np.log(0.6)])
     se = np.array([0.3, 0.2, 0.1])
     r_matrix = np.diag(2 / se**2)  # 2 R^-1 has these SEs

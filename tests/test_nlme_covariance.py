@@ -6,22 +6,10 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from nlme_models import decay_data, decay_edited, decay_model
+from nlme_models import decay_data, decay_edited, decay_model, level_model
 from scipy.stats import multivariate_normal
 
 from pkpd_lib.pmx import nlme
-
-
-def _level_model():
-    """y_ij = m + eta_i + eps_ij: the Laplace approximation is exact."""
-    return nlme.NLMEModel(
-        "level",
-        ("m",),
-        {"m": "none"},
-        ("m",),
-        lambda p, d: np.broadcast_to(p["m"][..., None], (*p["m"].shape, d.times_h.shape[1])),
-        error=("add",),
-    )
 
 
 def _decay_model(**options):
@@ -66,7 +54,7 @@ def test_r_and_s_are_the_hessian_and_the_subjects_gradient_cross_product():
     """Unbalanced random-intercept data (where the sandwich and 2 R^-1 differ): R and S
     against derivatives of the exact likelihood, computed without the estimator."""
     data = _level_data([2, 3, 4, 6, 8] * 8, seed=2)
-    problem = nlme._Problem(_level_model(), data, {})
+    problem = nlme._Problem(level_model(), data, {})
     x = np.array([5.1, np.log(0.7), np.log(0.55)])
     problem.eta = problem.conditional_modes(x, problem.eta)[0]
     r, s = nlme._r_and_s(lambda z: nlme._subject_ofv(problem, z), x)
@@ -104,7 +92,7 @@ def test_sandwich_and_r_standard_errors_of_a_mean_are_the_textbook_ones():
     sqrt((omega**2 + sigma**2 / n) / N); at the maximum likelihood both are the same
     number (omega**2 + sigma**2 / n is then the mean squared deviation of ybar_i)."""
     data = _level_data([5] * 60, seed=1)
-    fit = nlme.fit_foce(_level_model(), data, {"m": 4.0}, omega_sd=1.0, sigma={"add": 1.0})
+    fit = nlme.fit_foce(level_model(), data, {"m": 4.0}, omega_sd=1.0, sigma={"add": 1.0})
     assert fit.converged and fit.covariance_step.ok
     assert fit.covariance_step.kind == "sandwich"  # the default, as NONMEM's
     m = fit.typical("m")
@@ -130,7 +118,7 @@ def test_the_sandwich_sees_variability_the_model_leaves_out():
     eta = np.where(rng.random(60) < 0.1, 2.0, 0.3) * rng.normal(size=60)
     y = 5 + eta[:, None] + 0.3 * rng.normal(size=(60, 6))
     data = nlme.Observations(np.arange(60), np.zeros_like(y), y)
-    fit = nlme.fit_foce(_level_model(), data, {"m": 4.0}, omega_sd=0.5, sigma={"add": 1.0})
+    fit = nlme.fit_foce(level_model(), data, {"m": 4.0}, omega_sd=0.5, sigma={"add": 1.0})
     assert fit.converged and fit.covariance_step.ok
     x = fit.x
     h = 1e-4
