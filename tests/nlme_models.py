@@ -70,3 +70,18 @@ def level_model():
         lambda p, d: np.broadcast_to(p["m"][..., None], (*p["m"].shape, d.times_h.shape[1])),
         error=("add",),
     )
+
+
+def floor_model():
+    """Decay to a floor: C0 (1 - F (1 - exp(-k t))), F a fraction (logit), a random
+    effect on k."""
+    return nlme.NLMEModel(
+        "decay to a floor",
+        ("C0", "F", "k"),
+        {"C0": "log", "F": "logit", "k": "log"},
+        ("k",),
+        lambda p, d: (
+            p["C0"][..., None]
+            * (1 - p["F"][..., None] * (1 - np.exp(-p["k"][..., None] * d.times_h[:, None])))
+        ),
+    )

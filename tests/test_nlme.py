@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from nlme_models import DECAY_START, decay_data, decay_edited, decay_model, level_model
+from nlme_models import DECAY_START, decay_data, decay_edited, decay_model, floor_model, level_model
 from scipy.integrate import solve_ivp
 from scipy.stats import multivariate_normal
 
@@ -640,16 +640,7 @@ def test_a_singular_inner_system_rejects_that_subject_not_the_fit():
 
 def test_parameters_at_a_bound_are_named_in_a_warning():
     data = decay_data()
-    fraction = nlme.NLMEModel(
-        "decay to a floor",
-        ("C0", "F", "k"),
-        {"C0": "log", "F": "logit", "k": "log"},
-        ("k",),
-        lambda p, d: (
-            p["C0"][..., None]
-            * (1 - p["F"][..., None] * (1 - np.exp(-p["k"][..., None] * d.times_h[:, None])))
-        ),
-    )
+    fraction = floor_model()
     problem = nlme._Problem(fraction, data, {})
     x = np.array([np.log(10.0), 11.0, np.log(0.2), np.log(1e-4), np.log(0.05)])
     with pytest.warns(nlme.NLMEWarning) as caught:

@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from nlme_models import decay_data, decay_edited, decay_model, level_model
+from nlme_models import decay_data, decay_edited, decay_model, floor_model, level_model
 from scipy.stats import multivariate_normal
 
 from pkpd_lib.pmx import nlme
@@ -41,6 +41,34 @@ def _exact_subject_ofv(data, x):
     return np.array(out)
 
 
+def _exact_r_and_s(data, x, h):
+    """R and S of the exact likelihood (:func:`_exact_subject_ofv`) at ``x`` (3,) by
+    central differences of step ``h``, written out independently of ``nlme._r_and_s``."""
+    e = np.eye(3) * h
+    gradients = np.array(
+        [
+            (_exact_subject_ofv(data, x + e[i]) - _exact_subject_ofv(data, x - e[i])) / (2 * h)
+            for i in range(3)
+        ]
+    ).T
+    exact_r = np.array(
+        [
+            [
+                (
+                    _exact_subject_ofv(data, x + e[i] + e[j]).sum()
+                    - _exact_subject_ofv(data, x + e[i] - e[j]).sum()
+                    - _exact_subject_ofv(data, x - e[i] + e[j]).sum()
+                    + _exact_subject_ofv(data, x - e[i] - e[j]).sum()
+                )
+                / (4 * h**2)
+                for j in range(3)
+            ]
+            for i in range(3)
+        ]
+    )
+    return exact_r, gradients.T @ gradients
+
+
 def test_subject_contributions_sum_to_the_ofv():
     data = _decay_data()
     problem = nlme._Problem(_decay_model(), data, {})
@@ -59,29 +87,7 @@ def test_r_and_s_are_the_hessian_and_the_subjects_gradient_cross_product():
     problem.eta = problem.conditional_modes(x, problem.eta)[0]
     r, s = nlme._r_and_s(lambda z: nlme._subject_ofv(problem, z), x)
     h = 1e-4
-    e = np.eye(3) * h
-    gradients = np.array(
-        [
-            (_exact_subject_ofv(data, x + e[i]) - _exact_subject_ofv(data, x - e[i])) / (2 * h)
-            for i in range(3)
-        ]
-    ).T
-    exact_s = gradients.T @ gradients
-    exact_r = np.array(
-        [
-            [
-                (
-                    _exact_subject_ofv(data, x + e[i] + e[j]).sum()
-                    - _exact_subject_ofv(data, x + e[i] - e[j]).sum()
-                    - _exact_subject_ofv(data, x - e[i] + e[j]).sum()
-                    + _exact_subject_ofv(data, x - e[i] - e[j]).sum()
-                )
-                / (4 * h**2)
-                for j in range(3)
-            ]
-            for i in range(3)
-        ]
-    )
+    exact_r, exact_s = _exact_r_and_s(data, x, h)
     np.testing.assert_allclose(r, exact_r, rtol=1e-3, atol=1e-2)
     np.testing.assert_allclose(s, exact_s, rtol=1e-3, atol=1e-2)
 
@@ -122,30 +128,9 @@ def test_the_sandwich_sees_variability_the_model_leaves_out():
     assert fit.converged and fit.covariance_step.ok
     x = fit.x
     h = 1e-4
-    e = np.eye(3) * h
-    gradients = np.array(
-        [
-            (_exact_subject_ofv(data, x + e[i]) - _exact_subject_ofv(data, x - e[i])) / (2 * h)
-            for i in range(3)
-        ]
-    ).T
-    exact_r = np.array(
-        [
-            [
-                (
-                    _exact_subject_ofv(data, x + e[i] + e[j]).sum()
-                    - _exact_subject_ofv(data, x + e[i] - e[j]).sum()
-                    - _exact_subject_ofv(data, x - e[i] + e[j]).sum()
-                    + _exact_subject_ofv(data, x - e[i] - e[j]).sum()
-                )
-                / (4 * h**2)
-                for j in range(3)
-            ]
-            for i in range(3)
-        ]
-    )
+    exact_r, exact_s = _exact_r_and_s(data, x, h)
     r_inv = np.linalg.inv(exact_r)
-    exact_sandwich = np.sqrt(np.diag(r_inv @ gradients.T @ gradients @ r_inv))
+    exact_sandwich = np.sqrt(np.diag(r_inv @ exact_s @ r_inv))
     exact_by_r = np.sqrt(np.diag(2 * r_inv))
     np.testing.assert_allclose(fit.covariance_step.se, exact_sandwich, rtol=0.01)
     np.testing.assert_allclose(fit.covariance_as("r").se, exact_by_r, rtol=0.01)
@@ -244,20 +229,6 @@ def test_condition_number_is_that_of_the_correlation_matrix():
     np.testing.assert_allclose(step.correlation().loc["a", "b"], 0.9, rtol=1e-12)
 
 
-def _floor_model():
-    """Decay to a floor C0 (1 - F); F a fraction."""
-    return nlme.NLMEModel(
-        "decay to a floor",
-        ("C0", "F", "k"),
-        {"C0": "log", "F": "logit", "k": "log"},
-        ("k",),
-        lambda p, d: (
-            p["C0"][..., None]
-            * (1 - p["F"][..., None] * (1 - np.exp(-p["k"][..., None] * d.times_h[:, None])))
-        ),
-    )
-
-
 def test_a_fraction_that_goes_to_its_bound_is_reported_not_plainly_converged():
     """Data that fall below the floor a fraction of 1 allows (F = 1.03): F goes to 1.
     Before: converged=True, nothing in the result said so (a warning only beyond
@@ -268,7 +239,7 @@ def test_a_fraction_that_goes_to_its_bound_is_reported_not_plainly_converged():
     y = 10 * (1 - 1.03 * (1 - np.exp(-k * t))) * (1 + 0.05 * rng.normal(size=t.shape))
     data = nlme.Observations(np.arange(30), t, y)
     with pytest.warns(nlme.NLMEWarning, match=r"theta_F is at or near a bound: F = (0\.999|1 - )"):
-        fit = nlme.fit_foce(_floor_model(), data, {"C0": 5.0, "F": 0.5, "k": 0.5})
+        fit = nlme.fit_foce(floor_model(), data, {"C0": 5.0, "F": 0.5, "k": 0.5})
     assert fit.at_bound == ("theta_F",)
     assert fit.typical("F") > 1 - 1e-3
     assert "at a bound: theta_F" in fit.convergence
@@ -279,7 +250,7 @@ def test_a_fraction_that_goes_to_its_bound_is_reported_not_plainly_converged():
     assert table.loc["theta_F", "note"] == "at a bound" and np.isnan(table.loc["theta_F", "SE"])
     # several starts say it too
     result = nlme.fit_foce_starts(
-        _floor_model(), data, [{"C0": 5.0, "F": 0.5, "k": 0.5}], standard_errors=False
+        floor_model(), data, [{"C0": 5.0, "F": 0.5, "k": 0.5}], standard_errors=False
     )
     assert "at a bound: start 0 (theta_F)" in result.note
 

@@ -5,7 +5,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from nlme_models import decay_model
+from nlme_models import decay_model, level_model
 
 from pkpd_lib.pmx import nlme
 
@@ -50,13 +50,8 @@ def test_each_form_multiplies_the_typical_value_as_written():
 def test_exponential_forms_and_an_untransformed_parameter():
     """``none`` parameters: P = TV * factor + eta; exponential forms exp(theta (c - ref))
     and exp(theta) at the level."""
-    model = nlme.NLMEModel(
-        "level",
-        ("m",),
-        {"m": "none"},
-        ("m",),
-        lambda p, d: np.broadcast_to(p["m"][..., None], (*p["m"].shape, d.times_h.shape[1])),
-        error=("add",),
+    model = dataclasses.replace(
+        level_model(),
         effects=(
             nlme.CovariateEffect("m", "AGE", "exponential", reference=40.0),
             nlme.CovariateEffect("m", "SEX", "categorical_exp", level=0.0),
