@@ -74,3 +74,11 @@ def test_regimen_effect_error_scores_the_switch_not_the_patient():
         metrics.regimen_effect_error(bid, qd, qd, qd)
     with pytest.raises(ValueError, match="differs from truth shape"):
         metrics.regimen_effect_error(bid, qd[:5], bid, qd)
+
+
+def test_verdict_has_a_band_the_spread_cannot_flip():
+    verdict = metrics.verdict
+    assert verdict(4.0, 5.0) == "met"
+    assert verdict(6.0, 5.0) == "missed"
+    assert verdict(4.9, 5.0) == verdict(5.1, 5.0) == "too close to call"
+    assert verdict(9.0, 10.0, below="holds", above="breaks", margin=0.05) == "holds"

@@ -11,7 +11,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from pkpd_lib.reproducibility import RETRAIN_RTOL, TRAINED_TAG, numbers_match, tolerance, verdict
+from pkpd_lib.reproducibility import RETRAIN_RTOL, TRAINED_TAG, numbers_match, tolerance
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,13 +51,6 @@ def test_tolerance_from_the_environment(monkeypatch):
     monkeypatch.setenv("PKPD_NBVAL_RTOL", "0.5")
     with pytest.raises(ValueError, match="above the largest tolerance"):
         tolerance()
-
-
-def test_verdict_has_a_band_the_spread_cannot_flip():
-    assert verdict(4.0, 5.0) == "met"
-    assert verdict(6.0, 5.0) == "missed"
-    assert verdict(4.9, 5.0) == verdict(5.1, 5.0) == "too close to call"
-    assert verdict(9.0, 10.0, below="holds", above="breaks", margin=0.05) == "holds"
 
 
 def _notebook(path: Path, printed: str, tags: list[str], stored: str) -> None:

@@ -24,6 +24,35 @@ def _pair(pred, truth) -> tuple[np.ndarray, np.ndarray]:
     return pred, truth
 
 
+#: Default margin of :func:`verdict`: a value within 15% of its threshold is too close
+#: to call, since the mean of a few seeds moves by about that much between seeds.
+VERDICT_MARGIN = 0.15
+
+
+def verdict(
+    value: float,
+    threshold: float,
+    below: str = "met",
+    above: str = "missed",
+    margin: float = VERDICT_MARGIN,
+) -> str:
+    """``below`` if ``value`` is clearly under ``threshold``, ``above`` if clearly over,
+    else ``"too close to call"``: a verdict that the seed spread cannot flip.
+
+    Clearly means by more than ``margin`` as a fraction of the threshold.
+
+    Examples
+    --------
+    >>> verdict(3.8, 5.0), verdict(5.2, 5.0), verdict(6.5, 5.0)
+    ('met', 'too close to call', 'missed')
+    """
+    if value <= threshold * (1 - margin):
+        return below
+    if value >= threshold * (1 + margin):
+        return above
+    return "too close to call"
+
+
 def rmse(pred, truth) -> float:
     """Root mean squared error over all elements (units of the inputs).
 
