@@ -37,3 +37,18 @@ def test_bad_inputs():
         s.observe(np.array([np.nan]), np.array([1.0]), seed=0)
     with pytest.raises(ValueError, match="cv"):
         s.add_proportional_error(np.ones(2), -0.1, np.random.default_rng(0))
+
+
+def test_named_seeds_are_fixed_by_name_not_position():
+    from pkpd_lib.pmx.sampling import named_seed
+
+    # the protocol page states these values before any code drew the set
+    assert named_seed("locked-2026-12/population") == 883692799
+    assert named_seed("locked-2026-12/observations/QD") == 1756336419
+    names = [f"train-r{r}/population" for r in range(5)] + ["calibration/population"]
+    seeds = [named_seed(n) for n in names]
+    assert len(set(seeds)) == len(seeds) and all(0 <= s < 2**32 for s in seeds)
+    assert [named_seed(n) for n in reversed(names)] == seeds[::-1]
+    for bad in ("", None, 3):
+        with pytest.raises(ValueError, match="non-empty string"):
+            named_seed(bad)

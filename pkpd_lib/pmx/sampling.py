@@ -11,6 +11,8 @@ number of patients that returns the sampling times, (K,) for everyone or (N, K) 
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 #: Sampling times of the dense design: hourly, 0..168 h (169 points).
@@ -108,3 +110,37 @@ DESIGNS = {
     "sparse": lambda split, n: SPARSE_TIMES_H.copy(),
     "uneven": lambda split, n: uneven_times(n, seed=UNEVEN_SEEDS[split]),
 }
+
+
+def named_seed(name: str) -> int:
+    """The seed of a named random draw: the first four bytes of the SHA-256 of ``name``.
+
+    Seeds found by name, never by a position in a list or a dict, stay the same when
+    draws are added, removed or reordered (the protocol's rule; e.g.
+    ``"locked-2026-12/population"``, ``"locked-2026-12/observations/BID"``).
+
+    Parameters
+    ----------
+    name : str
+        What the draw is, e.g. ``"<set>/population"``. Not empty.
+
+    Returns
+    -------
+    int
+        A seed in 0 .. 2**32 - 1 for :func:`numpy.random.default_rng`.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not a non-empty string.
+
+    Examples
+    --------
+    >>> named_seed("locked-2026-12/population")
+    883692799
+    >>> named_seed("locked-2026-12/observations/QD")
+    1756336419
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a seed's name must be a non-empty string, got {name!r}")
+    return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:4], "big")

@@ -9,7 +9,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -143,6 +144,340 @@ def regimen_effect_error(pred_new, pred_qd, truth_new, truth_qd) -> float:
             "to it is undefined; compare regimens that differ"
         )
     return rmse(p_new - p_qd, true_effect) / size
+
+
+def qd_floor(pred_qd, truth_qd, truth_new) -> float:
+    """The ratio a method would score that predicted the regimen effect exactly but kept
+    its QD error: RMSE(pred_QD - truth_QD) / RMSE(pred_QD - truth_new).
+
+    Beside every ratio to the regimen-blind reference (which is RMSE(pred_new -
+    truth_new) / RMSE(pred_QD - truth_new)): a floor above the bar of "extrapolates"
+    (0.5) means the method's QD error alone keeps it from the bar, whatever it learned
+    about the regimen. Not a strict bound: errors on QD and on the new regimen can
+    cancel.
+
+    Parameters
+    ----------
+    pred_qd : array_like, (N, T)
+        The method's prediction under QD (biomarker units).
+    truth_qd, truth_new : array_like, (N, T)
+        Noise-free PD of the same patients at the same times under QD and under the new
+        regimen.
+
+    Returns
+    -------
+    float
+        The floor (dimensionless).
+
+    Raises
+    ------
+    ValueError
+        If shapes differ, values are not finite, or the QD prediction equals the truth
+        under the new regimen everywhere (the reference has no error).
+
+    Examples
+    --------
+    >>> round(qd_floor([[100.0, 125.0]], [[100.0, 120.0]], [[100.0, 110.0]]), 3)
+    0.333
+    """
+    pred_qd, truth_qd = _pair(pred_qd, truth_qd)
+    _, truth_new = _pair(pred_qd, truth_new)
+    reference = rmse(pred_qd, truth_new)
+    if reference == 0:
+        raise ValueError("the QD prediction equals the truth under the new regimen: no floor")
+    return rmse(pred_qd, truth_qd) / reference
+
+
+#: The bar of "extrapolates": a ratio to the regimen-blind reference below it.
+EXTRAPOLATION_BAR = 0.5
+
+
+def extrapolation_verdict(low: float, high: float, bar: float = EXTRAPOLATION_BAR) -> str:
+    """The protocol's one rule for a ratio's 95% interval ``[low, high]``: ``"extrapolates"``
+    when it lies below ``bar``, ``"does not"`` when above, ``"too close to call"`` when it
+    contains ``bar``.
+
+    Parameters
+    ----------
+    low, high : float
+        The interval's ends (``low <= high``).
+    bar : float
+        The threshold (default :data:`EXTRAPOLATION_BAR`).
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> extrapolation_verdict(0.2, 0.4), extrapolation_verdict(0.45, 0.55)
+    ('extrapolates', 'too close to call')
+    >>> extrapolation_verdict(0.6, 1.2)
+    'does not'
+    """
+    if not (np.isfinite(low) and np.isfinite(high) and low <= high):
+        raise ValueError(f"an interval needs finite low <= high, got [{low}, {high}]")
+    if high < bar:
+        return "extrapolates"
+    if low > bar:
+        return "does not"
+    return "too close to call"
+
+
+def difference_verdict(low: float, high: float) -> str:
+    """The protocol's rule for a paired 95% interval ``[low, high]`` of A - B: ``"lower"``
+    (A below B) when it lies below 0, ``"higher"`` when above, else ``"no difference
+    shown"``. No margin.
+
+    Examples
+    --------
+    >>> difference_verdict(-0.3, -0.1), difference_verdict(-0.1, 0.2)
+    ('lower', 'no difference shown')
+    """
+    if not (np.isfinite(low) and np.isfinite(high) and low <= high):
+        raise ValueError(f"an interval needs finite low <= high, got [{low}, {high}]")
+    if high < 0:
+        return "lower"
+    if low > 0:
+        return "higher"
+    return "no difference shown"
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A statistic over pipeline replicates: ``estimate`` (the mean over replicates of
+    each replicate's value on all patients), the bootstrap interval ``[low, high]`` at
+    ``level``, and ``replicate_sd``, the SD of the replicates' values (0 with one)."""
+
+    estimate: float
+    low: float
+    high: float
+    replicate_sd: float
+    level: float
+
+
+class NestedBootstrap:
+    """Paired nested bootstrap over pipeline replicates and patients.
+
+    Each draw resamples the ``n_replicates`` replicates of the whole pipeline (training
+    population, fits, networks) and the ``n_patients`` test patients (never time points:
+    a patient's errors over time are correlated) with replacement, computes the statistic
+    for each drawn replicate on the drawn patients and averages over the drawn
+    replicates; the interval is the percentile interval of those averages. The same test
+    patients are scored in every replicate, so one patient draw serves every drawn
+    replicate. The draws are made once, so every statistic computed with one
+    ``NestedBootstrap`` uses the same draws: differences between methods, settings or
+    regimens are paired.
+
+    Parameters
+    ----------
+    n_replicates, n_patients : int
+        R replicates scored on the same N patients (R >= 1, N >= 2).
+    n_boot : int
+        Number of draws B.
+    seed : int
+        Seed of the draws (e.g. :func:`pkpd_lib.pmx.sampling.named_seed`).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> truth = rng.normal(size=(3, 50, 4))          # 3 replicates, 50 patients
+    >>> boot = NestedBootstrap(3, 50, n_boot=500, seed=1)
+    >>> ratio = boot.ratio(truth + 0.1, truth + 0.5, truth)
+    >>> round(ratio.estimate, 2), bool(ratio.low <= ratio.estimate <= ratio.high)
+    (0.2, True)
+    """
+
+    def __init__(self, n_replicates: int, n_patients: int, n_boot: int = 2000, seed: int = 0):
+        for name, value, least in (
+            ("n_replicates", n_replicates, 1),
+            ("n_patients", n_patients, 2),
+            ("n_boot", n_boot, 1),
+        ):
+            if not (isinstance(value, int | np.integer) and value >= least):
+                raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}")
+        self.n_replicates, self.n_patients, self.n_boot = n_replicates, n_patients, n_boot
+        rng = np.random.default_rng(seed)
+        self.replicates = rng.integers(0, n_replicates, size=(n_boot, n_replicates))
+        drawn = rng.integers(0, n_patients, size=(n_boot, n_patients))
+        self.counts = np.zeros((n_boot, n_patients))
+        np.add.at(self.counts, (np.arange(n_boot)[:, None], drawn), 1.0)
+
+    def interval(
+        self,
+        parts: Mapping[str, np.ndarray],
+        statistic: Callable[[Mapping[str, np.ndarray]], np.ndarray],
+        level: float = 0.95,
+    ) -> Interval:
+        """The :class:`Interval` of a statistic built from per-patient additive terms.
+
+        Parameters
+        ----------
+        parts : mapping of str to array_like, (R, N)
+            Per replicate and patient, terms that add over patients (e.g. a patient's
+            sum of squared errors over time).
+        statistic : callable
+            Maps the same names to their sums over (drawn) patients, arrays (..., R), to
+            the statistic per replicate (..., R).
+        level : float
+            Coverage of the interval.
+
+        Returns
+        -------
+        Interval
+        """
+        if not 0 < level < 1:
+            raise ValueError(f"level must be between 0 and 1, got {level!r}")
+        arrays = {}
+        for name, value in parts.items():
+            a = np.asarray(value, float)
+            if a.shape != (self.n_replicates, self.n_patients):
+                raise ValueError(
+                    f"part {name!r} has shape {a.shape}; expected (replicates, patients) = "
+                    f"{(self.n_replicates, self.n_patients)}"
+                )
+            if not np.all(np.isfinite(a)):
+                raise ValueError(f"part {name!r} contains NaN or inf")
+            arrays[name] = a
+        per_replicate = np.asarray(statistic({k: a.sum(axis=1) for k, a in arrays.items()}))
+        drawn = {
+            k: np.take_along_axis(self.counts @ a.T, self.replicates, axis=1)
+            for k, a in arrays.items()
+        }
+        boot = np.asarray(statistic(drawn)).mean(axis=1)
+        low, high = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
+        sd = float(per_replicate.std(ddof=1)) if self.n_replicates > 1 else 0.0
+        return Interval(float(per_replicate.mean()), float(low), float(high), sd, level)
+
+    def _squared_errors(self, pred, truth) -> np.ndarray:
+        pred, truth = _pair(pred, truth)
+        if pred.ndim != 3 or pred.shape[:2] != (self.n_replicates, self.n_patients):
+            raise ValueError(
+                f"predictions must be (replicates, patients, times) = "
+                f"({self.n_replicates}, {self.n_patients}, T), got {pred.shape}"
+            )
+        return ((pred - truth) ** 2).sum(axis=2)
+
+    def ratio(self, pred, reference, truth, level: float = 0.95) -> Interval:
+        """RMSE of ``pred`` over RMSE of ``reference``, both (R, N, T) against ``truth``
+        (R, N, T or broadcastable), e.g. the ratio to the regimen-blind reference."""
+        truth = np.broadcast_to(np.asarray(truth, float), np.shape(pred))
+        parts = {
+            "a": self._squared_errors(pred, truth),
+            "b": self._squared_errors(reference, truth),
+        }
+        return self.interval(parts, lambda s: np.sqrt(s["a"] / s["b"]), level)
+
+    def relative_rmse(self, pred, truth, baseline, level: float = 0.95) -> Interval:
+        """Relative RMSE (%) of ``pred`` (R, N, T) with each patient's ``baseline``
+        (N,) or (R, N) as the effect size's reference (:func:`relative_rmse`)."""
+        truth = np.broadcast_to(np.asarray(truth, float), np.shape(pred))
+        base = np.broadcast_to(np.asarray(baseline, float), (self.n_replicates, self.n_patients))
+        parts = {
+            "se": self._squared_errors(pred, truth),
+            "effect": np.abs(truth - base[..., None]).sum(axis=2),
+        }
+        n_points = self.n_patients * truth.shape[-1]
+        return self.interval(
+            parts, lambda s: 100 * np.sqrt(s["se"] * n_points) / s["effect"], level
+        )
+
+    def regimen_effect(self, pred_new, pred_qd, truth_new, truth_qd, level=0.95) -> Interval:
+        """:func:`regimen_effect_error` of predictions (R, N, T) under the new regimen
+        and QD against the truths (broadcastable to (R, N, T))."""
+        shape = np.shape(pred_new)
+        true_effect = np.broadcast_to(np.asarray(truth_new, float), shape) - np.broadcast_to(
+            np.asarray(truth_qd, float), shape
+        )
+        predicted = np.asarray(pred_new, float) - np.asarray(pred_qd, float)
+        parts = {
+            "error": self._squared_errors(predicted, true_effect),
+            "size": (true_effect**2).sum(axis=2),
+        }
+        return self.interval(parts, lambda s: np.sqrt(s["error"] / s["size"]), level)
+
+    def qd_floor(self, pred_qd, truth_qd, truth_new, level: float = 0.95) -> Interval:
+        """:func:`qd_floor` of QD predictions (R, N, T) against the truths."""
+        shape = np.shape(pred_qd)
+        parts = {
+            "qd": self._squared_errors(pred_qd, np.broadcast_to(truth_qd, shape)),
+            "new": self._squared_errors(pred_qd, np.broadcast_to(truth_new, shape)),
+        }
+        return self.interval(parts, lambda s: np.sqrt(s["qd"] / s["new"]), level)
+
+    def ratio_difference(self, first, second, truth, level: float = 0.95) -> Interval:
+        """Paired interval of the difference of two ratios, ``first`` minus ``second``,
+        each a (prediction, reference) pair of (R, N, T) arrays against ``truth``; read
+        it with :func:`difference_verdict`."""
+        shape = np.shape(first[0])
+        truth = np.broadcast_to(np.asarray(truth, float), shape)
+        parts = {
+            "a1": self._squared_errors(first[0], truth),
+            "b1": self._squared_errors(first[1], truth),
+            "a2": self._squared_errors(second[0], truth),
+            "b2": self._squared_errors(second[1], truth),
+        }
+        return self.interval(
+            parts, lambda s: np.sqrt(s["a1"] / s["b1"]) - np.sqrt(s["a2"] / s["b2"]), level
+        )
+
+
+def patient_scores(members, truth, sd_floor: float) -> np.ndarray:
+    """One conformal score per patient: the largest, over the patient's times, of the
+    error of the ensemble mean in units of the ensemble's SD (floored at ``sd_floor``).
+
+    A patient's errors over time are correlated, so one score per patient (not per time
+    point) keeps the calibration's exchangeability: the interval
+    ``mean +- multiplier * max(sd, sd_floor)`` then holds a patient's whole curve.
+
+    Parameters
+    ----------
+    members : array_like, (M, N, T)
+        Predictions of M >= 2 ensemble members (biomarker units).
+    truth : array_like, (N, T)
+        Noise-free PD.
+    sd_floor : float
+        Smallest SD used (biomarker units, > 0), so that a point where the members
+        happen to agree does not dominate the score.
+
+    Returns
+    -------
+    numpy.ndarray, (N,)
+
+    Examples
+    --------
+    >>> members = [[[100.0, 110.0]], [[102.0, 114.0]]]
+    >>> patient_scores(members, [[101.0, 116.0]], sd_floor=0.5).tolist()
+    [2.0]
+    """
+    members = np.asarray(members, float)
+    if members.ndim != 3 or members.shape[0] < 2:
+        raise ValueError(f"members must be (M >= 2, N, T), got shape {members.shape}")
+    mean, truth = _pair(members.mean(axis=0), truth)
+    if not (np.isfinite(sd_floor) and sd_floor > 0):
+        raise ValueError(f"sd_floor must be a finite number > 0, got {sd_floor!r}")
+    sd = np.maximum(members.std(axis=0), sd_floor)
+    return (np.abs(truth - mean) / sd).max(axis=1)
+
+
+def conformal_quantile(scores, level: float = 0.9) -> float:
+    """The split-conformal multiplier from ``n`` calibration scores: the
+    ceil((n + 1) level)-th smallest (inf when that exceeds n: too few patients).
+
+    Examples
+    --------
+    >>> conformal_quantile(np.arange(1.0, 11.0), level=0.8)
+    9.0
+    >>> conformal_quantile([1.0, 2.0], level=0.9)
+    inf
+    """
+    scores = np.sort(np.asarray(scores, float).ravel())
+    if scores.size == 0 or not np.all(np.isfinite(scores)):
+        raise ValueError("conformal scores must be finite and at least one")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be between 0 and 1, got {level!r}")
+    k = int(np.ceil((scores.size + 1) * level))
+    return float(scores[k - 1]) if k <= scores.size else float("inf")
 
 
 def score_table(
