@@ -10,8 +10,11 @@ validation regimen that is none of QD, BID and TID, on which every choice is mad
 ``conc="predicted"`` is the prospective use: each patient's PK is fitted (empirical
 Bayes, :func:`pkpd_lib.pmx.pkfit.fit_individual_pk`) to seven concentrations measured under
 QD, and the network reads the concentration that fit predicts for the regimen asked
-about. The fit's prior is the population PK model with its true typical values and
-variances, which a real analyst would estimate first; that much stays an oracle here.
+about. The fit's prior is set by ``Information.pk_prior``: ``"true"``, the population PK
+model with its generating typical values and variances (an oracle), or ``"estimated"``,
+the population PK model a modeller estimates from the training patients' sparse QD
+concentrations by FOCE-I (:func:`population_pk_fit`), each patient's PK then being the
+empirical Bayes estimate under it (:func:`individual_pk`): nothing generating is read.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ import numpy as np
 
 from ..nets import networks as nw
 from ..nets.features import EARLY_PD_FEATURES, Source, baseline_pd, build_inputs
-from ..pmx import pkfit, sampling
+from ..pmx import nlme, pkfit, sampling
+from ..pmx import popmodels as pm
 from ..pmx import regimens as reg
 from ..pmx.model import simulate
 from ..pmx.population import individual_params, sample_population
@@ -50,7 +54,10 @@ class Information:
     patients beyond what covariates explain (:data:`PD_VARIABILITY`). ``conc``:
     ``"observed"`` (hourly concentrations measured under the regimen predicted, an oracle
     for a regimen not yet given) or ``"predicted"`` (from a PK fit to seven QD samples).
-    ``early_pd``: whether the network also reads the patient's observed PD under QD at
+    ``pk_prior`` (with ``conc="predicted"``): ``"true"`` (the generating population PK
+    model as the individual fits' prior, an oracle) or ``"estimated"`` (the FOCE-I fit
+    of :func:`population_pk_fit` to the training patients). ``early_pd``: whether the
+    network also reads the patient's observed PD under QD at
     :data:`pkpd_lib.nets.features.EARLY_PD_TIMES_H` (days 1-2), as a study that started every
     patient on QD would have. Baselines and early PD always come from the patient's QD
     data, so the network and its regimen-blind reference read the same values.
@@ -69,6 +76,7 @@ class Information:
     pd_variability: bool = False
     conc: str = "observed"
     early_pd: bool = False
+    pk_prior: str = "true"
 
     def __post_init__(self) -> None:
         if self.baseline not in ("true", "observed", "screening"):
@@ -77,13 +85,19 @@ class Information:
             )
         if self.conc not in ("observed", "predicted"):
             raise ValueError(f"conc must be 'observed' or 'predicted', got {self.conc!r}")
+        if self.pk_prior not in ("true", "estimated"):
+            raise ValueError(f"pk_prior must be 'true' or 'estimated', got {self.pk_prior!r}")
+        if self.pk_prior == "estimated" and self.conc != "predicted":
+            raise ValueError("pk_prior='estimated' needs conc='predicted' (no PK is fitted else)")
 
     @property
     def label(self) -> str:
         return (
             f"baseline {self.baseline}, "
             f"{'PD variability' if self.pd_variability else 'no PD variability'}, "
-            f"conc {self.conc}" + (", early QD PD" if self.early_pd else "")
+            f"conc {self.conc}"
+            + (", PK prior estimated" if self.pk_prior == "estimated" else "")
+            + (", early QD PD" if self.early_pd else "")
         )
 
     @property
@@ -125,7 +139,7 @@ class LockedData:
 
 
 def _inputs(
-    info: Information, data: datasets.Dataset, fit: pkfit.PKFit | None, qd: datasets.Dataset
+    info: Information, data: datasets.Dataset, fit: pkfit.PKFit | dict | None, qd: datasets.Dataset
 ) -> dict:
     """Network inputs for ``data`` (any regimen) of patients whose QD data are ``qd``."""
     x = datasets.network_inputs(data, baseline="true")
@@ -133,20 +147,76 @@ def _inputs(
     if info.early_pd:
         x.update(build_inputs(Source(qd, qd.times_h, qd.conc_obs), EARLY_PD_FEATURES))
     if info.conc == "predicted":
-        conc = pkfit.reconstructed_conc(fit, data.regimens, data.times_h)
+        if isinstance(fit, pkfit.PKFit):
+            conc = pkfit.reconstructed_conc(fit, data.regimens, data.times_h)
+        else:  # individual parameters under the estimated population model
+            conc = pm.individual_conc(fit, data.regimens, data.times_h)
         x["conc"] = conc.astype("float32")
     return x
 
 
-def _qd_fit(info: Information, qd: datasets.Dataset) -> pkfit.PKFit | None:
-    """The empirical Bayes PK fit to each patient's seven QD concentrations (the study's
-    sparse times), or None when concentrations are observed."""
+def _qd_fit(
+    info: Information, qd: datasets.Dataset, population: nlme.NLMEFit | None = None
+) -> pkfit.PKFit | dict | None:
+    """The empirical Bayes PK of each patient from the seven QD concentrations (the
+    study's sparse times): under the generating model (a :class:`PKFit`) or under the
+    estimated ``population`` fit (individual parameters), or None when concentrations
+    are observed."""
     if info.conc == "observed":
         return None
+    if info.pk_prior == "estimated":
+        return individual_pk(population, qd)
     sparse = qd.at_times(sampling.SPARSE_TIMES_H)
     return pkfit.fit_individual_pk(
         sparse.conc_obs, sparse.times_h, sparse.regimens, qd.population.covariates
     )
+
+
+#: Training patients the population PK model is estimated from (the first ones).
+POPULATION_PK_PATIENTS = 100
+
+
+def sparse_pk_observations(qd: datasets.Dataset, n_patients: int | None = None):
+    """The first ``n_patients`` (default all) patients' seven QD concentrations at the
+    study's sparse times as FOCE-I observations in µg/L
+    (:data:`pkpd_lib.pmx.popmodels.PK_MODEL_UG_PER_L`), the pre-dose sample missing as
+    below quantification (it is 0 before the first dose)."""
+    n = qd.n_patients if n_patients is None else n_patients
+    sparse = qd.at_times(sampling.SPARSE_TIMES_H)
+    conc = sparse.conc_obs[:n].copy()
+    conc[:, sparse.times_h == 0.0] = np.nan
+    return pm.pk_observations(
+        pm.UG_PER_MG * conc,
+        sparse.times_h,
+        qd.regimens[:n],
+        qd.population.covariates.iloc[:n],
+    )
+
+
+def population_pk_fit(
+    train: datasets.Dataset, n_patients: int = POPULATION_PK_PATIENTS
+) -> nlme.NLMEFit:
+    """The population PK model a modeller estimates from training data: FOCE-I fits of
+    :data:`pkpd_lib.pmx.popmodels.PK_MODEL_UG_PER_L` to the first ``n_patients``
+    patients' sparse QD concentrations (:func:`sparse_pk_observations`) from each of
+    :data:`pkpd_lib.pmx.popmodels.PK_STARTS`, the lowest OFV kept. Fits come from, and
+    go to, the store. A fit that did not converge, or rests on a bound, is an error."""
+    if not (isinstance(n_patients, int) and 2 <= n_patients <= train.n_patients):
+        raise ValueError(
+            f"n_patients must be a whole number from 2 to {train.n_patients}, got {n_patients!r}"
+        )
+    data = sparse_pk_observations(train, n_patients)
+    best = nlme.fit_foce_starts(pm.PK_MODEL_UG_PER_L, data, pm.PK_STARTS, cache_dir="default").best
+    if not best.converged or best.at_bound:
+        raise ValueError(f"the population PK fit failed: {best.convergence}")
+    return best
+
+
+def individual_pk(population: nlme.NLMEFit, qd: datasets.Dataset) -> dict[str, np.ndarray]:
+    """Each patient's empirical Bayes ka (1/h), CL (L/h) and V (L), arrays (N,), from the
+    seven sparse QD concentrations under the estimated ``population`` PK model."""
+    data = sparse_pk_observations(qd)
+    return nlme.individual_parameters(population, data, nlme.conditional_modes(population, data))
 
 
 def locked_study(info: Information, regimens: dict[str, reg.Regimen]) -> LockedData:
@@ -161,7 +231,9 @@ def locked_study(info: Information, regimens: dict[str, reg.Regimen]) -> LockedD
         "validation": sets["val"].population,
         "test": sample_population(LOCKED_SIZE, pop_seed, LOCKED_FIRST_ID, extra_eta_sd=extra),
     }
-    train_fit, val_fit = _qd_fit(info, sets["train"]), _qd_fit(info, sets["val"])
+    population = population_pk_fit(sets["train"]) if info.pk_prior == "estimated" else None
+    train_fit = _qd_fit(info, sets["train"], population)
+    val_fit = _qd_fit(info, sets["val"], population)
     train_x = _inputs(info, sets["train"], train_fit, sets["train"])
     val_x = _inputs(info, sets["val"], val_fit, sets["val"])
     cases, qd_x = {}, {}
@@ -171,7 +243,7 @@ def locked_study(info: Information, regimens: dict[str, reg.Regimen]) -> LockedD
             qd, fit = sets["val"], val_fit
         else:
             qd = datasets.simulate_dataset(pop, reg.qd(), obs_seed=seed)
-            fit = _qd_fit(info, qd)
+            fit = _qd_fit(info, qd, population)
         qd_x[split] = _inputs(info, qd, fit, qd)
         for name, d in _regimen_datasets(pop, regimens, seed).items():
             cases[split, name] = (_inputs(info, d, fit, qd), d.truth.pd)
