@@ -1,6 +1,7 @@
 """The conda environment installs the package with its extras, so pyproject.toml is the
 one list of dependencies."""
 
+import re
 import tomllib
 from pathlib import Path
 
@@ -120,3 +121,78 @@ def test_the_pharmacometrics_modules_do_not_import_tensorflow():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "False"]
+
+
+#: The layers whose public functions and methods must document their arguments in a
+#: numpydoc ``Parameters`` section (add "nets" once its docstrings have one).
+DOCUMENTED_LAYERS = ("pmx",)
+_PARAMETERS_SECTION = re.compile(r"^\s*Parameters\n\s*-{10}\s*$", re.MULTILINE)
+
+
+def _undocumented_parameters(path: Path) -> list[str]:
+    """The public functions of a module file, and the public methods of its public
+    classes, that take arguments but whose docstring has no ``Parameters`` section
+    (dunder methods and properties aside), as ``name`` or ``Class.name``."""
+    import ast
+
+    def takes_arguments(node, method: bool) -> bool:
+        a = node.args
+        names = [x.arg for x in (*a.posonlyargs, *a.args, *a.kwonlyargs)]
+        static = any(getattr(d, "id", None) == "staticmethod" for d in node.decorator_list)
+        if method and not static:
+            names = names[1:]  # self or cls
+        return bool(names or a.vararg or a.kwarg)
+
+    def is_property(node) -> bool:
+        return any(
+            getattr(d, "id", None) in ("property", "cached_property")
+            or getattr(d, "attr", None) in ("setter", "getter", "deleter", "cached_property")
+            for d in node.decorator_list
+        )
+
+    found = []
+
+    def check(body, prefix: str, method: bool) -> None:
+        for node in body:
+            if node.name.startswith("_"):
+                continue
+            if isinstance(node, ast.ClassDef):
+                check([n for n in node.body if hasattr(n, "name")], f"{node.name}.", True)
+            elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                if is_property(node) or not takes_arguments(node, method):
+                    continue
+                if not _PARAMETERS_SECTION.search(ast.get_docstring(node) or ""):
+                    found.append(f"{prefix}{node.name}")
+
+    tree = ast.parse(path.read_text())
+    check([n for n in tree.body if hasattr(n, "name")], "", False)
+    return found
+
+
+@pytest.mark.parametrize("layer", DOCUMENTED_LAYERS)
+def test_public_functions_document_their_parameters(layer):
+    files = sorted((PACKAGE / layer).glob("*.py"))
+    assert len(files) > 2
+    missing = {p.name: found for p in files if (found := _undocumented_parameters(p))}
+    assert missing == {}, f"no numpydoc Parameters section: {missing}"
+
+
+def test_the_parameters_scan_sees_functions_methods_and_skips_the_rest(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        'def f(x):\n    """No section."""\n'
+        'def g(x):\n    """Doc.\n\n    Parameters\n    ----------\n'
+        '    x : int\n        X.\n    """\n'
+        "def h():\n    pass\n"
+        "def v(*args):\n    pass\n"
+        "def _private(x):\n    pass\n"
+        "class C:\n"
+        "    def __init__(self, x):\n        pass\n"
+        "    @property\n    def p(self):\n        pass\n"
+        "    def m(self, y):\n        pass\n"
+        "    def n(self):\n        pass\n"
+        "    @staticmethod\n    def s(z):\n        pass\n"
+        "    @classmethod\n    def k(cls):\n        pass\n"
+        "class _Hidden:\n    def m(self, y):\n        pass\n"
+    )
+    assert _undocumented_parameters(probe) == ["f", "v", "C.m", "C.s"]

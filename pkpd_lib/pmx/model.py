@@ -97,9 +97,16 @@ STATE_UNITS = {"Ag": "mg", "Ac": "mg", "T1": "-", "T2": "-", "T3": "-", "R": "bi
 class NonFiniteStateError(ValueError):
     """The right-hand side returned, or a state became, NaN or inf.
 
-    ``patients``: indices of the patients concerned (in the integrated group for
-    :func:`integrate_with_doses`, in the population for :func:`simulate_structure`);
-    ``time_h``: the time (h) at which it was found.
+    Parameters
+    ----------
+    message : str
+        The error message.
+    patients : array_like of int
+        Indices of the patients concerned (in the integrated group for
+        :func:`integrate_with_doses`, in the population for :func:`simulate_structure`);
+        kept as the attribute ``patients``, an int array.
+    time_h : float
+        The time (h) at which it was found; kept as the attribute ``time_h``.
     """
 
     def __init__(self, message: str, patients, time_h: float) -> None:
@@ -110,8 +117,18 @@ class NonFiniteStateError(ValueError):
 
 class IntegrationLimitError(RuntimeError):
     """An integrated segment needed more right-hand-side calls than the cap allows (see
-    :data:`MAX_RHS_CALLS_BASE`). ``patients`` and ``time_h`` as in
-    :class:`NonFiniteStateError`."""
+    :data:`MAX_RHS_CALLS_BASE`).
+
+    Parameters
+    ----------
+    message : str
+        The error message.
+    patients : array_like of int
+        Indices of the patients concerned, as in :class:`NonFiniteStateError`; kept as the
+        attribute ``patients``, an int array.
+    time_h : float
+        The time (h) at which the cap was reached; kept as the attribute ``time_h``.
+    """
 
     def __init__(self, message: str, patients, time_h: float) -> None:
         super().__init__(message)
@@ -123,8 +140,35 @@ class IntegrationLimitError(RuntimeError):
 class Params:
     """Individual PK/PD parameters of N patients, each an array of shape (N,).
 
-    Units: ka 1/h, CL L/h, V L, Emax dimensionless, EC50 mg/L, gam dimensionless,
-    MTT h, kout 1/h, R0 biomarker units.
+    Each is given as a scalar or an (N,) array (a scalar is repeated for every patient)
+    and stored as a read-only float array (N,).
+
+    Parameters
+    ----------
+    ka : float or array_like
+        Absorption rate constant (1/h).
+    CL : float or array_like
+        Clearance (L/h).
+    V : float or array_like
+        Volume of distribution (L).
+    Emax : float or array_like
+        Maximal stimulation of the biomarker's production (dimensionless).
+    EC50 : float or array_like
+        Concentration of half the maximal effect (mg/L).
+    gam : float or array_like
+        Hill coefficient of the Emax model (dimensionless).
+    MTT : float or array_like
+        Mean transit time of the three transit compartments (h).
+    kout : float or array_like
+        Turnover rate constant of the biomarker (1/h).
+    R0 : float or array_like
+        Baseline of the biomarker (biomarker units).
+
+    Raises
+    ------
+    ValueError
+        A parameter that is neither a scalar nor of the patients' shape (N,), that contains
+        NaN or inf, or that is not > 0.
 
     Examples
     --------
@@ -169,15 +213,54 @@ class Params:
         return self.ka.size
 
     def as_dict(self) -> dict[str, np.ndarray]:
+        """The parameters by name, in the order of :data:`PARAM_NAMES`.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            Each parameter's (N,) array (the stored read-only arrays, not copies).
+        """
         return {name: getattr(self, name) for name in PARAM_NAMES}
 
     def subset(self, index) -> Params:
-        """Parameters of the selected patients (any numpy index)."""
+        """Parameters of the selected patients (any numpy index).
+
+        Parameters
+        ----------
+        index : int, slice or array_like
+            A numpy index into the N patients: an integer, a slice, integer positions or a
+            boolean mask (N,).
+
+        Returns
+        -------
+        Params
+            The selected patients' parameters (one patient for an integer index).
+        """
         return Params(**{k: np.atleast_1d(v[index]) for k, v in self.as_dict().items()})
 
 
 def as_params(params: Params | Mapping[str, object] | object) -> Params:
     """Coerce a :class:`Params`, a mapping or any object with the parameter attributes.
+
+    Parameters
+    ----------
+    params : Params, mapping or object
+        A :class:`Params` (returned as it is); a mapping with exactly the names of
+        :data:`PARAM_NAMES` as keys; or any object with those attributes (others are
+        ignored). Values as :class:`Params` takes them.
+
+    Returns
+    -------
+    Params
+
+    Raises
+    ------
+    ValueError
+        A mapping that lacks a parameter or has an unknown one (naming them), or values
+        that :class:`Params` refuses.
+    TypeError
+        An object that is neither a :class:`Params` nor a mapping and lacks some of the
+        attributes (naming them).
 
     Examples
     --------
@@ -206,6 +289,16 @@ def as_params(params: Params | Mapping[str, object] | object) -> Params:
 def typical_params(n: int = 1) -> Params:
     """The typical-value parameters, repeated for ``n`` identical patients.
 
+    Parameters
+    ----------
+    n : int
+        The number of patients (default 1).
+
+    Returns
+    -------
+    Params
+        :data:`TYPICAL_PARAMS`, each an (n,) array.
+
     Examples
     --------
     >>> typical_params(2).CL.tolist()
@@ -218,11 +311,20 @@ def typical_params(n: int = 1) -> Params:
 class Simulation:
     """Noise-free model output for N patients at T requested times.
 
-    ``conc_mg_L`` and ``pd`` have shape (N, T); ``states`` maps each state name in
-    :data:`STATE_NAMES` to an (N, T) array. A value at a dose time is the one just before
-    that dose (the trough). ``conc_mg_L`` is ``Ac / V`` with the integrator's tiny negative
-    values in the washout set to 0 (see :data:`NEGATIVE_CONC_ABS_MG_L`); ``states`` are as
-    integrated.
+    A value at a dose time is the one just before that dose (the trough).
+
+    Attributes
+    ----------
+    times_h : numpy.ndarray
+        The output times (h), (T,).
+    conc_mg_L : numpy.ndarray
+        Concentration (mg/L), (N, T): ``Ac / V`` with the integrator's tiny negative values
+        in the washout set to 0 (see :data:`NEGATIVE_CONC_ABS_MG_L`).
+    pd : numpy.ndarray
+        The observed PD (biomarker units), (N, T).
+    states : dict of str to numpy.ndarray
+        Each state name in :data:`STATE_NAMES` (for :func:`simulate_structure`: the
+        structure's states) mapped to an (N, T) array, as integrated (not clipped).
 
     Examples
     --------
@@ -304,20 +406,52 @@ def integrate_with_doses(
 ) -> np.ndarray:
     """Integrate a vectorised ODE for N patients with bolus doses; (S, N, T) states.
 
-    ``rhs(t, y)`` takes and returns the flat state vector of S states x N patients
-    (state-major, as ``y0.ravel()`` of the (S, N) array ``y0``). Each dose is added to
-    state ``dose_state`` of its patient; integration (``method`` of scipy's
-    ``solve_ivp``: explicit DOP853 by default; the implicit ``"Radau"`` or ``"BDF"`` for
-    stiff patients, told that each patient's states depend only on its own, so the
-    Jacobian costs S evaluations of ``rhs``, not S x N) runs piecewise between dose
-    events. At an output time equal to a dose time the state just before the dose is
-    reported (the trough). Any model with bolus doses can reuse this.
+    Integration runs piecewise between dose events; at an output time equal to a dose
+    time the state just before the dose is reported (the trough). Any model with bolus
+    doses can reuse this.
 
     A right-hand side or state that turns NaN or inf raises :class:`NonFiniteStateError`
-    (naming the patients, by index in ``y0``), and a segment that needs more calls of
-    ``rhs`` than :data:`MAX_RHS_CALLS_BASE` plus :data:`MAX_RHS_CALLS_PER_H` per hour
-    raises :class:`IntegrationLimitError`: neither can run forever. Neither check changes
-    a finite result.
+    and a segment that needs too many calls of ``rhs`` raises
+    :class:`IntegrationLimitError`: neither can run forever. Neither check changes a
+    finite result.
+
+    Parameters
+    ----------
+    rhs : callable
+        ``rhs(t, y)``: the derivatives at time ``t`` (h) of the flat state vector ``y`` of
+        S states x N patients (state-major, as ``y0.ravel()``), in the same layout.
+    y0 : array_like
+        The (S, N) state at 0 h, finite.
+    regimen : Regimen or sequence of Regimen
+        One :class:`~pkpd_lib.pmx.regimens.Regimen` shared by the N patients, or one each.
+    times_h : array_like
+        Output times (h), (T,): non-empty, finite, >= 0, strictly increasing and at most
+        :data:`MAX_TIME_H`.
+    dose_state : int
+        The state (row of ``y0``) each dose's amount is added to, for its patient.
+    rtol, atol : float
+        Tolerances of scipy's ``solve_ivp``.
+    method : str
+        The ``solve_ivp`` method: explicit ``"DOP853"`` by default; the implicit
+        ``"Radau"`` or ``"BDF"`` for stiff patients, told that each patient's states
+        depend only on its own, so the Jacobian costs S evaluations of ``rhs``, not S x N.
+
+    Returns
+    -------
+    numpy.ndarray
+        The states (S, N, T) at ``times_h``.
+
+    Raises
+    ------
+    ValueError
+        ``y0`` that is not 2-D, ``times_h`` that breaks the rules above, or a number of
+        regimens other than one or N.
+    NonFiniteStateError
+        ``y0``, a state or the right-hand side is NaN or inf (naming the patients, by
+        index in ``y0``).
+    IntegrationLimitError
+        A segment needs more calls of ``rhs`` than :data:`MAX_RHS_CALLS_BASE` plus
+        :data:`MAX_RHS_CALLS_PER_H` per hour of the segment.
 
     Examples
     --------
@@ -439,17 +573,33 @@ def _guarded_rhs(rhs, shape: tuple[int, int], max_calls: float, t_start: float, 
 class Structure:
     """A model structure, simulated by :func:`simulate_structure`.
 
-    ``parameters``: names of the per-patient parameters it reads (each > 0; ``ka``,
-    ``CL`` and ``V`` are always among them: doses go into the depot ``Ag``, and the
-    concentration is ``Ac / V``). ``states``: state names, starting ``("Ag", "Ac")``.
-    ``make_rhs(p)``: given a mapping of (N,) parameter arrays, the vectorised right-hand
-    side ``rhs(t, y)`` over the flat state vector (state-major, S x N). ``initial(p)``:
-    the (S, N) state at 0 h. ``pd(states, p)``: the observed PD (N, T) from the states
-    (each (N, T)). ``rates(p)``: its first-order rate constants (1/h), by name, which
-    decide which patients are stiff. ``linear_pk``: its ``Ag`` and ``Ac`` follow the linear
-    one-compartment model (``dAg/dt = -ka Ag``, ``dAc/dt = ka Ag - CL/V Ac``, both 0 at
-    0 h), so a patient stiff only through ``ka`` or ``CL/V`` gets them in closed form and
-    only the other states are integrated (see :func:`simulate_structure`).
+    Parameters
+    ----------
+    name : str
+        Its name in :data:`STRUCTURES` (unique).
+    parameters : tuple of str
+        Names of the per-patient parameters it reads (each > 0; ``ka``, ``CL`` and ``V``
+        are always among them: doses go into the depot ``Ag``, and the concentration is
+        ``Ac / V``).
+    states : tuple of str
+        State names, starting ``("Ag", "Ac")``.
+    make_rhs : callable
+        ``make_rhs(p)``: given a mapping of (N,) parameter arrays, the vectorised
+        right-hand side ``rhs(t, y)`` over the flat state vector (state-major, S x N).
+    initial : callable
+        ``initial(p)``: the (S, N) state at 0 h.
+    pd : callable
+        ``pd(states, p)``: the observed PD (N, T) from the states (each (N, T)).
+    rates : callable
+        ``rates(p)``: its first-order rate constants (1/h), by name, which decide which
+        patients are stiff.
+    description : str
+        A description in words.
+    linear_pk : bool
+        Its ``Ag`` and ``Ac`` follow the linear one-compartment model (``dAg/dt = -ka Ag``,
+        ``dAc/dt = ka Ag - CL/V Ac``, both 0 at 0 h), so a patient stiff only through
+        ``ka`` or ``CL/V`` gets them in closed form and only the other states are
+        integrated (see :func:`simulate_structure`).
 
     Examples
     --------
@@ -476,6 +626,22 @@ STRUCTURES: dict[str, Structure] = {}
 
 def add_structure(structure: Structure) -> Structure:
     """Register ``structure`` under its name (names are unique) and return it.
+
+    Parameters
+    ----------
+    structure : Structure
+        The structure to add to :data:`STRUCTURES`.
+
+    Returns
+    -------
+    Structure
+        ``structure`` itself.
+
+    Raises
+    ------
+    ValueError
+        A structure of that name exists already, or its states do not start with
+        ``("Ag", "Ac")`` or its parameters lack ``ka``, ``CL`` or ``V``.
 
     Examples
     --------
@@ -589,6 +755,25 @@ EFFECT_COMPARTMENT = add_structure(
 def structure_params(structure: Structure, params: Mapping[str, object]) -> dict[str, np.ndarray]:
     """The parameters ``structure`` reads, as (N,) float arrays, each finite and > 0.
 
+    Parameters
+    ----------
+    structure : Structure
+        The structure whose :attr:`~Structure.parameters` are taken.
+    params : mapping
+        Parameter values by name, each a scalar or (N,) (a scalar is repeated for every
+        patient); names the structure does not read are ignored.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        Each of the structure's parameters, (N,).
+
+    Raises
+    ------
+    ValueError
+        A parameter the structure reads is missing, neither a scalar nor (N,), not finite
+        or not > 0.
+
     Examples
     --------
     >>> structure_params(EFFECT_COMPARTMENT, {**TYPICAL_PARAMS, "ke0": 0.5})["ke0"]
@@ -661,11 +846,40 @@ def simulate_structure(
     linear (``linear_pk``) and only ``ka`` or ``CL/V`` is fast, its ``Ag`` and ``Ac``
     come in closed form and the other states are integrated with DOP853 (200 patients
     with ka 2400/h as fast as typical ones); otherwise with the implicit
-    :data:`STIFF_METHOD`, told the Jacobian's sparsity. A right-hand side that
-    turns NaN or inf raises :class:`NonFiniteStateError` (a ``ValueError``) naming the
-    patients (index) and the first one's parameter values; a runaway integration raises
-    :class:`IntegrationLimitError`; a concentration below zero beyond the integrator's
-    error raises ``ValueError``.
+    :data:`STIFF_METHOD`, told the Jacobian's sparsity.
+
+    Parameters
+    ----------
+    structure : Structure or str
+        The structure, or its name in :data:`STRUCTURES`.
+    params : Params or mapping
+        Individual parameters of N patients: those the structure reads, each a scalar or
+        (N,) (see :func:`structure_params`).
+    regimen : Regimen or sequence of Regimen
+        One :class:`~pkpd_lib.pmx.regimens.Regimen` shared by all patients, or one each.
+    times_h : array_like
+        Strictly increasing output times (h), >= 0, (T,); at a dose time the value just
+        before the dose (the trough).
+    rtol, atol : float
+        Tolerances of the integrator.
+
+    Returns
+    -------
+    Simulation
+        Concentration (mg/L), PD (the structure's ``pd``) and the structure's states, each
+        (N, T).
+
+    Raises
+    ------
+    ValueError
+        An unknown structure name; parameters :func:`structure_params` refuses; a rate
+        that is implausible (:func:`stiff_patients`); bad ``times_h``; a concentration
+        below zero beyond the integrator's error.
+    NonFiniteStateError
+        A ``ValueError``: the right-hand side turned NaN or inf; names the patients (index)
+        and the first one's parameter values.
+    IntegrationLimitError
+        A runaway integration.
 
     Examples
     --------
@@ -844,9 +1058,33 @@ def simulate_second_turnover(
     kout2: float = 0.05,
 ) -> Simulation:
     """The richer-PD variant (:data:`SECOND_TURNOVER`): the default model whose biomarker
-    ``R`` stimulates a second one, ``R2`` (observed, baseline R0), turned over at
-    ``kout2`` 1/h (default 0.05: a 14 h half-life after R's 7 h). Same signature as
-    :func:`simulate`, so data sets can be built with it.
+    ``R`` stimulates a second one, ``R2`` (observed, baseline R0).
+
+    It takes :func:`simulate`'s three arguments, so data sets can be built with it (not
+    its tolerances: the defaults are used).
+
+    Parameters
+    ----------
+    params : Params or mapping
+        Individual parameters of the default model, N patients (see :class:`Params`).
+    regimen : Regimen or sequence of Regimen
+        One regimen shared by all patients, or one each.
+    times_h : array_like
+        Strictly increasing output times (h), >= 0, (T,).
+    kout2 : float
+        The turnover rate constant of ``R2`` (1/h), the same for every patient (default
+        0.05: a 14 h half-life after R's 7 h).
+
+    Returns
+    -------
+    Simulation
+        As :func:`simulate`, with ``pd`` the second biomarker ``R2`` (biomarker units) and
+        ``R2`` among the states.
+
+    Raises
+    ------
+    ValueError
+        ``kout2`` not a finite rate > 0, or as :func:`simulate`.
 
     Examples
     --------
@@ -863,9 +1101,24 @@ def simulate_second_turnover(
 
 def stiff_patients(rates: Mapping[str, np.ndarray]) -> np.ndarray:
     """Boolean mask (N,) of patients too stiff for the explicit integrator: any of their
-    first-order ``rates`` (1/h, e.g. ``Structure.rates``) above :data:`STIFF_RATE_PER_H`.
-    Raises ``ValueError`` naming the patient and rate if one is implausible (a half-life
-    below one second).
+    first-order ``rates`` above :data:`STIFF_RATE_PER_H`.
+
+    Parameters
+    ----------
+    rates : mapping of str to numpy.ndarray
+        First-order rate constants (1/h) by name, each (N,), at least one (e.g.
+        ``Structure.rates``).
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean mask (N,).
+
+    Raises
+    ------
+    ValueError
+        Naming the patient and rate if one is implausible (a half-life below one second:
+        above :data:`MAX_RATE_PER_H`).
 
     Examples
     --------

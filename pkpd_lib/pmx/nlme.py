@@ -436,14 +436,37 @@ class NLMEModel:
 
 @dataclass(frozen=True)
 class Observations:
-    """Observations of N subjects: ``times_h`` and ``dv`` (N, K), NaN in ``dv`` where a
-    subject has fewer than K; ``covariates`` (N,) arrays by name; ``extra``: anything
-    else the model's ``predict`` reads (doses, individual PK parameters). A ``dv`` that
-    is all NaN is a design: the times to predict or simulate, nothing to estimate from.
-    ``output`` (N, K) integers, optional: which observed quantity each observation is
-    (0, 1, ...: the outputs of a model whose ``error`` is given per output, in that
-    order), for several quantities fitted together (e.g. from
-    ``nonmem.observations(table, dv_cmt=(2, 6))``); None: one quantity.
+    """Observations of N subjects, and whatever else the model's ``predict`` reads.
+
+    A ``dv`` that is all NaN is a design: the times to predict or simulate, nothing to
+    estimate from.
+
+    Parameters
+    ----------
+    ids : array_like
+        The subjects' identifiers, (N,).
+    times_h : array_like
+        Observation times (h), (N, K), finite (pad with any time).
+    dv : array_like
+        The observations (N, K), in the DV's unit; NaN where a subject has fewer than K.
+        Never infinite.
+    covariates : mapping of str to array_like
+        Covariates by name, each (N,) finite numbers.
+    extra : mapping
+        Anything else the model's ``predict`` reads (doses, individual PK parameters).
+    output : array_like of int, optional
+        Which observed quantity each observation is, (N, K) integers (0, 1, ...: the
+        outputs of a model whose ``error`` is given per output, in that order), for
+        several quantities fitted together (e.g. from
+        ``nonmem.observations(table, dv_cmt=(2, 6))``); None: one quantity.
+
+    Raises
+    ------
+    ValueError
+        ``times_h`` and ``dv`` not both (N, K); ``times_h`` not finite; ``dv`` infinite;
+        some subjects with observations and some without; ``output`` not (N, K) or not
+        whole numbers >= 0 where ``dv`` is observed; a covariate not (N,) or not finite
+        (naming the subject).
 
     Examples
     --------
@@ -503,20 +526,59 @@ class Observations:
         return int((~np.isnan(self.dv)).sum())
 
     def require_observations(self) -> None:
-        """A ``ValueError`` unless there is something to estimate from."""
+        """A ``ValueError`` unless there is something to estimate from.
+
+        Raises
+        ------
+        ValueError
+            No subject has an observation (``dv`` all NaN: a design).
+        """
         if self.n_observations == 0:
             raise ValueError("every subject needs at least one observation to estimate from")
 
 
 def to_natural(transform: str, x):
-    """A parameter on its natural scale from its transformed value."""
+    """A parameter on its natural scale from its transformed value.
+
+    Parameters
+    ----------
+    transform : str
+        ``"log"``, ``"logit"`` or ``"none"`` (:data:`TRANSFORMS`); any other value is taken
+        as ``"logit"``.
+    x : array_like
+        The value on the transformed scale.
+
+    Returns
+    -------
+    numpy.ndarray or float
+        ``exp(x)``, ``expit(x)`` or ``x`` (as a float array), the shape of ``x``.
+    """
     if transform == "none":
         return np.asarray(x, float)
     return np.exp(x) if transform == "log" else expit(x)
 
 
 def to_transformed(transform: str, value):
-    """A parameter's transformed value (log or logit) from its natural scale."""
+    """A parameter's transformed value (log or logit) from its natural scale.
+
+    Parameters
+    ----------
+    transform : str
+        ``"log"``, ``"logit"`` or ``"none"`` (:data:`TRANSFORMS`); any other value is taken
+        as ``"logit"``.
+    value : array_like
+        The value on the natural scale: > 0 for ``"log"``, in (0, 1) for ``"logit"``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``log(value)``, ``logit(value)`` or ``value``, the shape of ``value``.
+
+    Raises
+    ------
+    ValueError
+        A value out of the transform's range.
+    """
     value = np.asarray(value, float)
     if transform == "none":
         return value
@@ -530,9 +592,21 @@ def to_transformed(transform: str, value):
 
 
 def values_at(grid, index) -> np.ndarray:
-    """Gather predictions at the observed times from values on a time grid: ``grid``
-    (N, R, G) per subject and replicate, ``index`` (N, K) each observation's grid
-    position; returns (N, R, K). For models integrated on a grid (turnover PD)."""
+    """Gather predictions at the observed times from values on a time grid. For models
+    integrated on a grid (turnover PD).
+
+    Parameters
+    ----------
+    grid : array_like
+        Values on the grid per subject and replicate, (N, R, G).
+    index : array_like of int
+        Each observation's grid position, (N, K).
+
+    Returns
+    -------
+    numpy.ndarray
+        The values at the observations, (N, R, K).
+    """
     grid = np.asarray(grid)
     index = np.asarray(index)
     wide = np.broadcast_to(index[:, None, :], (*grid.shape[:2], index.shape[1]))
@@ -1150,31 +1224,46 @@ class CovarianceStep:
 
     All matrices are on the estimation scale (log typical values and SDs, logit
     fractions, covariate coefficients as they are), in the order of ``names``, and in
-    OFV units (-2 log-likelihood), as NONMEM defines them:
+    OFV units (-2 log-likelihood), as NONMEM defines them.
 
-    * ``r_matrix``: R, the Hessian of the OFV (central differences, step 0.01);
-    * ``s_matrix``: S, the sum over subjects of the outer products of the gradients of
-      each subject's contribution to the OFV (its cross-product gradient);
-    * ``covariance``: for ``kind`` ``"sandwich"`` ``R^-1 S R^-1`` (NONMEM's default),
-      for ``"r"`` ``2 R^-1`` (``MATRIX=R``: the factor 2 because R is the Hessian of
-      -2 log-likelihood, twice the observed information). NaN where it could not be
-      computed, and in the rows and columns of ``excluded``.
-
-    ``status`` is ``"ok"``; ``"R matrix singular"`` or ``"R matrix indefinite"`` (not
-    positive definite: a saddle point or a flat direction, the estimate is not a
-    well-defined minimum; see :data:`SINGULAR_TOLERANCE`); ``"S matrix singular"`` (for
-    the sandwich only: fewer informative subjects than parameters, or a parameter no
-    subject's data depend on); ``"failed"`` (a matrix not finite); ``"not requested"``
-    (``standard_errors=False``). Only ``"ok"`` gives standard errors; nothing is
-    inverted past a failed check (no pseudo-inverse). ``message`` says which parameters
-    are involved. ``excluded``: parameters at a bound of their scale
-    (:attr:`NLMEFit.at_bound`), whose curvature there is noise; they are left out, as
-    if fixed at their estimate, and their SE is NaN.
-
-    ``condition_number``: the ratio of the largest to the smallest eigenvalue of the
-    correlation matrix of the estimates (``eigenvalues``, ascending), as NONMEM prints
-    them with ``PRINT=E``; above about 1000 the estimates are strongly correlated
-    (the model is close to over-parameterised).
+    Attributes
+    ----------
+    names : tuple of str
+        The estimated parameters, in order (as :attr:`NLMEFit.estimates`).
+    kind : str
+        ``"sandwich"`` or ``"r"`` (:data:`COVARIANCE_KINDS`).
+    r_matrix : numpy.ndarray
+        R, the Hessian of the OFV (central differences, step 0.01), (n, n).
+    s_matrix : numpy.ndarray
+        S, the sum over subjects of the outer products of the gradients of each subject's
+        contribution to the OFV (its cross-product gradient), (n, n).
+    covariance : numpy.ndarray
+        For ``kind`` ``"sandwich"`` ``R^-1 S R^-1`` (NONMEM's default), for ``"r"``
+        ``2 R^-1`` (``MATRIX=R``: the factor 2 because R is the Hessian of -2
+        log-likelihood, twice the observed information). NaN where it could not be
+        computed, and in the rows and columns of ``excluded``.
+    status : str
+        ``"ok"``; ``"R matrix singular"`` or ``"R matrix indefinite"`` (not positive
+        definite: a saddle point or a flat direction, the estimate is not a well-defined
+        minimum; see :data:`SINGULAR_TOLERANCE`); ``"S matrix singular"`` (for the sandwich
+        only: fewer informative subjects than parameters, or a parameter no subject's data
+        depend on); ``"failed"`` (a matrix not finite). Only ``"ok"`` gives standard
+        errors; nothing is inverted past a failed check (no pseudo-inverse). (A fit with
+        ``standard_errors=False`` has no covariance step: :attr:`NLMEFit.covariance_step`
+        is None.)
+    message : str
+        Says which parameters are involved.
+    excluded : tuple of str
+        Parameters at a bound of their scale (:attr:`NLMEFit.at_bound`), whose curvature
+        there is noise; they are left out, as if fixed at their estimate, and their SE is
+        NaN.
+    eigenvalues : numpy.ndarray
+        The eigenvalues of the correlation matrix of the estimates, ascending, as NONMEM
+        prints them with ``PRINT=E`` (empty unless ``"ok"``).
+    condition_number : float
+        The ratio of the largest to the smallest of ``eigenvalues``; above about 1000 the
+        estimates are strongly correlated (the model is close to over-parameterised). NaN
+        unless ``"ok"``.
     """
 
     names: tuple[str, ...]
@@ -1200,7 +1289,13 @@ class CovarianceStep:
             return np.sqrt(np.diag(self.covariance))
 
     def correlation(self) -> pd.DataFrame:
-        """The correlation matrix of the estimates, labelled by parameter."""
+        """The correlation matrix of the estimates, labelled by parameter.
+
+        Returns
+        -------
+        pandas.DataFrame
+            (n, n), indexed and labelled by ``names``; NaN where the covariance is.
+        """
         se = self.se
         with np.errstate(invalid="ignore", divide="ignore"):
             corr = self.covariance / np.outer(se, se)
@@ -1336,32 +1431,60 @@ def _definiteness(matrix: np.ndarray, names: Sequence[str], label: str) -> tuple
 
 @dataclass
 class NLMEFit:
-    """The result of :func:`fit_foce`. ``estimates``: a table of every estimated
-    quantity (fixed effects as typical values on their natural scale, covariate
-    effects, omega as SDs of eta, residual error), with standard errors on the
-    estimation scale and the relative standard error (%), from the covariance matrix
-    of :attr:`covariance_step`; :meth:`table` is the table to report. ``etas`` (N, q):
-    each subject's conditional mode; ``individual``: its parameters (N,) on the natural
-    scale.
+    """The result of :func:`fit_foce`.
 
-    ``converged``: the largest component of the OFV's gradient at the estimate
-    (``gradient``, OFV units per unit of the estimation scale) was below
-    :data:`CONVERGED_GRADIENT`. ``at_bound``: the parameters at a bound of their scale
-    (a fraction within 1e-3 of 0 or 1, :data:`LOGIT_BOUND`; an omega below
-    :data:`OMEGA_BOUND`), where a small gradient says nothing about the data
-    determining them: a fit with any is not plainly converged, and ``convergence``
-    (why the estimation stopped, in words: "gradient below tolerance", "stalled: ...",
-    "iteration limit ...") names them. ``covariance_step``: the covariance step
-    (:class:`CovarianceStep`: R and S matrices, status, condition number), None where
-    standard errors were not requested. ``ofv_nonmem``: the OFV without
-    ``n_observations * log(2 pi)``, comparable with NONMEM's objective function
-    value.
-    ``failed_trials``: how many trial points of the
-    search (OFV evaluations of BFGS, before the standard errors) had failed predictions
-    (NaN or inf) for a subject, whose OFV then rested on the stand-in
-    :data:`FAILED_PREDICTION`, or an OFV that was not finite (rejected); 0 for a search
-    that met none, None for a fit stored before the count was (:attr:`convergence`
-    says how many when there were any)."""
+    Attributes
+    ----------
+    model : NLMEModel
+        The model fitted.
+    ofv : float
+        The OFV at the estimate: -2 log-likelihood (Laplace approximation), including
+        ``n_observations * log(2 pi)``.
+    x : numpy.ndarray
+        The estimate, packed on the estimation scale (the order of ``estimates``).
+    estimates : pandas.DataFrame
+        A table of every estimated quantity (fixed effects as typical values on their
+        natural scale, covariate effects, omega as SDs of eta, residual error), with
+        standard errors on the estimation scale and the relative standard error (%), from
+        the covariance matrix of :attr:`covariance_step`; :meth:`table` is the table to
+        report.
+    etas : numpy.ndarray
+        Each subject's conditional mode, (N, q).
+    individual : dict of str to numpy.ndarray
+        Each subject's parameters (N,) on the natural scale.
+    n_iterations : int
+        BFGS iterations, all runs together.
+    seconds : float
+        The wall time of the estimation (as stored, for a loaded fit).
+    converged : bool
+        The largest component of the OFV's gradient at the estimate (``gradient``) was
+        below :data:`CONVERGED_GRADIENT`.
+    fixed : dict of str to float
+        The parameters (natural scale) and coefficients held fixed.
+    convergence : str
+        Why the estimation stopped, in words: "gradient below tolerance", "stalled: ...",
+        "iteration limit ..."; it names the parameters at a bound, and says how many trial
+        points had failed predictions when there were any.
+    ofv_nonmem : float
+        The OFV without ``n_observations * log(2 pi)``, comparable with NONMEM's objective
+        function value.
+    covariance_step : CovarianceStep or None
+        The covariance step (:class:`CovarianceStep`: R and S matrices, status, condition
+        number), None where standard errors were not requested.
+    at_bound : tuple of str
+        The parameters at a bound of their scale (a fraction within 1e-3 of 0 or 1,
+        :data:`LOGIT_BOUND`; an omega below :data:`OMEGA_BOUND`), where a small gradient
+        says nothing about the data determining them: a fit with any is not plainly
+        converged.
+    gradient : float
+        The largest component of the OFV's gradient at the estimate (OFV units per unit of
+        the estimation scale).
+    failed_trials : int or None
+        How many trial points of the search (OFV evaluations of BFGS, before the standard
+        errors) had failed predictions (NaN or inf) for a subject, whose OFV then rested on
+        the stand-in :data:`FAILED_PREDICTION`, or an OFV that was not finite (rejected);
+        0 for a search that met none, None for a fit stored before the count was.
+    """
 
     model: NLMEModel
     ofv: float
@@ -1393,7 +1516,12 @@ class NLMEFit:
         -------
         float
             The typical value on the natural scale (the parameter's unit), or the
-            coefficient's value. A ``KeyError`` for a name the model lacks.
+            coefficient's value.
+
+        Raises
+        ------
+        KeyError
+            A name the model lacks.
 
         Examples
         --------
@@ -1421,11 +1549,16 @@ class NLMEFit:
         return float(self.estimates.loc[f"theta_{name}", "estimate"])
 
     def variances(self) -> pd.DataFrame:
-        """The between-subject and residual variances, as NONMEM reports them (the
-        diagonals of ``$OMEGA`` and ``$SIGMA``): for each omega and sigma its ``SD``
-        (as in :attr:`estimates`), its ``variance`` (omega**2 in the squared unit of
-        eta, sigma**2 in the DV's squared unit for ``add``, dimensionless for ``prop``)
-        and the variance's standard error by the delta method, ``2 variance SE(log SD)``.
+        """The between-subject and residual variances, as NONMEM reports them (the diagonals
+        of ``$OMEGA`` and ``$SIGMA``).
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row for each omega and sigma, with its ``SD`` (as in :attr:`estimates`), its
+            ``variance`` (omega**2 in the squared unit of eta, sigma**2 in the DV's squared
+            unit for ``add``, dimensionless for ``prop``) and the variance's standard error by
+            the delta method, ``SE (variance)`` = ``2 variance SE(log SD)``.
         """
         rows = [n for n in self.estimates.index if n.startswith(("omega_", "sigma_"))]
         table = self.estimates.loc[rows]
@@ -1440,9 +1573,24 @@ class NLMEFit:
         )
 
     def covariance_as(self, kind: str) -> CovarianceStep:
-        """The covariance step as ``kind`` (``"sandwich"``: ``R^-1 S R^-1``; ``"r"``:
-        ``2 R^-1``; :data:`COVARIANCE_KINDS`) from the fit's own R and S matrices, without
-        refitting; a ``ValueError`` for a fit made with ``standard_errors=False``."""
+        """The covariance step as ``kind`` from the fit's own R and S matrices, without
+        refitting.
+
+        Parameters
+        ----------
+        kind : str
+            ``"sandwich"`` (``R^-1 S R^-1``) or ``"r"`` (``2 R^-1``); :data:`COVARIANCE_KINDS`.
+
+        Returns
+        -------
+        CovarianceStep
+            With the fit's parameters at a bound excluded, as in the fit's own.
+
+        Raises
+        ------
+        ValueError
+            A fit made with ``standard_errors=False``, or an unknown ``kind``.
+        """
         step = self.covariance_step
         if step is None:
             raise ValueError("no covariance step: the fit was made with standard_errors=False")
@@ -2273,17 +2421,31 @@ def _where(data: Observations, flagged, params, shown: int = 3) -> str:
 
 @dataclass
 class MultiStartFit:
-    """The fits of :func:`fit_foce_starts`: ``fits`` in the order of the starts, the
-    ``best`` (lowest OFV), and a ``note`` when the starts disagree (they ended more
-    than the tolerance apart in OFV, or one did not converge) or ended with a parameter
-    at a bound, else ``""``."""
+    """The fits of :func:`fit_foce_starts`.
+
+    Attributes
+    ----------
+    fits : list of NLMEFit
+        The fits, in the order of the starts.
+    best : NLMEFit
+        The fit with the lowest OFV.
+    note : str
+        Set when the starts disagree (they ended more than the tolerance ``agree_ofv``
+        apart in OFV, or one did not converge) or ended with a parameter at a bound, else ``""``.
+    """
 
     fits: list[NLMEFit]
     best: NLMEFit
     note: str
 
     def table(self) -> pd.DataFrame:
-        """The starts' estimates side by side, with their OFV."""
+        """The starts' estimates side by side, with their OFV.
+
+        Returns
+        -------
+        pandas.DataFrame
+            As :func:`compare_estimates` of :attr:`fits`.
+        """
         return compare_estimates(self.fits)
 
 
@@ -2294,15 +2456,39 @@ def fit_foce_starts(
     agree_ofv: float = 3.84,
     **kwargs,
 ) -> MultiStartFit:
-    """Fit ``model`` from each of several ``starts`` (typical values, natural scale; see
-    :func:`fit_foce`, which takes the other arguments ``kwargs``, e.g. ``omega_sd``,
-    ``sigma``, ``cache_dir``) and keep the fit with the lowest OFV: one start can end in
-    a local optimum. The result's ``note`` says which starts ended more than
-    ``agree_ofv`` OFV points above the best (default 3.84, the chi-square 5% point of
-    one degree of freedom: a worse OFV than that is a clearly worse optimum) and which
-    did not converge. A start that :func:`fit_foce` refuses (a ``ValueError``: e.g.
-    predictions that fail at the estimate it ends at) raises, naming the start: a
-    failure is never left out of the comparison.
+    """Fit ``model`` from each of several ``starts`` and keep the fit with the lowest OFV:
+    one start can end in a local optimum.
+
+    Parameters
+    ----------
+    model : NLMEModel
+        The population model.
+    data : Observations
+        The observations.
+    starts : sequence of mapping
+        Starting typical values (natural scale), one mapping per start; see
+        :func:`fit_foce`'s ``typical``.
+    agree_ofv : float
+        Starts that end more than this many OFV points above the best are named in the
+        note (default 3.84, the chi-square 5% point of one degree of freedom: a worse OFV
+        than that is a clearly worse optimum).
+    **kwargs
+        The other arguments of :func:`fit_foce`, e.g. ``omega_sd``, ``sigma``,
+        ``cache_dir``.
+
+    Returns
+    -------
+    MultiStartFit
+        Every fit, the best, and a ``note`` that says which starts ended more than
+        ``agree_ofv`` above the best, which did not converge and which converged with a
+        parameter at a bound.
+
+    Raises
+    ------
+    ValueError
+        No start; or a start that :func:`fit_foce` refuses (e.g. predictions that fail at
+        the estimate it ends at), naming the start: a failure is never left out of the
+        comparison.
 
     Examples
     --------
@@ -2554,8 +2740,27 @@ def _is_log(model: NLMEModel, name: str) -> bool:
 
 def population_predictions(fit: NLMEFit, data: Observations) -> np.ndarray:
     """Predictions (N, K) of the typical subject (all eta = 0) with each subject's
-    covariates (PRED); a ``ValueError`` naming subjects and parameters where one is NaN
-    or infinite."""
+    covariates (PRED).
+
+    Parameters
+    ----------
+    fit : NLMEFit
+        The fitted model.
+    data : Observations
+        The subjects and times to predict (any subjects with the model's covariates;
+        ``dv`` may be all NaN).
+
+    Returns
+    -------
+    numpy.ndarray
+        PRED at ``data.times_h``, (N, K), in the DV's unit.
+
+    Raises
+    ------
+    ValueError
+        Naming subjects and parameters where a prediction is NaN or infinite; or data
+        :func:`fit_foce` would refuse (e.g. a covariate the model uses and the data lack).
+    """
     problem = _Problem(fit.model, data, fit.fixed)
     theta, beta, _, _ = problem.unpack(fit.x)
     eta = np.zeros((data.n_subjects, 1, problem.q))
@@ -2563,8 +2768,29 @@ def population_predictions(fit: NLMEFit, data: Observations) -> np.ndarray:
 
 
 def individual_predictions(fit: NLMEFit, data: Observations, etas=None) -> np.ndarray:
-    """Predictions (N, K) with each subject's conditional modes (IPRED); a ``ValueError``
-    naming subjects and parameters where one is NaN or infinite."""
+    """Predictions (N, K) with each subject's conditional modes (IPRED).
+
+    Parameters
+    ----------
+    fit : NLMEFit
+        The fitted model.
+    data : Observations
+        The subjects and times to predict.
+    etas : array_like, optional
+        The subjects' random effects (N, q), e.g. from :func:`conditional_modes`; default
+        the fit's own modes :attr:`NLMEFit.etas` (then ``data`` must be the fit's subjects,
+        in its order).
+
+    Returns
+    -------
+    numpy.ndarray
+        IPRED at ``data.times_h``, (N, K), in the DV's unit.
+
+    Raises
+    ------
+    ValueError
+        Naming subjects and parameters where a prediction is NaN or infinite.
+    """
     problem = _Problem(fit.model, data, fit.fixed)
     theta, beta, _, _ = problem.unpack(fit.x)
     etas = fit.etas if etas is None else np.asarray(etas, float)
@@ -2598,8 +2824,27 @@ def _finite_predictions(problem: _Problem, theta, beta, eta, what: str) -> np.nd
 def conditional_modes(fit: NLMEFit, data: Observations) -> np.ndarray:
     """Each subject's mode of the random effects (N, q) given its data and the fitted
     population model (empirical Bayes / MAP estimates), for subjects the fit has not
-    seen: e.g. a new patient's few samples. A ``ValueError`` naming the subjects whose
-    predictions fail (NaN or inf) on the way to their modes."""
+    seen: e.g. a new patient's few samples.
+
+    Parameters
+    ----------
+    fit : NLMEFit
+        The fitted model (its estimates held fixed).
+    data : Observations
+        The subjects' observations (at least one).
+
+    Returns
+    -------
+    numpy.ndarray
+        The modes (N, q), in the order of :attr:`NLMEModel.random`, on the transformed
+        scale of each parameter.
+
+    Raises
+    ------
+    ValueError
+        No observation, or naming the subjects whose predictions fail (NaN or inf) on the
+        way to their modes.
+    """
     data.require_observations()
     problem = _Problem(fit.model, data, fit.fixed)
     eta = np.zeros((data.n_subjects, problem.q))
@@ -2616,7 +2861,22 @@ def conditional_modes(fit: NLMEFit, data: Observations) -> np.ndarray:
 
 def individual_parameters(fit: NLMEFit, data: Observations, etas) -> dict[str, np.ndarray]:
     """Natural-scale parameters (N,) of the subjects of ``data`` (their covariates) with
-    random effects ``etas`` (N, q), e.g. from :func:`conditional_modes`."""
+    random effects ``etas`` (N, q), e.g. from :func:`conditional_modes`.
+
+    Parameters
+    ----------
+    fit : NLMEFit
+        The fitted model.
+    data : Observations
+        The subjects (their covariates are read).
+    etas : array_like
+        Their random effects (N, q), in the order of :attr:`NLMEModel.random`.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        Each parameter of the model, (N,), on its natural scale (its unit).
+    """
     problem = _Problem(fit.model, data, fit.fixed)
     theta, beta, _, _ = problem.unpack(fit.x)
     eta = np.asarray(etas, float)[:, None]
@@ -2629,7 +2889,25 @@ def simulate_population(
     """Observations simulated from the fitted model (new etas and residual errors) for
     the subjects of ``data``: (n_replicates, N, K). For visual predictive checks. Where
     the model's prediction fails (NaN or inf) for a simulated subject, the simulated
-    values there are NaN, with an :class:`NLMEWarning` saying for how many subjects."""
+    values there are NaN, with an :class:`NLMEWarning` saying for how many subjects.
+
+    Parameters
+    ----------
+    fit : NLMEFit
+        The fitted model.
+    data : Observations
+        The subjects (covariates, times, ``extra``) to simulate.
+    n_replicates : int
+        The number of simulated data sets.
+    seed : int
+        Seed of the random generator (default 0).
+
+    Returns
+    -------
+    numpy.ndarray
+        Simulated observations (n_replicates, N, K), in the DV's unit, at every time of
+        ``data.times_h`` (padding included).
+    """
     problem = _Problem(fit.model, data, fit.fixed)
     theta, beta, omega, sigma = problem.unpack(fit.x)
     rng = np.random.default_rng(seed)
@@ -2652,7 +2930,19 @@ def simulate_population(
 
 def compare_estimates(fits: Sequence[NLMEFit]) -> pd.DataFrame:
     """Estimates of several fits side by side, with their OFV (e.g. from different
-    starting points)."""
+    starting points).
+
+    Parameters
+    ----------
+    fits : sequence of NLMEFit
+        The fits (their estimates aligned by name; NaN where a fit lacks one).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One column per fit (0, 1, ...), one row per estimate (natural scale) and a last
+        row ``OFV``.
+    """
     table = pd.concat({i: f.estimates["estimate"] for i, f in enumerate(fits)}, axis=1)
     table.loc["OFV"] = [f.ofv for f in fits]
     return table

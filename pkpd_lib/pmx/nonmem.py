@@ -98,6 +98,20 @@ def to_nonmem(data) -> pd.DataFrame:
 
     Rows are sorted by ID and TIME; at a time with both a dose and samples, the samples
     come first (they are pre-dose troughs).
+
+    Parameters
+    ----------
+    data : Dataset
+        A data set of :mod:`pkpd_lib.study.datasets` (read: its ``population``,
+        ``regimens``, shared ``times_h`` (T,), ``conc_obs`` and ``pd_obs`` (N, T)).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The columns of :data:`NONMEM_COLUMNS`: a dose record (CMT :data:`CMT_DEPOT`, AMT
+        mg, DV 0) for each dose, and observation records of the concentration (CMT
+        :data:`CMT_CENTRAL`, mg/L) and the PD (CMT :data:`CMT_RESPONSE`, biomarker units)
+        at every sampling time; not checked (:func:`check_nonmem`).
     """
     pop, n, t = data.population, data.n_patients, data.times_h
     cov = pop.covariates.reset_index(drop=True)
@@ -145,9 +159,32 @@ def _with_dtypes(df: pd.DataFrame) -> pd.DataFrame:
 
 def write_nonmem_csv(table: pd.DataFrame, path: str | Path, overwrite: bool = False) -> Path:
     """Check ``table`` and write it to CSV atomically; floats keep every digit (exact round
-    trip), missing values are written as ``.``. An existing file is replaced only with
-    ``overwrite=True``. ADDL and II columns are written as they are (the reader expands
-    them into dose records)."""
+    trip), missing values are written as ``.``. ADDL and II columns are written as they
+    are (the reader expands them into dose records).
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        A NONMEM table (see :func:`check_nonmem`; replicate observation records are
+        refused).
+    path : str or pathlib.Path
+        The file to write.
+    overwrite : bool
+        Replace an existing file (default False: an existing file is not replaced).
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    ValueError
+        From :func:`check_nonmem`.
+    FileExistsError
+        ``path`` exists and ``overwrite`` is False (from
+        :func:`pkpd_lib.files.atomic_path`).
+    """
     check_nonmem(table)
     with atomic_path(path, overwrite) as tmp:
         table.to_csv(tmp, index=False, float_format="%.17g", na_rep=".")
@@ -333,8 +370,20 @@ def check_nonmem(table: pd.DataFrame, replicates: bool = False) -> None:
     an observation. Where present: WT > 0, AGE > 0, SEX in {0, 1}, each constant within
     an ID; ADDL a whole number and II >= 0 h, both > 0 together on dose rows and 0 on
     other rows; SS and RATE 0 (steady state and infusions are not supported).
-    ``replicates=True`` accepts repeated *observation* records (two assays of one
-    sample are two observations, as NONMEM reads them); doses are never repeated.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        The table, one row per record.
+    replicates : bool
+        Accept repeated *observation* records (two assays of one sample are two
+        observations, as NONMEM reads them); doses are never repeated.
+
+    Raises
+    ------
+    ValueError
+        A missing required column, no record or a non-numeric column; else one message
+        listing every broken convention with the IDs and records concerned.
     """
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     if missing:
@@ -561,9 +610,31 @@ def observations_from_nonmem(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pivot the observations of compartment ``cmt`` to arrays.
 
-    Returns ``(ids, times_h, dv)`` with ``dv`` of shape (N, T); every ID in the table must
-    be sampled in ``cmt`` at the same times (an ID without such samples is an error, not
-    silently dropped). For any times and doses per subject, see :func:`observations`.
+    Every ID in the table must be sampled in ``cmt`` at the same times (an ID without
+    such samples is an error, not silently dropped). For any times and doses per subject,
+    see :func:`observations`.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        A NONMEM table (checked, see :func:`check_nonmem`; no replicate records).
+    cmt : int
+        The compartment whose observations (EVID 0, MDV 0) to take.
+
+    Returns
+    -------
+    ids : numpy.ndarray
+        The IDs, sorted, (N,).
+    times_h : numpy.ndarray
+        The shared sampling times (h), sorted, (T,).
+    dv : numpy.ndarray
+        The observations, (N, T).
+
+    Raises
+    ------
+    ValueError
+        From :func:`check_nonmem`; no observations in ``cmt``, an ID without one, or IDs
+        not all sampled at the same times.
     """
     check_nonmem(table)
     obs = table[(table["EVID"] == 0) & (table["CMT"] == cmt) & (table["MDV"] == 0)]

@@ -35,8 +35,29 @@ from .regimens import Regimen, per_patient
 def dose_arrays(regimens: Regimen | Sequence[Regimen], n: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-patient dose times (h) and amounts (mg), each (N, E), zero-padded to the
     longest regimen (a padded entry is a 0 mg dose at 0 h, which adds nothing; a
-    regimen's own doses are all > 0 mg). ``regimens``: one shared by the ``n`` patients,
-    or one each.
+    regimen's own doses are all > 0 mg).
+
+    Parameters
+    ----------
+    regimens : Regimen or sequence of Regimen
+        One :class:`~pkpd_lib.pmx.regimens.Regimen` shared by the ``n`` patients, or one
+        each.
+    n : int
+        The number of patients N.
+
+    Returns
+    -------
+    times : numpy.ndarray
+        Dose times (h), (N, E), E the most doses of any regimen.
+    amounts : numpy.ndarray
+        Dose amounts (mg), (N, E).
+
+    Raises
+    ------
+    ValueError
+        A number of regimens other than one or ``n``.
+    TypeError
+        An entry that is not a :class:`~pkpd_lib.pmx.regimens.Regimen`.
 
     Examples
     --------
@@ -54,8 +75,26 @@ def dose_arrays(regimens: Regimen | Sequence[Regimen], n: int) -> tuple[np.ndarr
 
 
 def times_per_patient(times_h, n: int) -> np.ndarray:
-    """Sampling times (h) as an (N, T) array: ``times_h`` (T,) shared by the ``n``
-    patients or (N, T); ``ValueError`` unless finite, >= 0 and strictly increasing."""
+    """Sampling times (h) as an (N, T) array.
+
+    Parameters
+    ----------
+    times_h : array_like
+        Sampling times (h): (T,) shared by the ``n`` patients, or (N, T).
+    n : int
+        The number of patients N.
+
+    Returns
+    -------
+    numpy.ndarray
+        The times (N, T), h (a read-only broadcast view for shared times).
+
+    Raises
+    ------
+    ValueError
+        Unless there is a row per patient and every time is finite, >= 0 and strictly
+        increasing within its row.
+    """
     t = np.asarray(times_h, dtype=float)
     t = np.broadcast_to(t, (n, t.shape[-1])) if t.ndim == 1 else t
     if t.shape[0] != n:
@@ -81,6 +120,11 @@ def iv_bolus(cl, v, dose_mg, t_h) -> np.ndarray:
     dose_mg, t_h : array_like
         The dose (mg) and the time since it (h, >= 0).
 
+    Returns
+    -------
+    numpy.ndarray
+        The concentration (mg/L), the broadcast shape of the arguments.
+
     Examples
     --------
     >>> iv_bolus(5.0, 50.0, 100.0, [0.0, 10.0 * np.log(2)]).round(6).tolist()
@@ -103,6 +147,17 @@ def iv_infusion(cl, v, dose_mg, t_h, *, rate_mg_h=None, duration_h=None) -> np.n
         The dose (mg) and the time since the infusion started (h, >= 0).
     rate_mg_h, duration_h : array_like
         Exactly one of them: the infusion rate (mg/h) or its duration (h), > 0.
+
+    Returns
+    -------
+    numpy.ndarray
+        The concentration (mg/L), the broadcast shape of the arguments.
+
+    Raises
+    ------
+    ValueError
+        Both or neither of ``rate_mg_h`` and ``duration_h`` given, or the one given not
+        finite and > 0.
 
     Examples
     --------
@@ -146,6 +201,11 @@ def first_order_absorption(ka, cl, v, dose_mg, t_h, *, tlag_h=None) -> np.ndarra
     tlag_h : array_like, optional
         Absorption starts ``tlag_h`` after the dose (0 before).
 
+    Returns
+    -------
+    numpy.ndarray
+        The concentration (mg/L), the broadcast shape of the arguments.
+
     Examples
     --------
     >>> first_order_absorption(1.0, 15.0, 50.0, 100.0, [0.0, 1.0, 24.0]).round(4).tolist()
@@ -176,6 +236,19 @@ def first_order_absorption_log_derivatives(
     ``df/dlog ka = f + D ka^2 / V dg/dka`` and ``df/dlog CL = D ka ke / V dg/dke``;
     where ``ka = ke = k`` both derivatives of ``g`` tend to ``-t^2 exp(-k t) / 2``.
 
+    Parameters
+    ----------
+    ka, cl, v : array_like
+        Absorption rate (1/h), clearance (L/h) and volume (L).
+    dose_mg, t_h : array_like
+        The dose (mg) and the time since it (h, >= 0); no lag time.
+
+    Returns
+    -------
+    f, df_dlog_ka, df_dlog_cl : numpy.ndarray
+        The concentration and its two derivatives (mg/L), each the broadcast shape of the
+        arguments.
+
     Examples
     --------
     >>> f, d_ka, d_cl = first_order_absorption_log_derivatives(1.0, 15.0, 50.0, 100.0, 1.0)
@@ -204,6 +277,21 @@ def transit_absorption(ka, cl, v, dose_mg, t_h) -> np.ndarray:
     equal first-order steps (a transit compartment and absorption, both at rate ``ka``
     1/h) into one compartment with elimination ``CL/V``: the dose reaches the
     compartment as a gamma(2, ka) input, in closed form. Arrays broadcast.
+
+    Where ``|ka - CL/V| < 1e-6 ka`` the formula is evaluated with that difference set to
+    ``1e-6 ka`` (approximating the limit of equal rates).
+
+    Parameters
+    ----------
+    ka, cl, v : array_like
+        Transit and absorption rate (1/h), clearance (L/h) and volume (L).
+    dose_mg, t_h : array_like
+        The dose (mg) and the time since it (h, >= 0).
+
+    Returns
+    -------
+    numpy.ndarray
+        The concentration (mg/L), the broadcast shape of the arguments.
 
     Examples
     --------
@@ -263,6 +351,18 @@ def superpose(
     **params
         The kernel's parameters: (N,) arrays (one value per patient) or scalars.
 
+    Returns
+    -------
+    numpy.ndarray or tuple of numpy.ndarray
+        The superposed values (N, T), in the kernel's unit (mg/L for the kernels of this
+        module); a tuple of them where the kernel returns a tuple.
+
+    Raises
+    ------
+    ValueError
+        An unknown ``sample_at_dose`` or ``order``, or a kernel parameter that is neither
+        a scalar nor (N,).
+
     Examples
     --------
     Two 100 mg doses 12 h apart, sampled at 12 h (before the second) and 13 h:
@@ -312,10 +412,23 @@ def _per_patient(value):
 
 
 def oral_conc(ka, cl, v, dose_times_h, amounts_mg, times_h) -> np.ndarray:
-    """:func:`first_order_absorption` superposed (:func:`superpose`, troughs): the
-    concentrations (mg/L), (N, T), of patients with ``ka`` (1/h), ``cl`` (L/h), ``v``
-    (L), each (N,), after doses (N, E) at sampling times (N, T); unchecked (see
-    :func:`one_compartment_conc`)."""
+    """:func:`first_order_absorption` superposed (:func:`superpose`, troughs); unchecked
+    (see :func:`one_compartment_conc`).
+
+    Parameters
+    ----------
+    ka, cl, v : numpy.ndarray
+        Absorption rate (1/h), clearance (L/h) and volume (L) of each patient, (N,).
+    dose_times_h, amounts_mg : numpy.ndarray
+        Dose times (h) and amounts (mg), (N, E), e.g. from :func:`dose_arrays`.
+    times_h : numpy.ndarray
+        Sampling times (h), (N, T), or (T,) for all patients.
+
+    Returns
+    -------
+    numpy.ndarray
+        The concentrations (mg/L), (N, T).
+    """
     return superpose(first_order_absorption, dose_times_h, amounts_mg, times_h, ka=ka, cl=cl, v=v)
 
 
@@ -323,7 +436,23 @@ def oral_log_derivatives(ka, cl, v, dose_times_h, amounts_mg, times_h) -> np.nda
     """Derivatives (mg/L), (N, T, 3), of :func:`oral_conc` with respect to ``log ka``,
     ``log CL`` and ``log V`` (:func:`first_order_absorption_log_derivatives`
     superposed): the analytic Jacobian of the empirical Bayes fit
-    (:func:`pkpd_lib.pmx.pkfit.fit_individual_pk`)."""
+    (:func:`pkpd_lib.pmx.pkfit.fit_individual_pk`).
+
+    Parameters
+    ----------
+    ka, cl, v : numpy.ndarray
+        Absorption rate (1/h), clearance (L/h) and volume (L) of each patient, (N,).
+    dose_times_h, amounts_mg : numpy.ndarray
+        Dose times (h) and amounts (mg), (N, E).
+    times_h : numpy.ndarray
+        Sampling times (h), (N, T).
+
+    Returns
+    -------
+    numpy.ndarray
+        The derivatives (mg/L), (N, T, 3): along the last axis with respect to ``log ka``,
+        ``log CL`` and ``log V``.
+    """
     f, d_ka, d_cl = superpose(
         first_order_absorption_log_derivatives,
         dose_times_h,
@@ -339,10 +468,28 @@ def oral_log_derivatives(ka, cl, v, dose_times_h, amounts_mg, times_h) -> np.nda
 def one_compartment_conc(ka, CL, V, regimens, times_h) -> np.ndarray:
     """Concentration (mg/L), shape (N, T), of the oral one-compartment model.
 
-    ``ka`` (1/h), ``CL`` (L/h), ``V`` (L) are (N,) arrays; ``regimens`` one
-    :class:`~pkpd_lib.pmx.regimens.Regimen` or one per patient; ``times_h`` (T,) or
-    (N, T). A dose at exactly a sampling time counts after the sample (trough), as in
+    A dose at exactly a sampling time counts after the sample (trough), as in
     :func:`pkpd_lib.pmx.model.simulate`.
+
+    Parameters
+    ----------
+    ka, CL, V : array_like
+        Absorption rate (1/h), clearance (L/h) and volume (L), each (N,) (not checked).
+    regimens : Regimen or sequence of Regimen
+        One :class:`~pkpd_lib.pmx.regimens.Regimen` or one per patient.
+    times_h : array_like
+        Sampling times (h), (T,) or (N, T).
+
+    Returns
+    -------
+    numpy.ndarray
+        The concentrations (mg/L), (N, T).
+
+    Raises
+    ------
+    ValueError
+        Sampling times that :func:`times_per_patient` refuses, or a number of regimens
+        other than one or N.
 
     Examples
     --------

@@ -38,11 +38,24 @@ FIT_TOL = 1e-12
 
 @dataclass(frozen=True)
 class PKFit:
-    """Empirical Bayes PK estimates: ``params`` (DataFrame of ka 1/h, CL L/h, V L, one row
-    per patient), ``etas`` (their log deviations from the covariate-predicted values),
-    each patient's ``objective`` at the estimate (sum of squared scaled residuals and
-    prior terms, -2 log posterior up to a constant), the optimiser's total ``cost`` and
-    ``nfev``, and the wall time in ``seconds``."""
+    """Empirical Bayes PK estimates.
+
+    Attributes
+    ----------
+    params : pandas.DataFrame
+        Columns ka (1/h), CL (L/h) and V (L), one row per patient.
+    etas : pandas.DataFrame
+        Their log deviations from the covariate-predicted values, same layout.
+    objective : numpy.ndarray
+        Each patient's objective at the estimate (N,): sum of squared scaled residuals and
+        prior terms, -2 log posterior up to a constant.
+    cost : float
+        The optimiser's total cost.
+    nfev : int
+        The optimiser's number of function evaluations.
+    seconds : float
+        The wall time of the fit.
+    """
 
     params: pd.DataFrame
     etas: pd.DataFrame
@@ -61,13 +74,39 @@ def fit_individual_pk(
 ) -> PKFit:
     """Empirical Bayes estimates of ka, CL and V from each patient's concentrations.
 
-    ``conc_obs`` (N, T) in mg/L, ``times_h`` (T,) or (N, T); observations <= 0 (e.g. the
-    pre-dose sample) carry no information on the log scale and are left out. The prior
-    is the population model: covariate-predicted typical values with log-normal etas of
-    SD :data:`pkpd_lib.pmx.population.ETA_SD`. The one-compartment oral model can have
-    more than one local optimum per patient (e.g. ka and CL/V trading places); all
-    patients are solved as one problem, which in the benchmark reached an equal or lower
-    objective than separate per-patient fits for every patient.
+    Observations <= 0 (e.g. the pre-dose sample) carry no information on the log scale
+    and are left out. The prior is the population model: covariate-predicted typical
+    values with log-normal etas of SD :data:`pkpd_lib.pmx.population.ETA_SD`. The
+    one-compartment oral model can have more than one local optimum per patient (e.g. ka
+    and CL/V trading places); all patients are solved as one problem, which in the
+    benchmark reached an equal or lower objective than separate per-patient fits for
+    every patient.
+
+    Parameters
+    ----------
+    conc_obs : array_like
+        Observed concentrations (mg/L), (N, T), finite and >= 0.
+    times_h : array_like
+        Sampling times (h), (T,) or (N, T).
+    regimens : Regimen or sequence of Regimen
+        One regimen shared by the patients, or one each.
+    covariates : mapping or pandas.DataFrame
+        ``WT`` (kg), ``AGE`` (years) and ``SEX`` (1 female) of the N patients.
+    residual_cv : float
+        The proportional residual error (a fraction; the SD of the log residuals), default
+        that of the data, :data:`pkpd_lib.pmx.sampling.RESIDUAL_CV` ``["conc"]``.
+
+    Returns
+    -------
+    PKFit
+
+    Raises
+    ------
+    ValueError
+        ``conc_obs`` not 2-D, not finite or negative; sampling times that
+        :func:`pkpd_lib.pmx.pk.times_per_patient` refuses or of another shape; covariates
+        that :func:`pkpd_lib.pmx.population.individual_params` refuses or of another
+        number of patients.
     """
     conc = np.asarray(conc_obs, dtype=float)
     if conc.ndim != 2:
@@ -138,6 +177,22 @@ def fit_individual_pk(
 
 
 def reconstructed_conc(fit: PKFit, regimens, times_h) -> np.ndarray:
-    """Noise-free concentration (mg/L), (N, T), of the fitted patients at ``times_h``."""
+    """Noise-free concentration (mg/L), (N, T), of the fitted patients at ``times_h``.
+
+    Parameters
+    ----------
+    fit : PKFit
+        The patients' estimates.
+    regimens : Regimen or sequence of Regimen
+        One regimen shared by the patients, or one each (not necessarily those of the
+        fit's data).
+    times_h : array_like
+        Times (h), (T,) or (N, T).
+
+    Returns
+    -------
+    numpy.ndarray
+        Concentrations (mg/L), (N, T) (:func:`pkpd_lib.pmx.pk.one_compartment_conc`).
+    """
     p = fit.params
     return one_compartment_conc(p["ka"], p["CL"], p["V"], regimens, times_h)

@@ -42,7 +42,19 @@ PD_STEP_H = 0.5
 
 def covariate_columns(covariates: Mapping[str, object]) -> dict[str, np.ndarray]:
     """The centred covariates the models use: ``lwt`` = log(WT/70), ``lage`` =
-    log(AGE/45), ``sex`` (1 female)."""
+    log(AGE/45), ``sex`` (1 female).
+
+    Parameters
+    ----------
+    covariates : mapping
+        ``WT`` (kg), ``AGE`` (years) and ``SEX`` (0 male, 1 female) of N patients, e.g. a
+        DataFrame (not checked).
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        ``lwt``, ``lage`` and ``sex``, each (N,).
+    """
     wt = np.asarray(covariates["WT"], float)
     age = np.asarray(covariates["AGE"], float)
     return {
@@ -53,7 +65,26 @@ def covariate_columns(covariates: Mapping[str, object]) -> dict[str, np.ndarray]
 
 
 def pk_observations(conc_obs, times_h, regimens, covariates) -> Observations:
-    """Concentration observations (N, K) with each patient's doses."""
+    """Concentration observations (N, K) with each patient's doses.
+
+    Parameters
+    ----------
+    conc_obs : array_like
+        Observed concentrations (mg/L), (N, K); NaN for a missing sample.
+    times_h : array_like
+        Sampling times (h), (K,) shared or (N, K).
+    regimens : Regimen or sequence of Regimen
+        One regimen shared by the patients, or one each.
+    covariates : mapping
+        ``WT``, ``AGE`` and ``SEX`` of the patients (see :func:`covariate_columns`).
+
+    Returns
+    -------
+    Observations
+        For :data:`PK_MODEL`: IDs 0..N-1, the covariate columns of
+        :func:`covariate_columns`, and the doses of :func:`pkpd_lib.pmx.pk.dose_arrays`
+        in ``extra`` (``"dose_t"`` h and ``"dose_amt"`` mg, (N, E)).
+    """
     conc = np.asarray(conc_obs, float)
     n = conc.shape[0]
     t = np.broadcast_to(np.asarray(times_h, float), conc.shape)
@@ -115,7 +146,22 @@ PK_STARTS = (PK_START, {"ka": 2.0, "CL": 25.0, "V": 80.0}, {"ka": 0.25, "CL": 6.
 
 
 def individual_conc(pk_params: Mapping[str, np.ndarray], regimens, times_h) -> np.ndarray:
-    """Concentrations (N, T) from individual PK parameters (ka, CL, V arrays (N,))."""
+    """Concentrations (N, T) from individual PK parameters (ka, CL, V arrays (N,)).
+
+    Parameters
+    ----------
+    pk_params : mapping
+        ``ka`` (1/h), ``CL`` (L/h) and ``V`` (L), each (N,).
+    regimens : Regimen or sequence of Regimen
+        One regimen shared by the patients, or one each.
+    times_h : array_like
+        Times (h), (T,), shared by the patients.
+
+    Returns
+    -------
+    numpy.ndarray
+        Concentrations (mg/L), (N, T); a dose at a time counts after it (trough).
+    """
     n = np.asarray(pk_params["CL"]).size
     dose_t, dose_amt = dose_arrays(regimens, n)
     t = np.broadcast_to(np.asarray(times_h, float), (n, np.size(times_h)))
@@ -134,6 +180,18 @@ def linear_recurrence(u, decay) -> np.ndarray:
     first-order linear filter with one ``decay`` per row (broadcast against
     ``u[..., 0]``), computed by a doubling scan (log2 of the length in whole-array
     passes) instead of a Python loop over the steps.
+
+    Parameters
+    ----------
+    u : array_like
+        The input, (..., G).
+    decay : array_like
+        The factor per step, broadcast against ``u[..., 0]``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``s``, the broadcast shape of ``u`` and ``decay[..., None]``.
 
     Examples
     --------
@@ -154,8 +212,27 @@ def linear_recurrence(u, decay) -> np.ndarray:
 def transit_turnover_grid(
     p: Mapping[str, np.ndarray], conc_mid, n_transit: int, step_h: float = PD_STEP_H
 ) -> np.ndarray:
-    """PD on the grid 0, step_h, ... (..., G+1) from mid-step concentrations ``conc_mid``
-    (N, G), for parameter arrays (N, R) (or broadcastable); see the module docstring."""
+    """PD on the grid 0, step_h, ... from mid-step concentrations; see the module
+    docstring.
+
+    Parameters
+    ----------
+    p : mapping
+        ``Emax``, ``EC50`` (mg/L), ``gam``, ``R0`` (biomarker units), ``kout`` (1/h) and,
+        with transit steps, ``MTT`` (h): arrays (N, R) (or broadcastable).
+    conc_mid : array_like
+        Concentrations (mg/L) at the middle of each step, (N, G).
+    n_transit : int
+        Transit steps between the drug effect and the turnover (0: none).
+    step_h : float
+        The grid's step (h), default :data:`PD_STEP_H`.
+
+    Returns
+    -------
+    numpy.ndarray
+        PD (biomarker units) at 0, step_h, ..., G step_h: (N, R, G+1) for (N, R)
+        parameters, starting at ``R0``.
+    """
     c = np.asarray(conc_mid, float)[:, None, :]
     emax, ec50, gam = (np.asarray(p[k], float)[..., None] for k in ("Emax", "EC50", "gam"))
     cg = np.power(np.maximum(c, 0.0), gam)
@@ -199,7 +276,34 @@ def pd_observations(
     pd_obs, times_h, conc_mid, covariates, step_h: float = PD_STEP_H
 ) -> Observations:
     """PD observations (N, K) at ``times_h`` (multiples of ``step_h``) with the patients'
-    mid-step concentrations on the PD grid (N, G)."""
+    mid-step concentrations on the PD grid (N, G).
+
+    Parameters
+    ----------
+    pd_obs : array_like
+        Observed PD (biomarker units), (N, K); NaN where missing.
+    times_h : array_like
+        Sampling times (h), (K,) or (N, K), multiples of ``step_h``.
+    conc_mid : array_like
+        Each patient's concentration (mg/L) at the middle of each grid step, (N, G) (see
+        :func:`mid_grid`), covering the sampling times.
+    covariates : mapping
+        ``WT``, ``AGE`` and ``SEX`` of the patients (see :func:`covariate_columns`).
+    step_h : float
+        The grid's step (h), default :data:`PD_STEP_H`.
+
+    Returns
+    -------
+    Observations
+        For :func:`pd_model`: IDs 0..N-1, the covariate columns of
+        :func:`covariate_columns`, and in ``extra`` ``"conc_mid"`` and ``"grid_index"``
+        (each sample's position on the grid, (N, K)).
+
+    Raises
+    ------
+    ValueError
+        Sampling times that are not multiples of ``step_h``.
+    """
     y = np.asarray(pd_obs, float)
     t = np.broadcast_to(np.asarray(times_h, float), y.shape)
     index = np.rint(t / step_h).astype(int)
@@ -215,12 +319,40 @@ def pd_observations(
 
 
 def mid_grid(t_end_h: float, step_h: float = PD_STEP_H) -> np.ndarray:
-    """Mid-step times (h) of the PD grid up to ``t_end_h``."""
+    """Mid-step times (h) of the PD grid up to ``t_end_h``.
+
+    Parameters
+    ----------
+    t_end_h : float
+        The end of the grid (h).
+    step_h : float
+        The grid's step (h), default :data:`PD_STEP_H`.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``step_h / 2, 3 step_h / 2, ...``, below ``t_end_h``.
+    """
     return np.arange(step_h / 2, t_end_h, step_h)
 
 
 def pd_model(n_transit: int) -> NLMEModel:
-    """The PD model with ``n_transit`` transit steps (3 is the true structure)."""
+    """The PD model with ``n_transit`` transit steps (3 is the true structure).
+
+    Parameters
+    ----------
+    n_transit : int
+        Transit steps between the drug effect and the turnover (0: the effect drives the
+        turnover directly, and the model has no ``MTT``).
+
+    Returns
+    -------
+    NLMEModel
+        Parameters ``R0``, ``Emax``, ``EC50``, ``gam``, ``MTT`` (with transit steps) and
+        ``kout``, all log-transformed; random effects on ``R0``, ``EC50`` and ``kout``;
+        ``Emax`` on ``lage`` and ``EC50`` on ``sex``; a proportional error. Its data come
+        from :func:`pd_observations` or :func:`pd_data`.
+    """
     params = ("R0", "Emax", "EC50", "gam", *(("MTT",) if n_transit else ()), "kout")
 
     def predict(p, d: Observations) -> np.ndarray:
@@ -251,10 +383,34 @@ PD_START = {"R0": 90.0, "Emax": 0.5, "EC50": 1.0, "gam": 1.0, "MTT": 24.0, "kout
 
 
 def pd_data(regimens, times_h, pk_params, covariates, pd_obs=None) -> Observations:
-    """PD observations of patients with individual PK parameters ``pk_params`` (ka, CL,
-    V arrays (N,)) under ``regimens`` at ``times_h`` ((K,) or (N, K), multiples of
-    :data:`PD_STEP_H`): their observed PD (N, K), or none (all missing) to predict or
-    simulate a regimen the patients have not had."""
+    """PD observations of patients with individual PK parameters ``pk_params`` under
+    ``regimens`` at ``times_h``: their observed PD (N, K), or none (all missing) to
+    predict or simulate a regimen the patients have not had.
+
+    Parameters
+    ----------
+    regimens : Regimen or sequence of Regimen
+        One regimen shared by the patients, or one each.
+    times_h : array_like
+        Sampling times (h), (K,) or (N, K), multiples of :data:`PD_STEP_H`.
+    pk_params : mapping
+        ``ka`` (1/h), ``CL`` (L/h) and ``V`` (L), each (N,).
+    covariates : mapping
+        ``WT``, ``AGE`` and ``SEX`` of the patients (see :func:`covariate_columns`).
+    pd_obs : array_like, optional
+        Observed PD (biomarker units), (N, K); None: all missing.
+
+    Returns
+    -------
+    Observations
+        As :func:`pd_observations`, with the concentrations from :func:`individual_conc`
+        on the grid of :func:`mid_grid` up to the last sampling time.
+
+    Raises
+    ------
+    ValueError
+        Sampling times that are not multiples of :data:`PD_STEP_H`.
+    """
     t = np.asarray(times_h, float)
     conc_mid = individual_conc(pk_params, regimens, mid_grid(t.max()))
     y = np.full((conc_mid.shape[0], t.shape[-1]), np.nan) if pd_obs is None else pd_obs
@@ -267,6 +423,19 @@ def generating_values(extra_eta_sd: Mapping[str, float] | None = None) -> dict[s
     together; ``omega`` is the SD of eta), for the patients of
     :func:`pkpd_lib.pmx.population.sample_population` with ``extra_eta_sd``. For comparing
     estimates with the truth in a simulation study; no fit reads them.
+
+    Parameters
+    ----------
+    extra_eta_sd : mapping, optional
+        The extra between-patient SDs the patients were sampled with (as
+        :func:`~pkpd_lib.pmx.population.sample_population` takes them).
+
+    Returns
+    -------
+    dict of str to float
+        Typical values ``theta_*`` in the parameters' units, covariate coefficients
+        ``beta_*`` (the EC50 effect as ``log(1 + effect)``, the fits' log-linear form),
+        ``omega_*``, and ``sigma_prop`` (concentration) and ``sigma_prop (PD)``.
 
     Examples
     --------

@@ -37,10 +37,25 @@ COVARIATE_EFFECTS = {"CL~WT": 0.75, "CL~AGE": -0.3, "V~WT": 1.0, "Emax~AGE": -0.
 
 @dataclass(frozen=True)
 class Covariate:
-    """A demographic covariate: its unit, description and valid values (``low``, with
-    ``low_open`` if ``low`` itself is invalid; ``values``: the only valid values, if
-    discrete). The network inputs of the same names (:mod:`pkpd_lib.nets.features`) are
-    built from these definitions."""
+    """A demographic covariate: its unit, description and valid values. The network inputs
+    of the same names (:mod:`pkpd_lib.nets.features`) are built from these definitions.
+
+    Parameters
+    ----------
+    name : str
+        The covariate's name (e.g. ``"WT"``).
+    unit : str
+        Its unit, in words (e.g. ``"kg"``).
+    description : str
+        What it is, in words.
+    low : float
+        The lowest valid value (default -inf).
+    low_open : bool
+        Whether ``low`` itself is invalid.
+    values : tuple of float, optional
+        The only valid values, if discrete (e.g. ``(0.0, 1.0)``); None: any value from
+        ``low`` on.
+    """
 
     name: str
     unit: str
@@ -71,10 +86,32 @@ def check_valid(
     low_open: bool = False,
     allowed: tuple[float, ...] | None = None,
 ) -> np.ndarray:
-    """``values`` as a float array; ``ValueError`` starting with ``what`` (the quantity
-    and its unit) and naming the first offending patient (the first index) if any value
-    is NaN or inf, not among ``allowed`` (if given), or below ``low`` (or at it, with
-    ``low_open``). The one rule for covariates and network inputs.
+    """``values`` as a float array; ``ValueError`` if any value is NaN or inf, not among
+    ``allowed`` (if given), or below ``low`` (or at it, with ``low_open``). The one rule
+    for covariates and network inputs.
+
+    Parameters
+    ----------
+    values : array_like
+        The values, one per patient (any shape; the first index is the patient).
+    what : str
+        The quantity and its unit, which the message starts with.
+    low : float
+        The lowest valid value (default -inf); not read when ``allowed`` is given.
+    low_open : bool
+        Whether ``low`` itself is invalid.
+    allowed : tuple of float, optional
+        The only valid values.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``values`` as floats.
+
+    Raises
+    ------
+    ValueError
+        Starting with ``what`` and naming the first offending patient (the first index).
 
     Examples
     --------
@@ -104,6 +141,24 @@ def check_covariate(name: str, values) -> np.ndarray:
     against its definition in :data:`COVARIATES`; the message names it as the network
     input of the same name would (``feature 'WT' (kg) ...``).
 
+    Parameters
+    ----------
+    name : str
+        A covariate of :data:`COVARIATES`: ``"WT"`` (kg), ``"AGE"`` (years) or ``"SEX"``
+        (0 male, 1 female).
+    values : array_like
+        Its values, one per patient.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``values`` as floats.
+
+    Raises
+    ------
+    ValueError
+        An unknown covariate, or a value :func:`check_valid` refuses.
+
     Examples
     --------
     >>> check_covariate("WT", [70.0, -3.0])
@@ -119,8 +174,21 @@ def check_covariate(name: str, values) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Population:
-    """N virtual patients: demographics (``WT`` kg, ``AGE`` years, ``SEX`` 1 = female),
-    the individual parameters and the etas that produced them.
+    """N virtual patients: demographics, the individual parameters and the etas that
+    produced them.
+
+    Attributes
+    ----------
+    ids : numpy.ndarray
+        Patient IDs, (N,).
+    covariates : pandas.DataFrame
+        Demographics, one row per patient: ``WT`` (kg), ``AGE`` (years), ``SEX`` (1 =
+        female).
+    params : Params
+        The individual parameters (see :class:`~pkpd_lib.pmx.model.Params`), each (N,).
+    etas : pandas.DataFrame
+        The random effects (log deviations), one column per parameter that has one, one
+        row per patient.
 
     Examples
     --------
@@ -139,7 +207,14 @@ class Population:
         return self.ids.size
 
     def table(self) -> pd.DataFrame:
-        """One row per patient: ID, covariates and individual parameters."""
+        """One row per patient: ID, covariates and individual parameters.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``ID``, ``WT``, ``AGE``, ``SEX``, then the parameters of
+            :data:`~pkpd_lib.pmx.model.PARAM_NAMES` in their units.
+        """
         df = pd.DataFrame({"ID": self.ids})
         df = pd.concat([df, self.covariates.reset_index(drop=True)], axis=1)
         for k, v in self.params.as_dict().items():
@@ -149,6 +224,23 @@ class Population:
 
 def check_covariates(covariates: Mapping[str, object] | pd.DataFrame) -> dict[str, np.ndarray]:
     """Validate WT (kg), AGE (years) and SEX (0/1) arrays; return them as float arrays.
+
+    Parameters
+    ----------
+    covariates : mapping or pandas.DataFrame
+        ``WT``, ``AGE`` and ``SEX`` values, one per patient (flattened); other keys or
+        columns are ignored.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        ``WT``, ``AGE`` and ``SEX`` as float arrays (N,).
+
+    Raises
+    ------
+    ValueError
+        A missing covariate, an invalid value (:func:`check_covariate`) or covariates of
+        different lengths.
 
     Examples
     --------
@@ -175,10 +267,32 @@ def individual_params(
 ) -> Params:
     """Apply the covariate model and etas to typical values.
 
-    ``etas`` maps parameter names to arrays of log deviations (missing ones are 0, i.e.
-    the covariate-predicted typical patient). The default model has etas on the
-    parameters in :data:`ETA_SD`; variants may add etas on any parameter (e.g. unexplained
-    between-patient PD variability on ``EC50``).
+    The default model has etas on the parameters in :data:`ETA_SD`; variants may add etas
+    on any parameter (e.g. unexplained between-patient PD variability on ``EC50``).
+
+    Parameters
+    ----------
+    covariates : mapping or pandas.DataFrame
+        ``WT`` (kg), ``AGE`` (years) and ``SEX`` (1 female) of N patients (see
+        :func:`check_covariates`).
+    etas : mapping, optional
+        Parameter names to arrays (N,) of log deviations (missing ones are 0, i.e. the
+        covariate-predicted typical patient).
+    typical : mapping
+        Typical values of every parameter, in their units (default
+        :data:`~pkpd_lib.pmx.model.TYPICAL_PARAMS`).
+
+    Returns
+    -------
+    Params
+        The individual parameters, each (N,).
+
+    Raises
+    ------
+    ValueError
+        Covariates :func:`check_covariates` refuses, etas of an unknown parameter, an eta
+        that is not N finite numbers, or parameters :class:`~pkpd_lib.pmx.model.Params`
+        refuses.
 
     Examples
     --------
@@ -223,11 +337,33 @@ def sample_population(
 ) -> Population:
     """Sample ``n`` virtual patients from ``seed`` (IDs ``first_id`` .. ``first_id + n - 1``).
 
-    ``extra_eta_sd`` adds between-patient variability beyond the default model's, e.g.
-    ``{"EC50": 0.3}``. Those etas are drawn after all others, so the patients' covariates
-    and default etas are the same with or without them. ``typical``: the typical values
-    (another drug; see :data:`pkpd_lib.pmx.model.TYPICAL_PARAMS`), with the same covariate
-    model and variability.
+    Those etas of ``extra_eta_sd`` are drawn after all others, so the patients'
+    covariates and default etas are the same with or without them.
+
+    Parameters
+    ----------
+    n : int
+        The number of patients, a whole number >= 1.
+    seed : int
+        Seed of numpy's PCG64 generator.
+    first_id : int
+        The first patient's ID (default 1).
+    extra_eta_sd : mapping, optional
+        Between-patient variability beyond the default model's: SDs of eta (>= 0) by
+        parameter, e.g. ``{"EC50": 0.3}``.
+    typical : mapping
+        The typical values (another drug; see :data:`pkpd_lib.pmx.model.TYPICAL_PARAMS`),
+        with the same covariate model and variability.
+
+    Returns
+    -------
+    Population
+
+    Raises
+    ------
+    ValueError
+        ``n`` not a whole number >= 1, an ``extra_eta_sd`` on a parameter that already has
+        variability or on an unknown one, or one that is not a finite SD >= 0.
 
     Examples
     --------

@@ -28,6 +28,12 @@ class Regimen:
     name : str
         A label used in tables and plot legends.
 
+    Raises
+    ------
+    ValueError
+        No dose, times and amounts of different lengths, times that are not finite,
+        negative or unsorted, or amounts that are not finite or not > 0.
+
     Examples
     --------
     >>> r = Regimen([0.0, 12.0], [50.0, 50.0], name="two doses")
@@ -69,7 +75,13 @@ class Regimen:
         return float(self.amounts_mg.sum())
 
     def doses(self) -> list[tuple[float, float]]:
-        """The schedule as a list of ``(time_h, amount_mg)`` tuples."""
+        """The schedule as a list of ``(time_h, amount_mg)`` tuples.
+
+        Returns
+        -------
+        list of tuple of float
+            One ``(time_h, amount_mg)`` pair per dose (h, mg), in time order.
+        """
         return [(float(t), float(a)) for t, a in zip(self.times_h, self.amounts_mg, strict=True)]
 
 
@@ -119,6 +131,25 @@ def from_doses(doses: Iterable[tuple[float, float]], name: str = "custom") -> Re
     sorted by time: an unsorted schedule is usually a data error, so it is rejected rather
     than silently reordered.
 
+    Parameters
+    ----------
+    doses : iterable of (float, float)
+        The ``(time_h, amount_mg)`` pairs: time (h, >= 0) and amount (mg, > 0).
+    name : str
+        The regimen's label (default ``"custom"``).
+
+    Returns
+    -------
+    Regimen
+
+    Raises
+    ------
+    ValueError
+        An entry that is not a pair, or a schedule :class:`Regimen` refuses (none, unsorted,
+        negative times, amounts not > 0).
+    TypeError
+        A time or amount given as a string, bytes or bool.
+
     Examples
     --------
     >>> missed = from_doses([(0.0, 100.0), (48.0, 100.0)], name="day 2 missed")
@@ -145,6 +176,30 @@ def repeated(
     The daily dose is split evenly, so QD, BID and TID of the same ``daily_dose_mg`` give
     the same total exposure. The first dose is at 0 h.
 
+    Parameters
+    ----------
+    daily_dose_mg : float
+        The amount per day (mg), > 0.
+    doses_per_day : int
+        Doses a day, a whole number >= 1; the interval is ``24 / doses_per_day`` h.
+    days : int
+        Days of dosing, a whole number >= 1.
+    name : str, optional
+        The label; default ``"<doses_per_day>x/day"``.
+
+    Returns
+    -------
+    Regimen
+        ``doses_per_day * days`` doses of ``daily_dose_mg / doses_per_day`` mg.
+
+    Raises
+    ------
+    ValueError
+        ``doses_per_day`` or ``days`` not a whole number >= 1 (a bool included), or
+        ``daily_dose_mg`` not finite and > 0.
+    TypeError
+        ``daily_dose_mg`` not a number (a string, a bool).
+
     Examples
     --------
     >>> repeated(90.0, 3, days=1).doses()
@@ -163,6 +218,27 @@ def repeated(
 def named(regimen: str, daily_dose_mg: float = 100.0, days: int = 7) -> Regimen:
     """The study's regimens by name: ``"QD"``, ``"BID"`` or ``"TID"`` (case-insensitive).
 
+    Parameters
+    ----------
+    regimen : str
+        The name.
+    daily_dose_mg : float
+        The amount per day (mg), split evenly over the day's doses (default 100).
+    days : int
+        Days of dosing (default 7).
+
+    Returns
+    -------
+    Regimen
+        :func:`repeated` with the name's doses a day, named in upper case.
+
+    Raises
+    ------
+    ValueError
+        An unknown name, or arguments :func:`repeated` refuses.
+    TypeError
+        ``daily_dose_mg`` not a number.
+
     Examples
     --------
     >>> r = named("bid")
@@ -178,6 +254,18 @@ def named(regimen: str, daily_dose_mg: float = 100.0, days: int = 7) -> Regimen:
 def qd(daily_dose_mg: float = 100.0, days: int = 7) -> Regimen:
     """Once daily: ``daily_dose_mg`` at 0, 24, 48, ... h.
 
+    Parameters
+    ----------
+    daily_dose_mg : float
+        The amount per day (mg, default 100).
+    days : int
+        Days of dosing (default 7).
+
+    Returns
+    -------
+    Regimen
+        Named ``"QD"``.
+
     Examples
     --------
     >>> qd(days=2).doses()
@@ -188,6 +276,18 @@ def qd(daily_dose_mg: float = 100.0, days: int = 7) -> Regimen:
 
 def bid(daily_dose_mg: float = 100.0, days: int = 7) -> Regimen:
     """Twice daily: ``daily_dose_mg / 2`` every 12 h.
+
+    Parameters
+    ----------
+    daily_dose_mg : float
+        The amount per day (mg, default 100).
+    days : int
+        Days of dosing (default 7).
+
+    Returns
+    -------
+    Regimen
+        Named ``"BID"``.
 
     Examples
     --------
@@ -200,6 +300,18 @@ def bid(daily_dose_mg: float = 100.0, days: int = 7) -> Regimen:
 def tid(daily_dose_mg: float = 100.0, days: int = 7) -> Regimen:
     """Thrice daily: ``daily_dose_mg / 3`` every 8 h.
 
+    Parameters
+    ----------
+    daily_dose_mg : float
+        The amount per day (mg, default 100).
+    days : int
+        Days of dosing (default 7).
+
+    Returns
+    -------
+    Regimen
+        Named ``"TID"``.
+
     Examples
     --------
     >>> [t for t, _ in tid(days=1).doses()]
@@ -210,6 +322,25 @@ def tid(daily_dose_mg: float = 100.0, days: int = 7) -> Regimen:
 
 def per_patient(regimen: Regimen | Iterable[Regimen], n: int) -> list[Regimen]:
     """``regimen`` as a list of ``n`` regimens: one shared by all patients, or one each.
+
+    Parameters
+    ----------
+    regimen : Regimen or iterable of Regimen
+        One regimen for every patient, or ``n`` of them.
+    n : int
+        The number of patients.
+
+    Returns
+    -------
+    list of Regimen
+        ``n`` regimens, in patient order.
+
+    Raises
+    ------
+    ValueError
+        An iterable of other than ``n`` regimens.
+    TypeError
+        An entry that is not a :class:`Regimen`.
 
     Examples
     --------
@@ -238,6 +369,33 @@ def random_schedules(
     from ``gap_h`` (inclusive), and each dose is ``daily_dose_mg * gap / 24`` for the gap
     that follows it, so the average rate is ``daily_dose_mg`` a day. Doses stop before
     ``24 * days`` h. Whole-hour times keep the vectorised simulation fast.
+
+    Parameters
+    ----------
+    n : int
+        The number of schedules, a whole number >= 1.
+    seed : int
+        Seed of numpy's random generator.
+    daily_dose_mg : float
+        The average amount per day (mg, default 100).
+    days : int
+        Days of dosing (default 7).
+    gap_h : tuple of (int, int)
+        The smallest and largest gap (h), whole numbers with ``1 <= low <= high``
+        (default (6, 30)).
+
+    Returns
+    -------
+    list of Regimen
+        ``n`` regimens named ``"random"``.
+
+    Raises
+    ------
+    ValueError
+        ``n`` or ``days`` not a whole number >= 1, ``daily_dose_mg`` not finite and > 0,
+        or ``gap_h`` not two whole hours with ``1 <= low <= high``.
+    TypeError
+        ``daily_dose_mg`` not a number.
 
     Examples
     --------
@@ -272,6 +430,29 @@ def every(interval_h: float, dose_mg: float, days: int = 7, name: str | None = N
     The book's validation regimen is ``every(18.0, 75.0)``: 100 mg a day on average, but
     neither QD, BID nor TID, so choices made on it do not peek at the test regimens.
 
+    Parameters
+    ----------
+    interval_h : float
+        The dosing interval (h), > 0.
+    dose_mg : float
+        Each dose (mg), > 0.
+    days : int
+        Days of dosing (default 7): doses at times before ``24 * days`` h.
+    name : str, optional
+        The label; default ``"q<interval_h>h"``.
+
+    Returns
+    -------
+    Regimen
+
+    Raises
+    ------
+    ValueError
+        ``interval_h`` or ``dose_mg`` not finite and > 0, or ``days`` not a whole number
+        >= 1.
+    TypeError
+        ``interval_h`` or ``dose_mg`` not a number.
+
     Examples
     --------
     >>> every(18.0, 75.0, days=2).doses()
@@ -288,6 +469,26 @@ def adherence_regimens(daily_dose_mg: float = 100.0, day: int = 4) -> dict[str, 
     """QD as patients take it: one missed dose, one late dose (8 h), a missed dose made
     up by a double dose the next day, and stopping after ``day - 1`` days. The
     deviation falls on day ``day`` (its dose at ``24 * (day - 1)`` h).
+
+    Parameters
+    ----------
+    daily_dose_mg : float
+        The QD dose (mg, default 100).
+    day : int
+        The day of the deviation, 2 to 6, so it is mid-week (default 4).
+
+    Returns
+    -------
+    dict of str to Regimen
+        ``"missed dose"``, ``"late dose"``, ``"doubled dose"`` and ``"stopped"``, each a
+        deviation from QD over 7 days (doses at 0, 24, ..., 144 h), named by its key.
+
+    Raises
+    ------
+    ValueError
+        ``day`` not a whole number from 2 to 6, or ``daily_dose_mg`` not finite and > 0.
+    TypeError
+        ``daily_dose_mg`` not a number.
 
     Examples
     --------
@@ -325,6 +526,35 @@ def deviating_schedules(
     probability ``p_missed`` or doubled with ``p_doubled``, and with probability
     ``p_stop`` the patient stops at a random time after the first day. Never exactly
     QD, BID or TID, so test regimens stay unseen.
+
+    The first dose is never missed (it may be doubled). The deviations are drawn from a
+    second generator (seeded with ``[seed, 1]``), so the underlying schedules are those
+    of :func:`random_schedules` with the same seed.
+
+    Parameters
+    ----------
+    n : int
+        The number of schedules, a whole number >= 1.
+    seed : int
+        Seed of the schedules and the deviations.
+    daily_dose_mg : float
+        The average amount per day (mg) before the deviations (default 100).
+    days : int
+        Days of dosing (default 7).
+    p_missed, p_doubled, p_stop : float
+        The probabilities (not checked).
+
+    Returns
+    -------
+    list of Regimen
+        ``n`` regimens named ``"random with deviations"``.
+
+    Raises
+    ------
+    ValueError
+        Arguments :func:`random_schedules` refuses (``n``, ``days``, ``daily_dose_mg``).
+    TypeError
+        ``daily_dose_mg`` not a number.
 
     Examples
     --------

@@ -34,7 +34,23 @@ FIXED_DESIGNS = {"dense": DENSE_TIMES_H, "sparse": SPARSE_TIMES_H}
 
 
 def design_times(design: str) -> np.ndarray:
-    """Sampling times (h) of a design shared by all patients: ``"dense"`` or ``"sparse"``."""
+    """Sampling times (h) of a design shared by all patients: ``"dense"`` or ``"sparse"``.
+
+    Parameters
+    ----------
+    design : str
+        A name in :data:`FIXED_DESIGNS`.
+
+    Returns
+    -------
+    numpy.ndarray
+        A copy of the design's times (h), (K,).
+
+    Raises
+    ------
+    ValueError
+        A name that is not a design with shared times.
+    """
     if design not in FIXED_DESIGNS:
         raise ValueError(
             f"unknown sampling design {design!r} with shared times; "
@@ -46,7 +62,28 @@ def design_times(design: str) -> np.ndarray:
 def sampling_times(design: str, split: str, n_patients: int) -> np.ndarray:
     """The sampling times (h) of ``design`` for the ``split``'s ``n_patients``: (K,) when
     shared, (N, K) when each patient has their own. A test patient keeps the same times
-    under every regimen."""
+    under every regimen.
+
+    Parameters
+    ----------
+    design : str
+        A name in :data:`DESIGNS`.
+    split : str
+        ``"train"``, ``"val"`` or ``"test"`` (a key of :data:`STUDY_SEEDS`; it picks the
+        uneven design's seed in :data:`UNEVEN_SEEDS`).
+    n_patients : int
+        The number of patients N.
+
+    Returns
+    -------
+    numpy.ndarray
+        Sampling times (h), (K,) or (N, K).
+
+    Raises
+    ------
+    ValueError
+        An unknown design or split.
+    """
     if design not in DESIGNS:
         raise ValueError(f"unknown sampling design {design!r}; expected one of {sorted(DESIGNS)}")
     if split not in STUDY_SEEDS:
@@ -55,7 +92,27 @@ def sampling_times(design: str, split: str, n_patients: int) -> np.ndarray:
 
 
 def add_proportional_error(truth: np.ndarray, cv: float, rng: np.random.Generator) -> np.ndarray:
-    """``truth * (1 + cv * eps)``, eps ~ N(0, 1), floored at 0."""
+    """``truth * (1 + cv * eps)``, eps ~ N(0, 1), floored at 0.
+
+    Parameters
+    ----------
+    truth : array_like
+        The noise-free values, finite, any shape.
+    cv : float
+        The proportional error's CV (a fraction), finite and >= 0.
+    rng : numpy.random.Generator
+        The generator eps is drawn from.
+
+    Returns
+    -------
+    numpy.ndarray
+        The values with error, the shape of ``truth``, >= 0.
+
+    Raises
+    ------
+    ValueError
+        ``truth`` not finite, or ``cv`` not finite and >= 0.
+    """
     truth = np.asarray(truth, dtype=float)
     if not np.all(np.isfinite(truth)):
         raise ValueError("cannot add error to non-finite values")
@@ -71,6 +128,29 @@ def observe(
 
     Concentration errors are drawn first, then PD errors, from one generator seeded with
     ``seed``, so the same seed always gives the same observations.
+
+    Parameters
+    ----------
+    conc_mg_L : array_like
+        Noise-free concentrations (mg/L), e.g. (N, T).
+    pd_values : array_like
+        Noise-free PD (biomarker units), the shape of ``conc_mg_L``.
+    seed : int
+        Seed of the generator.
+
+    Returns
+    -------
+    conc_obs : numpy.ndarray
+        Concentrations with :data:`RESIDUAL_CV` ``["conc"]`` proportional error (mg/L),
+        floored at 0.
+    pd_obs : numpy.ndarray
+        PD with :data:`RESIDUAL_CV` ``["pd"]`` proportional error (biomarker units),
+        floored at 0.
+
+    Raises
+    ------
+    ValueError
+        Arrays of different shapes, or values that are not finite.
     """
     conc_mg_L = np.asarray(conc_mg_L, dtype=float)
     pd_values = np.asarray(pd_values, dtype=float)
@@ -89,6 +169,27 @@ def uneven_times(n_patients: int, seed: int, n_samples: int = 7, t_max_h: int = 
 
     Every patient has a pre-dose sample at 0 h; the other ``n_samples - 1`` times are
     drawn without replacement from 1..``t_max_h`` h and sorted.
+
+    Parameters
+    ----------
+    n_patients : int
+        The number of patients N, a whole number >= 1.
+    seed : int
+        Seed of the generator.
+    n_samples : int
+        Samples per patient K, 2 to ``t_max_h + 1`` (default 7).
+    t_max_h : int
+        The latest possible sample (h, default 168).
+
+    Returns
+    -------
+    numpy.ndarray
+        Sampling times (h), (N, K), each row increasing from 0.
+
+    Raises
+    ------
+    ValueError
+        ``n_patients`` not a whole number >= 1, or ``n_samples`` out of its range.
     """
     if not (isinstance(n_patients, int | np.integer) and n_patients >= 1):
         raise ValueError(f"n_patients must be a whole number >= 1, got {n_patients!r}")

@@ -50,7 +50,25 @@ def _check(observed, simulated) -> tuple[np.ndarray, np.ndarray]:
 
 def prediction_corrected(values, pred) -> np.ndarray:
     """``values * median(PRED at the time) / PRED`` for (..., N, T) values and (N, T)
-    population predictions, one bin per time (column)."""
+    population predictions, one bin per time (column).
+
+    Parameters
+    ----------
+    values : array_like
+        Observations or simulations, (..., N, T) (e.g. (replicates, N, T)).
+    pred : array_like
+        Population predictions PRED (N, T), in the unit of ``values``, all finite and > 0.
+
+    Returns
+    -------
+    numpy.ndarray
+        The prediction-corrected values, the shape of ``values``.
+
+    Raises
+    ------
+    ValueError
+        ``pred`` with a value that is not finite or not > 0.
+    """
     pred = np.asarray(pred, float)
     if np.any(pred <= 0) or not np.isfinite(pred).all():
         raise ValueError("population predictions must be positive and finite")
@@ -61,10 +79,36 @@ def vpc_table(
     observed, simulated, times_h, percentiles=PERCENTILES, interval=INTERVAL
 ) -> pd.DataFrame:
     """Observed percentiles at each time and the ``interval`` of the same percentiles
-    across the simulated replicates. ``observed`` (N, T), NaN for a missing sample
-    (the same samples are dropped from the simulations); ``simulated`` (replicates, N,
-    T). One row per (time, percentile) with columns ``observed``, ``low``, ``high``,
-    ``inside``.
+    across the simulated replicates.
+
+    Parameters
+    ----------
+    observed : array_like
+        Observations (N, T), finite, NaN for a missing sample (the same samples are
+        dropped from the simulations); every time needs at least one.
+    simulated : array_like
+        Simulated observations (replicates, N, T), finite where a sample was observed.
+    times_h : array_like
+        The nominal sampling time (h) of each column, (T,).
+    percentiles : sequence of float
+        The percentiles to compare (default :data:`PERCENTILES`).
+    interval : tuple of float
+        The percentiles of the replicates that bound each interval (default
+        :data:`INTERVAL`, a 90% interval).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (time, percentile), indexed by ``"time (h)"`` and ``"percentile"``,
+        with columns ``observed``, ``low``, ``high`` (in the unit of ``observed``) and
+        ``inside`` (bool: ``low <= observed <= high``).
+
+    Raises
+    ------
+    ValueError
+        Shapes that do not match, an infinite observation, a simulated value that is not
+        finite where a sample was observed, a ``times_h`` without one entry per column, or
+        a time without any observation.
 
     Examples
     --------
@@ -102,7 +146,22 @@ def vpc_table(
 
 def plot_vpc(ax, table: pd.DataFrame, ylabel: str, title: str = "") -> None:
     """Observed percentiles (points and lines) over the simulated intervals (bands):
-    the median in red, the outer percentiles in blue."""
+    the median in red, the outer percentiles in blue.
+
+    The middle one of the table's percentiles is drawn in red (the median for the
+    default :data:`PERCENTILES`), the others in blue.
+
+    Parameters
+    ----------
+    ax : matplotlib.axes.Axes
+        The axes to draw on.
+    table : pandas.DataFrame
+        A table of :func:`vpc_table`.
+    ylabel : str
+        The y-axis label (the quantity and its unit).
+    title : str
+        The axes' title; none when empty (default).
+    """
     percentiles = table.index.get_level_values("percentile").unique()
     for k, q in enumerate(percentiles):
         part = table.xs(q, level="percentile")

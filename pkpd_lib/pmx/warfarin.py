@@ -89,7 +89,25 @@ PD_STEP_H = 0.5
 def to_nonmem_table(raw: pd.DataFrame) -> pd.DataFrame:
     """The raw nlmixr2 table in the NONMEM layout (see the module docstring). Missing
     values (a truncated file's last line) and unknown ``dvid`` or ``sex`` values are
-    refused, naming them."""
+    refused, naming them.
+
+    Parameters
+    ----------
+    raw : pandas.DataFrame
+        The table as read from ``warfarin.csv``, with the columns of :data:`RAW_COLUMNS`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ID, TIME (h), AMT (mg), EVID, MDV, CMT, DV, WT (kg), AGE (years), SEX
+        (0 male, 1 female); not yet checked (:func:`load` checks it).
+
+    Raises
+    ------
+    ValueError
+        A missing column, a missing value (DV aside on dose records), or an unknown
+        ``dvid`` or ``sex`` value.
+    """
     missing = [c for c in RAW_COLUMNS if c not in raw.columns]
     if missing:
         raise ValueError(f"warfarin table lacks column(s) {missing}")
@@ -129,8 +147,24 @@ def to_nonmem_table(raw: pd.DataFrame) -> pd.DataFrame:
 
 def load(path: str | Path = DATA_PATH) -> pd.DataFrame:
     """The warfarin data as a checked NONMEM table (through
-    :func:`pkpd_lib.pmx.nonmem.read_nonmem_csv`, replicate assays accepted). A file that
-    is empty or cannot be parsed is a ``ValueError`` naming it."""
+    :func:`pkpd_lib.pmx.nonmem.read_nonmem_csv`, replicate assays accepted).
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The raw nlmixr2 file (default :data:`DATA_PATH`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The table as :func:`pkpd_lib.pmx.nonmem.read_nonmem_csv` returns it.
+
+    Raises
+    ------
+    ValueError
+        A file that is empty or cannot be parsed (naming it), or a table that
+        :func:`to_nonmem_table` or :func:`pkpd_lib.pmx.nonmem.read_nonmem_csv` refuses.
+    """
     try:
         raw = pd.read_csv(path)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as error:
@@ -144,7 +178,28 @@ def load(path: str | Path = DATA_PATH) -> pd.DataFrame:
 
 def observations(table: pd.DataFrame, cmt: int) -> Observations:
     """One endpoint's observations of every subject, padded to a common width, with the
-    subjects' doses (mg, at 0 h) and covariates."""
+    subjects' doses (mg, at 0 h) and covariates.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        The NONMEM table of :func:`load`.
+    cmt : int
+        The endpoint's compartment: :data:`pkpd_lib.pmx.nonmem.CMT_CENTRAL` (warfarin,
+        mg/L) or :data:`pkpd_lib.pmx.nonmem.CMT_RESPONSE` (PCA, % of normal).
+
+    Returns
+    -------
+    Observations
+        Subjects with an observation in ``cmt``, sorted by ID: ``times_h`` (h) and ``dv``
+        (N, K) padded with 0 h and NaN; ``covariates`` WT, AGE and SEX (N,); ``extra``
+        ``"dose_mg"`` (N,).
+
+    Raises
+    ------
+    ValueError
+        A subject whose doses are not exactly one, at 0 h.
+    """
     doses = table[table["EVID"] == 1].groupby("ID")
     if (doses["TIME"].max() != 0).any() or (doses.size() != 1).any():
         raise ValueError("each warfarin subject must have one dose, at 0 h")
@@ -193,9 +248,24 @@ PK_MODEL = NLMEModel(
 
 def turnover_pca(E0, Emax, EC50, kout, conc_mid, step_h: float = PD_STEP_H) -> np.ndarray:
     """PCA (% of normal) on the grid 0, step_h, 2 step_h, ... from the concentrations
-    ``conc_mid`` (..., G-1) at the middle of each step: the turnover model integrated
-    exactly for the drive held at its mid-step value (second-order accurate). Parameter
-    arrays broadcast against ``conc_mid[..., 0]``."""
+    ``conc_mid`` at the middle of each step: the turnover model integrated exactly for
+    the drive held at its mid-step value (second-order accurate).
+
+    Parameters
+    ----------
+    E0, Emax, EC50, kout : array_like
+        Baseline PCA (% of normal), maximal inhibition (a fraction), EC50 (mg/L) and
+        turnover rate constant (1/h); arrays broadcast against ``conc_mid[..., 0]``.
+    conc_mid : array_like
+        Concentrations (mg/L) at the middle of each step, (..., G-1).
+    step_h : float
+        The grid's step (h), default :data:`PD_STEP_H`.
+
+    Returns
+    -------
+    numpy.ndarray
+        PCA (% of normal) at the G grid times, (..., G), starting at ``E0``.
+    """
     E0, Emax, EC50, kout = (np.asarray(a, float) for a in (E0, Emax, EC50, kout))
     c = np.asarray(conc_mid, float)
     decay = np.exp(-kout * step_h)
@@ -211,8 +281,29 @@ def turnover_pca(E0, Emax, EC50, kout, conc_mid, step_h: float = PD_STEP_H) -> n
 
 def pd_observations(table: pd.DataFrame, pk: NLMEFit | dict) -> Observations:
     """PCA observations with each subject's concentration on the PD grid taken from its
-    individual PK parameters (``pk``: a PK fit, or a mapping of ka, CL, V arrays):
-    the sequential (IPP) approach."""
+    individual PK parameters: the sequential (IPP) approach.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        The NONMEM table of :func:`load`.
+    pk : NLMEFit or dict
+        A PK fit (its ``individual`` parameters), or a mapping of ``ka`` (1/h), ``CL``
+        (L/h) and ``V`` (L) arrays (N,), in the order of the subjects' IDs.
+
+    Returns
+    -------
+    Observations
+        The PCA observations (:func:`observations`) for :data:`PD_MODEL`, with ``extra``
+        ``"conc_mid"`` (mg/L, (N, G) at the middle of each step of :data:`PD_STEP_H` up to
+        the last sample) and ``"grid_index"`` (each sample's grid position, (N, K)).
+
+    Raises
+    ------
+    ValueError
+        PCA sampling times that are not multiples of :data:`PD_STEP_H`, or as
+        :func:`observations`.
+    """
     data = observations(table, nonmem.CMT_RESPONSE)
     params = pk.individual if isinstance(pk, NLMEFit) else pk
     end = data.times_h.max()
@@ -267,13 +358,34 @@ PCA_NORMAL = 100.0
 
 
 def conc_after_doses(pk: dict, dose_times_h, amounts_mg, times_h) -> np.ndarray:
-    """Concentrations (N, T) in mg/L of subjects with individual ``pk`` parameters (ka,
-    CL, V arrays (N,)) after doses at ``dose_times_h`` of ``amounts_mg`` (each (N, D) or
-    (D,)), by superposition of :func:`pkpd_lib.pmx.pk.transit_absorption`, at
-    ``times_h`` (T,). A dose at a sampling time counts at it (it adds nothing there: the
-    transit input starts at 0), and the doses are added one after another
+    """Concentrations (N, T) in mg/L of subjects with individual ``pk`` parameters after
+    doses, by superposition of :func:`pkpd_lib.pmx.pk.transit_absorption`.
+
+    A dose at a sampling time counts at it (it adds nothing there: the transit input
+    starts at 0), and the doses are added one after another
     (:func:`pkpd_lib.pmx.pk.superpose` with ``sample_at_dose="after"``,
-    ``order="sequential"``, as this chapter's results were computed)."""
+    ``order="sequential"``, as this chapter's results were computed).
+
+    Parameters
+    ----------
+    pk : dict
+        ``ka`` (1/h), ``CL`` (L/h) and ``V`` (L), arrays (N,).
+    dose_times_h, amounts_mg : array_like
+        Dose times (h) and amounts (mg), each (N, D) or (D,); finite, amounts >= 0 (0
+        adds nothing).
+    times_h : array_like
+        Sampling times (h), (T,).
+
+    Returns
+    -------
+    numpy.ndarray
+        Concentrations (mg/L), (N, T).
+
+    Raises
+    ------
+    ValueError
+        Dose times or amounts that are not finite, or a negative amount.
+    """
     n = np.asarray(pk["CL"]).size
     dt = np.atleast_2d(np.asarray(dose_times_h, float))
     dt = np.broadcast_to(dt, (n, dt.shape[-1]))
@@ -294,10 +406,29 @@ def conc_after_doses(pk: dict, dose_times_h, amounts_mg, times_h) -> np.ndarray:
 
 
 def network_data(table: pd.DataFrame, pk: dict, dose_times_h=None, amounts_mg=None):
-    """Inputs and targets of the book's sequence networks for the warfarin subjects:
-    ``conc`` (N, 145) hourly from each subject's individual PK (its one dose, or the
-    doses given), ``BASE_PD`` = 100% of normal, WT, AGE, SEX; targets (N, 145): observed
-    PCA at its sampling hours, NaN elsewhere."""
+    """Inputs and targets of the book's sequence networks for the warfarin subjects.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        The NONMEM table of :func:`load`.
+    pk : dict
+        Each subject's individual ``ka`` (1/h), ``CL`` (L/h) and ``V`` (L), arrays (N,),
+        in the order of the subjects' IDs.
+    dose_times_h, amounts_mg : array_like, optional
+        Doses to give instead of each subject's one dose (see :func:`conc_after_doses`);
+        None: the subjects' own doses, at 0 h.
+
+    Returns
+    -------
+    x : dict of str to numpy.ndarray
+        ``conc`` (N, 145) hourly (0 to 144 h, :data:`HOURLY_H`) in mg/L from each
+        subject's individual PK, ``BASE_PD`` = 100% of normal (N,), WT, AGE, SEX (N,);
+        float32.
+    y : numpy.ndarray
+        Targets (N, 145): observed PCA (% of normal) at its sampling hours, NaN elsewhere
+        (sampling times are taken as whole hours up to 144 h, as they are in these data).
+    """
     obs = observations(table, nonmem.CMT_RESPONSE)
     if dose_times_h is None:
         dose_times_h, amounts_mg = np.zeros((obs.n_subjects, 1)), obs.extra["dose_mg"][:, None]
