@@ -134,7 +134,7 @@ def pytest_args(*paths: str | Path, workers: int = WORKERS) -> list:
 
 
 def lint() -> None:
-    paths = ("pkpd_lib", "tests", "tools", "benchmarks", "book/conftest.py")
+    paths = ("pkpd_lib", "tests", "tools", "benchmarks", "conftest.py", "book/conftest.py")
     run(PY, "-m", "ruff", "check", *paths, "book/chapters")
     run(PY, "-m", "ruff", "format", "--check", *paths)
     # notebook code as wide as the rendered page shows without a scroll bar

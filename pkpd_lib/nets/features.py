@@ -36,9 +36,21 @@ from ..pmx.population import COVARIATE_NAMES, COVARIATES, Covariate, check_valid
 
 @dataclass(frozen=True)
 class Source:
-    """What features are built from: a data set (``population``, ``regimens``,
-    ``pd_obs``, ``times_h``), the times (N, K) and concentrations (N, K) the network
-    reads, and which baseline to use (see :func:`baseline_pd`)."""
+    """What features are built from: a data set, the times and concentrations the network
+    reads, and which baseline to use.
+
+    Parameters
+    ----------
+    data : pkpd_lib.study.datasets.Dataset
+        The patients' data set: the builders read its ``population``, ``regimens``,
+        ``times_h``, ``pd_obs`` and ``screening_pd``.
+    times_h : numpy.ndarray, (N, K)
+        The times (h) the network reads, one row per patient.
+    conc_obs : numpy.ndarray, (N, K)
+        The observed concentrations (mg/L) at those times.
+    baseline : {"true", "observed", "screening"}, default "true"
+        Which baseline PD ``BASE_PD`` is (see :func:`baseline_pd`).
+    """
 
     data: object
     times_h: np.ndarray
@@ -48,9 +60,27 @@ class Source:
 
 @dataclass(frozen=True)
 class Feature:
-    """One network input. ``low``/``high``: valid range (``low_open``: ``low`` itself is
-    invalid); ``values``: the only valid values, if discrete; ``build``: the (N, K) or
-    (N,) array of a :class:`Source`."""
+    """One network input.
+
+    Parameters
+    ----------
+    name : str
+        The input's name, also its Keras input's name.
+    per_step : bool
+        True for one value per time step, (N, K); False for one value per patient, (N,).
+    unit : str
+        Its unit, e.g. ``"mg/L"``.
+    description : str
+        What it is, in words.
+    build : callable
+        ``build(source)``: the (N, K) or (N,) array of a :class:`Source`.
+    low : float, default -inf
+        The smallest valid value.
+    low_open : bool, default False
+        ``low`` itself is invalid.
+    values : tuple of float or None, default None
+        The only valid values, if discrete (then ``low`` is not checked).
+    """
 
     name: str
     per_step: bool
@@ -65,11 +95,27 @@ class Feature:
 def baseline_pd(data, kind: str = "true") -> np.ndarray:
     """Each patient's baseline PD (biomarker units).
 
-    ``"true"``: the patient's R0 (an oracle: no study knows it exactly).
-    ``"observed"``: the single pre-dose PD observation at 0 h, with its 3% residual
-    error. ``"screening"``: the mean of the patient's pre-dose screening measurements
-    (:func:`pkpd_lib.study.datasets.screening`, three with 3% error each), what a study that
-    measures baseline carefully would have.
+    Parameters
+    ----------
+    data : pkpd_lib.study.datasets.Dataset
+        The patients' data set.
+    kind : {"true", "observed", "screening"}, default "true"
+        ``"true"``: the patient's R0 (an oracle: no study knows it exactly).
+        ``"observed"``: the single pre-dose PD observation at 0 h, with its 3% residual
+        error. ``"screening"``: the mean of the patient's pre-dose screening measurements
+        (:func:`pkpd_lib.study.datasets.screening`, three with 3% error each), what a
+        study that measures baseline carefully would have.
+
+    Returns
+    -------
+    numpy.ndarray, (N,)
+        The baselines (biomarker units), a new array.
+
+    Raises
+    ------
+    ValueError
+        If ``kind`` is unknown, or is ``"observed"`` and the data set's first sampling
+        time is not 0 h.
     """
     if kind == "true":
         return data.population.params.R0.copy()
@@ -85,8 +131,27 @@ def baseline_pd(data, kind: str = "true") -> np.ndarray:
 def dose_history(regimens: Sequence, times_h) -> tuple[np.ndarray, np.ndarray]:
     """Hours since the last dose given strictly before each time, and its amount (mg).
 
-    ``times_h`` is (N, K), one row per regimen. Before the first dose both are 0 (a
-    sample at a dose time is the trough, taken before that dose).
+    Before the first dose both are 0 (a sample at a dose time is the trough, taken before
+    that dose).
+
+    Parameters
+    ----------
+    regimens : sequence of pkpd_lib.pmx.regimens.Regimen
+        Each patient's regimen, N of them.
+    times_h : array_like, (N, K)
+        Each patient's times (h), one row per regimen.
+
+    Returns
+    -------
+    since : numpy.ndarray, (N, K)
+        Hours since the last dose.
+    amount : numpy.ndarray, (N, K)
+        Its amount (mg).
+
+    Raises
+    ------
+    ValueError
+        If ``times_h`` is not (N, K) with one row per regimen.
     """
     t = np.asarray(times_h, dtype=float)
     if t.ndim != 2 or t.shape[0] != len(regimens):
@@ -116,9 +181,28 @@ EARLY_PD_TIMES_H = (12.0, 24.0, 36.0, 48.0)
 
 
 def observed_pd_at(data, time_h: float) -> np.ndarray:
-    """Each patient's observed PD (biomarker units) at ``time_h`` in ``data``; a
-    ``ValueError`` if ``data`` has no sample then. For the early-PD inputs ``data`` must be
-    the patient's QD data, whatever regimen the network is asked about."""
+    """Each patient's observed PD (biomarker units) at ``time_h`` in ``data``.
+
+    For the early-PD inputs ``data`` must be the patient's QD data, whatever regimen the
+    network is asked about.
+
+    Parameters
+    ----------
+    data : pkpd_lib.study.datasets.Dataset
+        The patients' data set, sampled at the same times for all.
+    time_h : float
+        The sampling time (h), exactly one of ``data.times_h``.
+
+    Returns
+    -------
+    numpy.ndarray, (N,)
+        The observations (biomarker units), a new array.
+
+    Raises
+    ------
+    ValueError
+        If ``data`` has no sample at ``time_h`` (or more than one).
+    """
     times = np.asarray(data.times_h, dtype=float)
     hit = np.flatnonzero(times == float(time_h))
     if hit.size != 1:
@@ -185,8 +269,28 @@ EARLY_PD_FEATURES = tuple(f"PD_QD_{t:g}H" for t in EARLY_PD_TIMES_H)
 
 
 def check_values(name: str, values) -> np.ndarray:
-    """``values`` of feature ``name`` as a float array; ``ValueError`` naming the feature,
-    its unit and the first offending patient if any value is invalid."""
+    """``values`` of feature ``name`` as a float array, checked against its definition.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`FEATURES`.
+    values : array_like
+        Its values, any shape with one patient per row (first index).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``values`` as floats.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is unknown; or, naming the feature, its unit and the first offending
+        patient, if any value is NaN or inf, below ``low`` (or at it, with ``low_open``)
+        or not among the feature's ``values``
+        (:func:`pkpd_lib.pmx.population.check_valid`).
+    """
     if name not in FEATURES:
         raise ValueError(f"unknown feature {name!r}; known: {list(FEATURES)}")
     f = FEATURES[name]
@@ -194,5 +298,28 @@ def check_values(name: str, values) -> np.ndarray:
 
 
 def build_inputs(source: Source, names: Sequence[str]) -> dict[str, np.ndarray]:
-    """The named features of ``source`` as float32 arrays, in the order given."""
+    """The named features of ``source`` as float32 arrays, in the order given.
+
+    The values are not checked (:func:`check_values` does that; the networks call it).
+
+    Parameters
+    ----------
+    source : Source
+        What the features are built from.
+    names : sequence of str
+        Keys of :data:`FEATURES`.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        Each feature, (N, K) per step or (N,) static, keyed by name.
+
+    Raises
+    ------
+    KeyError
+        If a name is not a feature.
+    ValueError
+        From a builder: e.g. :func:`baseline_pd`, :func:`observed_pd_at`,
+        :func:`dose_history`.
+    """
     return {name: FEATURES[name].build(source).astype("float32") for name in names}

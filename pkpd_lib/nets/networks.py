@@ -24,6 +24,12 @@ Design (one model, every size):
 
 TensorFlow is imported here with its native start-up notices silenced (they go to the
 process's stderr and would pollute notebook outputs).
+
+The examples assume ``np`` (numpy) and three small objects: ``x``, the inputs of 4
+patients on 8 time points (``conc`` (4, 8), uniform in [0, 1) mg/L; ``BASE_PD`` 100 each;
+``WT`` 60, 70, 80, 90 kg; ``AGE`` 30, 40, 50, 60 years; ``SEX`` 0, 1, 0, 1); ``y``, their
+PD (4, 8), uniform in [100, 101); and ``model``, the untrained network
+``build_network(NetworkConfig(units=(2,)), 8, scaling_stats(x, y))``.
 """
 
 from __future__ import annotations
@@ -103,21 +109,51 @@ CONC_INPUT, TIME_INPUT, DOSE_INPUTS = CONC, TIME, DOSE_FEATURES
 class NetworkConfig:
     """Architecture and training settings of a sequence network.
 
-    ``units``: LSTM units per layer, e.g. ``(16,)`` or ``(16, 16)``. ``block``: time
-    points per LSTM step (see the module docstring). ``time_input``: feed sampling times
-    as a per-step channel. ``dose_inputs``: feed the dose history (:data:`DOSE_INPUTS`)
-    as per-step channels. Training: Adam at ``learning_rate`` (halved on
-    plateaus), ``batch_size`` patients per step; training ends by early stopping once
-    ``patience`` epochs pass without the validation loss falling by at least
-    ``min_delta`` (PD units squared; the loss itself sits near 15, the variance of the
-    3% PD measurement error, so 0.005 is a plateau), and ``max_epochs`` is only a
-    safety cap.
+    Training: Adam at ``learning_rate`` (halved on plateaus), ``batch_size`` patients per
+    step; training ends by early stopping once ``patience`` epochs pass without the
+    validation loss falling by at least ``min_delta``, and ``max_epochs`` is only a safety
+    cap. The ODE kinds read one time point per step (``block=1``) on an hourly grid.
 
-    ``kind``: ``"lstm"`` (the default), ``"node"`` (a neural ODE,
-    :class:`pkpd_lib.nets.node.NeuralODE`, with ``latent`` states and a ``units[0]``-unit
-    derivative network) or ``"ude"`` (the turnover hybrid,
-    :class:`pkpd_lib.nets.node.TurnoverUDE`). The ODE kinds read one time point per step
-    (``block=1``) on an hourly grid.
+    Parameters
+    ----------
+    units : tuple of int, default (16,)
+        LSTM units per layer, e.g. ``(16,)`` or ``(16, 16)``; for the ODE kinds one
+        entry, the units of the derivative network.
+    block : int, default 4
+        Time points per LSTM step (see the module docstring).
+    time_input : bool, default False
+        Feed the sampling times (h) as a per-step channel.
+    dose_inputs : bool, default False
+        Feed the dose history (:data:`DOSE_INPUTS`) as per-step channels.
+    batch_size : int, default 32
+        Patients per training step.
+    learning_rate : float, default 0.01
+        Adam's initial learning rate.
+    max_epochs : int, default 300
+        Safety cap on the epochs.
+    patience : int, default 15
+        Epochs without improvement before training stops.
+    min_delta : float, default 0.005
+        Smallest fall of the validation loss that counts as one, in PD units squared (the
+        loss itself sits near 15, the variance of the 3% PD measurement error, so 0.005 is
+        a plateau).
+    static_features : tuple of str, default STATIC_FEATURES
+        The static inputs (one value per patient), in order; by default baseline PD and
+        the demographic covariates (:data:`pkpd_lib.nets.features.STATIC_FEATURES`).
+    kind : {"lstm", "node", "ude"}, default "lstm"
+        ``"lstm"``; ``"node"``, a neural ODE (:class:`pkpd_lib.nets.node.NeuralODE`) with
+        ``latent`` states and a ``units[0]``-unit derivative network; or ``"ude"``, the
+        turnover hybrid (:class:`pkpd_lib.nets.node.TurnoverUDE`).
+    latent : int, default 4
+        Latent states of the ODE kinds; an LSTM ignores it.
+
+    Raises
+    ------
+    ValueError
+        If ``kind`` is unknown; an ODE kind has ``block != 1`` or more than one entry in
+        ``units``; ``units`` is empty or has an entry < 1; ``block``, ``batch_size``,
+        ``max_epochs`` or ``patience`` is not an integer >= 1; ``learning_rate`` is not
+        finite and > 0; or ``min_delta`` is not finite and >= 0.
 
     Examples
     --------
@@ -201,6 +237,14 @@ class TrainingRange(keras.layers.Layer):
     """An identity layer that records the range of one input in the training data, so a
     saved model knows it and :func:`predict_pd` can warn about inputs far outside it.
 
+    Parameters
+    ----------
+    low, high : float
+        The input's smallest and largest value in the training data, in its unit.
+    **kwargs
+        Passed to :class:`keras.layers.Layer` (e.g. ``name``; :func:`training_ranges`
+        reads the input's name from a layer named ``<input>_range``).
+
     Examples
     --------
     >>> TrainingRange(40.0, 130.0, name="WT_range").get_config()["high"]
@@ -212,6 +256,18 @@ class TrainingRange(keras.layers.Layer):
         self.low, self.high = float(low), float(high)
 
     def call(self, x):
+        """The input, unchanged.
+
+        Parameters
+        ----------
+        x : tensor
+            One input of the network: (N, T) per step or (N, 1) static.
+
+        Returns
+        -------
+        tensor
+            ``x`` itself.
+        """
         return x
 
     def get_config(self):
@@ -232,14 +288,19 @@ def training_ranges(model: keras.Model) -> dict[str, tuple[float, float]]:
     """The (low, high) range of each input in the model's training data (empty for models
     saved before ranges were recorded).
 
+    Parameters
+    ----------
+    model : keras.Model
+        A network from :func:`build_network`, :func:`train_network` or :func:`load_model`.
+
+    Returns
+    -------
+    dict of str to (float, float)
+        The smallest and largest training value of each input with a recorded range
+        (:class:`TrainingRange`), keyed by feature name, in the input's unit.
+
     Examples
     --------
-    >>> import numpy as np
-    >>> x = {"conc": np.random.default_rng(0).random((4, 8)),
-    ...      "BASE_PD": np.full(4, 100.0), "WT": [60.0, 70, 80, 90],
-    ...      "AGE": [30.0, 40, 50, 60], "SEX": [0.0, 1, 0, 1]}
-    >>> y = 100 + np.random.default_rng(1).random((4, 8))
-    >>> model = build_network(NetworkConfig(units=(2,)), 8, scaling_stats(x, y))
     >>> training_ranges(model)["WT"]
     (60.0, 90.0)
     """
@@ -254,15 +315,27 @@ def warn_far_outside(model: keras.Model, x: Mapping[str, np.ndarray]) -> None:
     """Warn (:class:`InputRangeWarning`), naming feature and patients, for inputs more than
     one training range width below the training minimum or above the maximum.
 
+    An input whose training values were all equal takes the size of that value as its
+    width (1 if it is 0).
+
+    Parameters
+    ----------
+    model : keras.Model
+        A network with recorded training ranges (:func:`training_ranges`).
+    x : mapping of str to array_like
+        Inputs keyed by feature name, one row per patient: (N, T) per step, (N,) or
+        (N, 1) static. Features without a recorded range are not checked, and ranges
+        of features missing from ``x`` are skipped.
+
+    Warns
+    -----
+    InputRangeWarning
+        One per feature far outside its range, with the count of patients and the
+        first five rows.
+
     Examples
     --------
     >>> import warnings
-    >>> import numpy as np
-    >>> x = {"conc": np.random.default_rng(0).random((4, 8)),
-    ...      "BASE_PD": np.full(4, 100.0), "WT": [60.0, 70, 80, 90],
-    ...      "AGE": [30.0, 40, 50, 60], "SEX": [0.0, 1, 0, 1]}
-    >>> y = 100 + np.random.default_rng(1).random((4, 8))
-    >>> model = build_network(NetworkConfig(units=(2,)), 8, scaling_stats(x, y))
     >>> with warnings.catch_warnings(record=True) as caught:
     ...     warnings.simplefilter("always")
     ...     warn_far_outside(model, {**x, "WT": np.array([70000.0, 70, 80, 90])})
@@ -304,15 +377,33 @@ def build_network(
 ) -> keras.Model:
     """Build (not train) a sequence network for ``n_times`` time points.
 
-    ``stats`` holds the scaling of the inputs and output, from :func:`scaling_stats`.
+    Parameters
+    ----------
+    config : NetworkConfig
+        The architecture: kind, layers, block and inputs.
+    n_times : int
+        Time points T per patient: the length of each per-step input and of the output.
+    stats : mapping
+        The scaling of the inputs and output, from :func:`scaling_stats`; the inputs in
+        its ``"ranges"`` get a :class:`TrainingRange`.
+    name : str, optional
+        The model's name; by default ``"lstm_"`` and the config's label for an LSTM
+        (``"lstm_1x16"``), the label alone for the ODE kinds (``"node4-16"``).
+
+    Returns
+    -------
+    keras.Model
+        Uncompiled. Inputs named by feature: per step (N, T), static (N, 1); output the PD
+        (N, T) in biomarker units.
+
+    Raises
+    ------
+    KeyError
+        If ``stats`` lacks the scaling of a per-step input of ``config`` (e.g.
+        ``time_h`` with ``time_input=True``, when ``stats`` came from inputs without it).
 
     Examples
     --------
-    >>> import numpy as np
-    >>> x = {"conc": np.random.default_rng(0).random((4, 8)),
-    ...      "BASE_PD": np.full(4, 100.0), "WT": [60.0, 70, 80, 90],
-    ...      "AGE": [30.0, 40, 50, 60], "SEX": [0.0, 1, 0, 1]}
-    >>> y = 100 + np.random.default_rng(1).random((4, 8))
     >>> model = build_network(NetworkConfig(units=(2,)), 8, scaling_stats(x, y))
     >>> model.name, model.output_shape
     ('lstm_1x2', (None, 8))
@@ -374,13 +465,32 @@ def scaling_stats(
     """Means and variances of the training inputs, their ranges, and the scale of the
     fractional change.
 
+    Parameters
+    ----------
+    x : mapping of str to array_like
+        Training inputs keyed by feature name: per step (N, T), static (N,) or (N, 1);
+        must hold ``BASE_PD`` and every name in ``static_features``.
+    y_pd : array_like, (N, T)
+        Training PD (biomarker units); NaN where not observed.
+    static_features : sequence of str, default STATIC_FEATURES
+        The static inputs, in the model's order.
+
+    Returns
+    -------
+    dict
+        For each per-step feature in ``x``, its (mean, variance) over all entries;
+        ``"static_mean"`` and ``"static_var"``, (F,) arrays over patients (variance at
+        least 1e-12); ``"ranges"``, the (min, max) of each per-step and static feature in
+        ``x``; ``"frac_offset"`` and ``"frac_scale"``, the mean and standard deviation of
+        the fractional change ``y_pd / BASE_PD - 1`` over its observed entries.
+
+    Raises
+    ------
+    KeyError
+        If ``x`` lacks ``BASE_PD`` or a static feature.
+
     Examples
     --------
-    >>> import numpy as np
-    >>> x = {"conc": np.random.default_rng(0).random((4, 8)),
-    ...      "BASE_PD": np.full(4, 100.0), "WT": [60.0, 70, 80, 90],
-    ...      "AGE": [30.0, 40, 50, 60], "SEX": [0.0, 1, 0, 1]}
-    >>> y = 100 + np.random.default_rng(1).random((4, 8))
     >>> sorted(scaling_stats(x, y))
     ['conc', 'frac_offset', 'frac_scale', 'ranges', 'static_mean', 'static_var']
     """
@@ -405,14 +515,18 @@ def scaling_stats(
 def model_features(model: keras.Model) -> dict[str, tuple]:
     """The named inputs a model expects, with their shapes (without the batch axis).
 
+    Parameters
+    ----------
+    model : keras.Model
+        A network of this module.
+
+    Returns
+    -------
+    dict of str to tuple of int
+        Each input's shape without the batch axis: (T,) per step, (1,) static.
+
     Examples
     --------
-    >>> import numpy as np
-    >>> x = {"conc": np.random.default_rng(0).random((4, 8)),
-    ...      "BASE_PD": np.full(4, 100.0), "WT": [60.0, 70, 80, 90],
-    ...      "AGE": [30.0, 40, 50, 60], "SEX": [0.0, 1, 0, 1]}
-    >>> y = 100 + np.random.default_rng(1).random((4, 8))
-    >>> model = build_network(NetworkConfig(units=(2,)), 8, scaling_stats(x, y))
     >>> model_features(model)
     {'AGE': (1,), 'BASE_PD': (1,), 'SEX': (1,), 'WT': (1,), 'conc': (8,)}
     """
@@ -422,17 +536,32 @@ def model_features(model: keras.Model) -> dict[str, tuple]:
 def check_inputs(model: keras.Model, x: Mapping[str, object]) -> dict[str, np.ndarray]:
     """Validate and convert a feature mapping for ``model``; raise a clear error if wrong.
 
-    ``x`` must be a mapping (e.g. dict or DataFrame columns) keyed by feature name, so
-    the order of features can never be silently mixed up.
+    Parameters
+    ----------
+    model : keras.Model
+        The network the inputs are for.
+    x : mapping of str to array_like
+        Inputs keyed by feature name (e.g. a dict, or a DataFrame's columns), so the order
+        of features can never be silently mixed up: per step (N, T), static (N,) or
+        (N, 1), in the units of :data:`pkpd_lib.nets.features.FEATURES`.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        The model's inputs as float32 arrays in the model's order, static ones as (N, 1).
+
+    Raises
+    ------
+    TypeError
+        If ``x`` is neither a mapping nor has ``columns``.
+    ValueError
+        If a feature is missing or unexpected, does not hold numbers, has the wrong
+        shape, has another number of patients than the others or none, or holds an
+        invalid value (:func:`pkpd_lib.nets.features.check_values`: NaN or inf, out of
+        range, not an allowed value; the message names the first offending patient).
 
     Examples
     --------
-    >>> import numpy as np
-    >>> x = {"conc": np.random.default_rng(0).random((4, 8)),
-    ...      "BASE_PD": np.full(4, 100.0), "WT": [60.0, 70, 80, 90],
-    ...      "AGE": [30.0, 40, 50, 60], "SEX": [0.0, 1, 0, 1]}
-    >>> y = 100 + np.random.default_rng(1).random((4, 8))
-    >>> model = build_network(NetworkConfig(units=(2,)), 8, scaling_stats(x, y))
     >>> check_inputs(model, {k: v for k, v in x.items() if k != "AGE"})
     Traceback (most recent call last):
     ...
@@ -481,20 +610,44 @@ def check_inputs(model: keras.Model, x: Mapping[str, object]) -> dict[str, np.nd
 def predict_pd(model: keras.Model, x: Mapping[str, object], batch_size: int = 256) -> np.ndarray:
     """Predict PD (biomarker units), shape (N, T), from raw inputs.
 
-    ``x`` maps each of the model's feature names to an array: ``conc`` (N, T) in mg/L on
-    the model's time grid (for the book's dense models, hourly 0..168 h), ``time_h``
-    (N, T) in h and the dose history (:data:`DOSE_INPUTS`) if the model has those
-    inputs, and ``BASE_PD``, ``WT`` (kg), ``AGE`` (years), ``SEX`` (1 = female), each
-    (N,). :func:`pkpd_lib.study.datasets.network_inputs`
-    builds such a mapping from any simulated data set. Inputs far outside the training
-    data's range (:func:`warn_far_outside`) give an :class:`InputRangeWarning`.
+    Parameters
+    ----------
+    model : keras.Model
+        A network of this module.
+    x : mapping of str to array_like
+        Each of the model's feature names mapped to an array: ``conc`` (N, T) in mg/L on
+        the model's time grid (for the book's dense models, hourly 0..168 h), ``time_h``
+        (N, T) in h and the dose history (:data:`DOSE_INPUTS`) if the model has those
+        inputs, and ``BASE_PD`` (biomarker units), ``WT`` (kg), ``AGE`` (years), ``SEX``
+        (1 = female), each (N,). :func:`pkpd_lib.study.datasets.network_inputs` builds
+        such a mapping from any simulated data set.
+    batch_size : int, default 256
+        Patients per prediction batch.
+
+    Returns
+    -------
+    numpy.ndarray, (N, T)
+        Predicted PD in biomarker units, float64.
+
+    Raises
+    ------
+    ValueError
+        If ``batch_size`` is not a Python ``int`` >= 1, or from :func:`check_inputs`.
+    TypeError
+        From :func:`check_inputs`, if ``x`` is not a mapping.
+
+    Warns
+    -----
+    InputRangeWarning
+        For inputs far outside the training data's range (:func:`warn_far_outside`).
 
     Examples
     --------
-    >>> from pkpd_lib.pmx import model, population, regimens
+    >>> from pkpd_lib.pmx import population, regimens
+    >>> from pkpd_lib.pmx.model import simulate
     >>> def inputs_and_targets(seed):
     ...     pop = population.sample_population(8, seed=seed)
-    ...     sim = model.simulate(pop.params, regimens.qd(), [0.0, 4.0, 8.0, 12.0])
+    ...     sim = simulate(pop.params, regimens.qd(), [0.0, 4.0, 8.0, 12.0])
     ...     static = {c: pop.covariates[c].to_numpy() for c in ("WT", "AGE", "SEX")}
     ...     return {"conc": sim.conc_mg_L, "BASE_PD": pop.params.R0, **static}, sim.pd
     >>> xy = [inputs_and_targets(seed) for seed in (1, 2)]
@@ -523,7 +676,15 @@ class _EpochTimer(keras.callbacks.Callback):
 
 
 class EpochReport(keras.callbacks.Callback):
-    """Prints one compact line every ``every`` epochs (and at the last epoch).
+    """Prints one compact line every ``every`` epochs: the epoch, ``loss``, ``val_loss``,
+    the learning rate and the seconds since training began.
+
+    Parameters
+    ----------
+    every : int, default 10
+        Epochs between lines (a line after epochs ``every``, ``2 * every``, ...).
+    label : str, default ""
+        Text that starts each line, e.g. ``"[seed 0] "``.
 
     Examples
     --------
@@ -536,9 +697,25 @@ class EpochReport(keras.callbacks.Callback):
         self.every, self.label = every, label
 
     def on_train_begin(self, logs=None):
+        """Start the clock of the lines.
+
+        Parameters
+        ----------
+        logs : dict, optional
+            Unused (Keras's callback signature).
+        """
         self._t0 = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
+        """Print the line of ``epoch`` if its number (from 1) is a multiple of ``every``.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch just ended, counted from 0.
+        logs : dict
+            Its metrics: ``loss``, and ``val_loss`` when validating (NaN shown without).
+        """
         if (epoch + 1) % self.every == 0:
             self._line(epoch, logs)
 
@@ -554,8 +731,25 @@ class EpochReport(keras.callbacks.Callback):
 
 @dataclass
 class TrainingResult:
-    """A trained model with its history (per-epoch ``loss``, ``val_loss``, ``lr``),
-    the epoch whose weights were kept, and the wall time in seconds.
+    """A trained model with its history, its best epoch and the wall time in seconds.
+
+    Parameters
+    ----------
+    model : keras.Model
+        The trained network, with the weights early stopping restored.
+    config : NetworkConfig
+        Its configuration.
+    history : dict of str to list of float
+        Per-epoch ``loss`` and ``val_loss`` (PD units squared) and learning rate ``lr``.
+    best_epoch : int
+        The epoch (counted from 1) with the lowest ``val_loss``.
+    seconds : float
+        Wall time of the training (s); for a model loaded from the store, that of the run
+        that trained it.
+    seed : int
+        The seed it was trained from.
+    epoch_seconds : list of float
+        Wall time of each epoch (s); empty for a model loaded from the store.
 
     Examples
     --------
@@ -575,10 +769,12 @@ class TrainingResult:
 
     @property
     def epochs_run(self) -> int:
+        """The number of epochs trained."""
         return len(self.history["loss"])
 
     @property
     def seconds_per_epoch(self) -> float:
+        """Mean wall time of an epoch (s)."""
         return self.seconds / self.epochs_run
 
 
@@ -586,9 +782,21 @@ class TrainingResult:
 def masked_mse(y_true, y_pred):
     """Mean squared error over the entries of ``y_true`` that are not NaN (per patient).
 
+    Parameters
+    ----------
+    y_true : array_like or tensor, (N, T)
+        Observed PD (biomarker units); NaN where not observed.
+    y_pred : array_like or tensor, (N, T)
+        Predicted PD.
+
+    Returns
+    -------
+    tensor, (N,)
+        Each patient's mean squared error over their observed entries (PD units
+        squared); 0 for a patient with none.
+
     Examples
     --------
-    >>> import numpy as np
     >>> float(masked_mse(np.array([[1.0, np.nan]]), np.array([[3.0, 100.0]]))[0])
     4.0
     """
@@ -602,9 +810,15 @@ def masked_mse(y_true, y_pred):
 def set_seed(seed: int) -> None:
     """Seed Python, NumPy and TensorFlow and make TensorFlow's ops deterministic.
 
+    Op determinism stays on for the rest of the process.
+
+    Parameters
+    ----------
+    seed : int
+        The seed of all three generators.
+
     Examples
     --------
-    >>> import numpy as np
     >>> set_seed(3); a = np.random.random()
     >>> set_seed(3); a == np.random.random()
     True
@@ -639,20 +853,50 @@ def train_network(
 ) -> TrainingResult:
     """Build and train a network reproducibly from ``seed``.
 
-    Targets are observed PD (biomarker units), (N, T); NaN marks a time point without a
-    PD observation. Loss: mean squared error (:func:`masked_mse` if any target is NaN). Adam,
-    learning rate halved after ``patience // 3`` epochs without improvement, early
-    stopping after ``config.patience`` epochs without a decrease of at least
-    ``config.min_delta``, with the best weights restored. With the
-    same seed, data and machine the weights are bit-identical.
+    The inputs are scaled by the training data's statistics (:func:`scaling_stats`). Loss:
+    mean squared error (:func:`masked_mse` if any target is NaN). Adam, learning rate
+    halved after ``max(config.patience // 3, 1)`` epochs without improvement (down to
+    1e-5), early stopping after ``config.patience`` epochs without a decrease of the
+    validation loss of at least ``config.min_delta``, with the best weights restored. With
+    the same seed, data and machine the weights are bit-identical.
+
+    Parameters
+    ----------
+    config : NetworkConfig
+        Architecture and training settings.
+    train_x, val_x : mapping of str to array_like
+        Training and validation inputs keyed by feature name (see :func:`check_inputs`):
+        per step (N, T), static (N,).
+    train_y, val_y : array_like, (N, T) and (M, T)
+        Observed PD (biomarker units) of the same patients at the times of their inputs'
+        ``conc``; NaN marks a time point without a PD observation.
+    seed : int, default 0
+        Seed of the weights and the shuffling (:func:`set_seed`).
+    report_every : int or None, default 10
+        Print a line every this many epochs (:class:`EpochReport`) and a closing summary;
+        ``None`` or 0 prints nothing.
+    label : str, default ""
+        Text that starts each printed line.
+
+    Returns
+    -------
+    TrainingResult
+        The trained model, its history and timings.
+
+    Raises
+    ------
+    ValueError
+        If a target is not (N, T) like its inputs' ``conc``, the training and validation
+        targets have different T, or a target holds inf or a patient with no
+        observation; or from :func:`check_inputs`.
+    TypeError
+        From :func:`check_inputs`, if the inputs are not a mapping.
+    KeyError
+        If ``train_x`` lacks ``BASE_PD``, a static feature or a per-step input of
+        ``config`` (found while scaling and building, before the inputs are checked).
 
     Examples
     --------
-    >>> import numpy as np
-    >>> x = {"conc": np.random.default_rng(0).random((4, 8)),
-    ...      "BASE_PD": np.full(4, 100.0), "WT": [60.0, 70, 80, 90],
-    ...      "AGE": [30.0, 40, 50, 60], "SEX": [0.0, 1, 0, 1]}
-    >>> y = 100 + np.random.default_rng(1).random((4, 8))
     >>> run = train_network(NetworkConfig(units=(2,), max_epochs=2), x, y, x, y,
     ...                     report_every=None)
     >>> run.epochs_run, len(run.history["val_loss"])
@@ -720,15 +964,30 @@ def save_model(model: keras.Model, path: str | Path, overwrite: bool = False) ->
     interrupted save never leaves a partial model. An existing file is replaced only
     with ``overwrite=True``.
 
+    Parameters
+    ----------
+    model : keras.Model
+        The network to save.
+    path : str or pathlib.Path
+        The file, ending in ``.keras``; missing folders are created.
+    overwrite : bool, default False
+        Replace an existing file.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    ValueError
+        If ``path`` does not end in ``.keras``.
+    FileExistsError
+        If ``path`` exists (or appears while it is written) and not ``overwrite``.
+
     Examples
     --------
     >>> import tempfile, pathlib
-    >>> import numpy as np
-    >>> x = {"conc": np.random.default_rng(0).random((4, 8)),
-    ...      "BASE_PD": np.full(4, 100.0), "WT": [60.0, 70, 80, 90],
-    ...      "AGE": [30.0, 40, 50, 60], "SEX": [0.0, 1, 0, 1]}
-    >>> y = 100 + np.random.default_rng(1).random((4, 8))
-    >>> model = build_network(NetworkConfig(units=(2,)), 8, scaling_stats(x, y))
     >>> path = save_model(model, pathlib.Path(tempfile.mkdtemp()) / "m.keras")
     >>> model_features(load_model(path)) == model_features(model)
     True
@@ -744,15 +1003,32 @@ def save_model(model: keras.Model, path: str | Path, overwrite: bool = False) ->
 def load_model(path: str | Path) -> keras.Model:
     """Load a ``.keras`` model with ``safe_mode=True`` (no arbitrary code is run).
 
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        A file written by :func:`save_model` (or Keras), with this package's layers
+        (:mod:`pkpd_lib.nets.node` is imported to register the ODE layers).
+
+    Returns
+    -------
+    keras.Model
+        The network, not compiled (compile it before training it further).
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no file at ``path``.
+    pkpd_lib.files.DamagedFileError
+        A ``ValueError`` that names the file, if it is truncated or damaged (an
+        interrupted copy): empty, not a complete zip file, or a member fails its
+        checksum.
+
     Examples
     --------
     >>> load_model("no/such/model.keras")
     Traceback (most recent call last):
     ...
     FileNotFoundError: no model file at no/such/model.keras
-
-    A truncated or damaged file (an interrupted copy) raises
-    :class:`~pkpd_lib.files.DamagedFileError`, a ``ValueError`` that names it.
     """
     path = Path(path)
     if not path.is_file():
@@ -788,6 +1064,16 @@ def _check_zip(path: Path) -> None:
 def config_to_json(config: NetworkConfig) -> str:
     """The configuration as JSON; the ODE fields are left out of an LSTM's (so models
     cached before they existed keep their fingerprints).
+
+    Parameters
+    ----------
+    config : NetworkConfig
+        The configuration.
+
+    Returns
+    -------
+    str
+        Its fields as a JSON object with sorted keys.
 
     Examples
     --------
@@ -849,14 +1135,42 @@ def train_or_load(
     damaged is trained again (with a warning naming it), or with
     ``$PKPD_CACHE_MISS=error`` raises :class:`~pkpd_lib.files.DamagedFileError` naming it.
 
+    Parameters
+    ----------
+    config, train_x, train_y, val_x, val_y, seed, report_every, label
+        As for :func:`train_network`.
+    cache_dir : str, pathlib.Path or None, default "default"
+        The store's folder; ``"default"`` is :func:`default_cache_dir` (the only store
+        that ``$PKPD_CACHE_MISS`` applies to); ``None`` always trains and stores nothing.
+
+    Returns
+    -------
+    TrainingResult
+        The trained or loaded model; a loaded one has the history and wall time of the
+        run that trained it and no ``epoch_seconds``.
+
+    Raises
+    ------
+    pkpd_lib.files.StoreMissError
+        With ``$PKPD_CACHE_MISS=error``, if the model is missing from the default store.
+    pkpd_lib.files.DamagedFileError
+        With ``$PKPD_CACHE_MISS=error``, if its stored file is truncated or damaged.
+    ValueError
+        With ``cache_dir="default"``, if ``$PKPD_CACHE_MISS`` is neither ``"compute"``
+        nor ``"error"`` or ``$PKPD_MODEL_CACHE`` is set but empty; or from
+        :func:`train_network` when it trains (as are its ``TypeError`` and ``KeyError``).
+    TimeoutError
+        If another process holds the model's lock for longer than
+        :data:`~pkpd_lib.files.LOCK_TIMEOUT_S` seconds.
+
+    Warns
+    -----
+    UserWarning
+        Naming a damaged stored file that is trained again.
+
     Examples
     --------
     >>> import tempfile
-    >>> import numpy as np
-    >>> x = {"conc": np.random.default_rng(0).random((4, 8)),
-    ...      "BASE_PD": np.full(4, 100.0), "WT": [60.0, 70, 80, 90],
-    ...      "AGE": [30.0, 40, 50, 60], "SEX": [0.0, 1, 0, 1]}
-    >>> y = 100 + np.random.default_rng(1).random((4, 8))
     >>> cache = tempfile.mkdtemp()
     >>> config = NetworkConfig(units=(2,), max_epochs=2)
     >>> a = train_or_load(config, x, y, x, y, cache_dir=cache, report_every=None)

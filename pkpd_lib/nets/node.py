@@ -40,11 +40,35 @@ def integrate_rk4(
 ):
     """Integrate ``dy/dt = rhs(y, u)`` with RK4 on a grid of step ``step_h`` (h).
 
-    ``y0`` (N, D): the state at the first grid point. ``inputs`` (T, N, F): the
-    exogenous input at each of the T grid points, linearly interpolated inside a step.
-    ``substeps``: RK4 steps per grid interval. ``jumps`` (T, N, D), optional: added to
-    the state at each grid point before integrating on (a dose at that time). Returns the
-    states (T, N, D) at the grid points, after each point's jump.
+    Parameters
+    ----------
+    rhs : callable
+        ``rhs(y, u)``: the derivative (N, D) of the state ``y`` (N, D) given the input
+        ``u`` (N, F), in TensorFlow operations.
+    y0 : array_like or tensor, (N, D)
+        The state at the first grid point, in the dtype of ``inputs``.
+    inputs : array_like or tensor, (T, N, F)
+        The exogenous input at each of the T grid points, linearly interpolated inside a
+        step.
+    step_h : float, default 1.0
+        The grid step (h).
+    substeps : int, default 1
+        RK4 steps per grid interval.
+    jumps : array_like or tensor, (T, N, D), optional
+        Added to the state at each grid point before integrating on (a dose at that
+        time); none by default.
+
+    Returns
+    -------
+    tensor, (T, N, D)
+        The states at the grid points, after each point's jump.
+
+    Raises
+    ------
+    ValueError
+        If ``substeps`` is not an integer >= 1, ``step_h`` is not finite and > 0,
+        ``inputs`` is not (T, N, F) with T >= 1 or ``y0`` not (N, D), or ``jumps`` is not
+        (T, N, D) (sizes not known yet, a symbolic batch, are not compared).
 
     Examples
     --------
@@ -123,7 +147,22 @@ class NeuralODE(keras.layers.Layer):
     """Latent ODE ``dz/dt = f(z, u)``, ``z(0) = 0``; ``f`` is a ``hidden``-unit tanh
     network with a zero-initialised output (the untrained model is at steady state).
     Input (N, T, F) per-step features on a grid of ``step_h`` hours; output (N, T,
-    ``latent``)."""
+    ``latent``).
+
+    Parameters
+    ----------
+    latent : int, default 4
+        Latent states, the size of ``z``.
+    hidden : int, default 16
+        Hidden units of ``f``.
+    step_h : float, default 1.0
+        The grid step (h).
+    substeps : int, default 1
+        RK4 steps per grid interval (:func:`integrate_rk4`, which checks it and
+        ``step_h`` when the layer is called).
+    **kwargs
+        Passed to :class:`keras.layers.Layer` (e.g. ``name``).
+    """
 
     def __init__(
         self, latent: int = 4, hidden: int = 16, step_h: float = 1.0, substeps: int = 1, **kwargs
@@ -134,18 +173,63 @@ class NeuralODE(keras.layers.Layer):
         self.f = _mlp(self.hidden, self.latent, "derivative")
 
     def build(self, input_shape):
+        """Build ``f`` for the latent states and the F features.
+
+        Parameters
+        ----------
+        input_shape : tuple
+            (N, T, F).
+        """
         self.f.build((None, self.latent + input_shape[-1]))
 
     def rhs(self, z, u):
+        """The derivative ``f(z, u)``.
+
+        Parameters
+        ----------
+        z : tensor, (N, latent)
+            The latent state.
+        u : tensor, (N, F)
+            The features at that time.
+
+        Returns
+        -------
+        tensor, (N, latent)
+            ``dz/dt`` (per h).
+        """
         return self.f(tf.concat([z, u], axis=-1))
 
     def call(self, x):
+        """Integrate from ``z = 0`` at the first grid point.
+
+        Parameters
+        ----------
+        x : tensor, (N, T, F)
+            Per-step features on the grid of step ``step_h`` (h).
+
+        Returns
+        -------
+        tensor, (N, T, latent)
+            ``z`` at each grid point.
+        """
         u = tf.transpose(x, (1, 0, 2))
         z0 = tf.zeros((tf.shape(x)[0], self.latent), x.dtype)
         z = integrate_rk4(self.rhs, z0, u, self.step_h, self.substeps)
         return tf.transpose(z, (1, 0, 2))
 
     def compute_output_shape(self, input_shape):
+        """The shape of the output.
+
+        Parameters
+        ----------
+        input_shape : tuple
+            (N, T, F).
+
+        Returns
+        -------
+        tuple
+            (N, T, ``latent``).
+        """
         return (*input_shape[:-1], self.latent)
 
     def get_config(self):
@@ -162,7 +246,25 @@ class NeuralODE(keras.layers.Layer):
 class TurnoverUDE(NeuralODE):
     """Turnover skeleton ``dr/dt = kout (S - r)`` for ``r = R/R0 - 1`` with a learned
     population ``kout`` (1/h, started at ``kout0_per_h``, not the truth), driven by a
-    latent ODE ``dz/dt = f(z, u)`` through ``S = g(z)``. Output (N, T, 1): ``r``."""
+    latent ODE ``dz/dt = f(z, u)`` through ``S = g(z)``, a dense layer. Output (N, T, 1):
+    ``r``.
+
+    Parameters
+    ----------
+    latent : int, default 3
+        Latent states, the size of ``z``.
+    hidden : int, default 16
+        Hidden units of ``f``.
+    step_h : float, default 1.0
+        The grid step (h).
+    substeps : int, default 1
+        RK4 steps per grid interval.
+    kout0_per_h : float, default 0.05
+        The starting value of ``kout`` (1/h); it must be > 0, as the layer learns
+        ``log(kout)`` (not checked).
+    **kwargs
+        Passed to :class:`keras.layers.Layer` (e.g. ``name``).
+    """
 
     def __init__(
         self,
@@ -178,6 +280,13 @@ class TurnoverUDE(NeuralODE):
         self.g = keras.layers.Dense(1, name="stimulation")
 
     def build(self, input_shape):
+        """Build ``f``, ``g`` and the weight ``log_kout``.
+
+        Parameters
+        ----------
+        input_shape : tuple
+            (N, T, F).
+        """
         super().build(input_shape)
         self.g.build((None, self.latent))
         self.log_kout = self.add_weight(
@@ -192,18 +301,56 @@ class TurnoverUDE(NeuralODE):
         return float(np.exp(self.log_kout.numpy()))
 
     def rhs(self, y, u):
+        """The derivative of the state ``y = (z, r)``.
+
+        Parameters
+        ----------
+        y : tensor, (N, latent + 1)
+            The latent states ``z`` and, last, ``r``.
+        u : tensor, (N, F)
+            The features at that time.
+
+        Returns
+        -------
+        tensor, (N, latent + 1)
+            ``dz/dt = f(z, u)`` and ``dr/dt = kout (g(z) - r)`` (per h).
+        """
         z, r = y[:, :-1], y[:, -1:]
         dz = self.f(tf.concat([z, u], axis=-1))
         dr = tf.exp(self.log_kout) * (self.g(z) - r)
         return tf.concat([dz, dr], axis=-1)
 
     def call(self, x):
+        """Integrate from ``z = 0``, ``r = 0`` (baseline) at the first grid point.
+
+        Parameters
+        ----------
+        x : tensor, (N, T, F)
+            Per-step features on the grid of step ``step_h`` (h).
+
+        Returns
+        -------
+        tensor, (N, T, 1)
+            ``r = R/R0 - 1`` at each grid point.
+        """
         u = tf.transpose(x, (1, 0, 2))
         y0 = tf.zeros((tf.shape(x)[0], self.latent + 1), x.dtype)
         y = integrate_rk4(self.rhs, y0, u, self.step_h, self.substeps)
         return tf.transpose(y[:, :, -1:], (1, 0, 2))
 
     def compute_output_shape(self, input_shape):
+        """The shape of the output.
+
+        Parameters
+        ----------
+        input_shape : tuple
+            (N, T, F).
+
+        Returns
+        -------
+        tuple
+            (N, T, 1).
+        """
         return (*input_shape[:-1], 1)
 
     def get_config(self):

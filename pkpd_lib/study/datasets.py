@@ -5,6 +5,11 @@ The study design (see ``shared/design/reference-model.md``): 1000 training and 2
 validation patients under QD, and 200 test patients, never trained on, simulated under
 QD, BID and TID (the same patients under all three). Each data set keeps the noise-free
 truth beside the observations.
+
+The examples assume ``np`` (numpy), the modules ``population`` and ``regimens`` of
+:mod:`pkpd_lib.pmx`, two virtual patients ``pop = population.sample_population(2,
+seed=1)`` and their data set ``d = simulate_dataset(pop, regimens.qd(), [0.0, 1.0,
+2.0])``: under QD, sampled at 0, 1 and 2 h.
 """
 
 from __future__ import annotations
@@ -57,9 +62,7 @@ class Dataset:
 
     Examples
     --------
-    >>> from pkpd_lib.pmx import population, regimens
-    >>> d = simulate_dataset(population.sample_population(2, seed=1), regimens.qd(), [0.0, 24.0])
-    >>> d.at_times([24.0]).pd_obs.shape, d.screening_pd.shape
+    >>> d.at_times([2.0]).pd_obs.shape, d.screening_pd.shape
     ((2, 1), (2, 3))
     """
 
@@ -112,9 +115,8 @@ def simulate_dataset(
 
     Examples
     --------
-    >>> from pkpd_lib.pmx import population, regimens
-    >>> d = simulate_dataset(population.sample_population(3, seed=1), regimens.qd(), [0.0, 24.0])
-    >>> d.n_patients, d.pd_obs.shape
+    >>> d3 = simulate_dataset(population.sample_population(3, seed=1), regimens.qd(), [0.0, 24.0])
+    >>> d3.n_patients, d3.pd_obs.shape
     (3, (3, 2))
     """
     if not isinstance(regimen, reg.Regimen):
@@ -137,8 +139,6 @@ def screening(population: Population) -> np.ndarray:
 
     Examples
     --------
-    >>> from pkpd_lib.pmx import population
-    >>> pop = population.sample_population(2, seed=1)
     >>> bool((screening(pop) == screening(pop)).all())
     True
     """
@@ -225,10 +225,8 @@ def network_inputs(
 
     Examples
     --------
-    >>> from pkpd_lib.pmx import population, regimens
-    >>> d = simulate_dataset(population.sample_population(3, seed=1), regimens.qd(), [0.0, 24.0])
     >>> {k: v.shape for k, v in network_inputs(d).items()}
-    {'conc': (3, 2), 'BASE_PD': (3,), 'WT': (3,), 'AGE': (3,), 'SEX': (3,)}
+    {'conc': (2, 3), 'BASE_PD': (2,), 'WT': (2,), 'AGE': (2,), 'SEX': (2,)}
     """
     times = np.broadcast_to(data.times_h, data.conc_obs.shape)
     names = (CONC, *((TIME,) if time_input else ()), *STATIC_FEATURES)
@@ -247,9 +245,6 @@ class Samples:
 
     Examples
     --------
-    >>> from pkpd_lib.pmx import population, regimens
-    >>> pop = population.sample_population(2, seed=1)
-    >>> d = simulate_dataset(pop, regimens.qd(), [0.0, 1.0, 2.0])
     >>> sample_at(d, [0.0, 2.0]).pd_obs.shape
     (2, 2)
     """
@@ -267,9 +262,6 @@ def sample_at(data: Dataset, times_h) -> Samples:
 
     Examples
     --------
-    >>> from pkpd_lib.pmx import population, regimens
-    >>> pop = population.sample_population(2, seed=1)
-    >>> d = simulate_dataset(pop, regimens.qd(), [0.0, 1.0, 2.0])
     >>> sample_at(d, [[0.0, 2.0], [1.0, 2.0]]).times_h.tolist()
     [[0.0, 2.0], [1.0, 2.0]]
     """
@@ -295,9 +287,6 @@ def sequence_inputs(
 
     Examples
     --------
-    >>> from pkpd_lib.pmx import population, regimens
-    >>> pop = population.sample_population(2, seed=1)
-    >>> d = simulate_dataset(pop, regimens.qd(), [0.0, 1.0, 2.0])
     >>> list(sequence_inputs(sample_at(d, [0.0, 2.0]), dose_inputs=True))[:4]
     ['conc', 'time_h', 'hours_since_dose', 'last_dose_mg']
     """
@@ -311,9 +300,6 @@ def masked_targets(samples: Samples, grid_h=DENSE_TIMES_H) -> np.ndarray:
 
     Examples
     --------
-    >>> from pkpd_lib.pmx import population, regimens
-    >>> pop = population.sample_population(1, seed=1)
-    >>> d = simulate_dataset(pop, regimens.qd(), [0.0, 1.0, 2.0])
     >>> bool(np.isnan(masked_targets(sample_at(d, [0.0, 2.0]), [0.0, 1.0, 2.0])[0, 1]))
     True
     """
@@ -330,9 +316,6 @@ def interpolated_conc(samples: Samples, grid_h=DENSE_TIMES_H) -> np.ndarray:
 
     Examples
     --------
-    >>> from pkpd_lib.pmx import population, regimens
-    >>> pop = population.sample_population(1, seed=1)
-    >>> d = simulate_dataset(pop, regimens.qd(), [0.0, 1.0, 2.0])
     >>> s = sample_at(d, [0.0, 2.0])
     >>> c = interpolated_conc(s, [0.0, 1.0, 2.0])
     >>> bool(np.isclose(c[0, 1], s.conc_obs[0].mean()))
