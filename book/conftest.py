@@ -64,7 +64,9 @@ IPyNbCell.compare_outputs = _compare_outputs
 LONGEST_FIRST = (
     "13_neural_ode",
     "11_realistic_information",
-    "15_population_model",
+    "17_one_bench",
+    "16_population_model",
+    "15_warfarin_networks",
     "14_warfarin",
     "12_adherence",
     "07_sparse_that_extrapolates",

@@ -227,9 +227,9 @@ def rows() -> list[tuple[str, ...]]:
             )
         )
 
-    # chapter 14: real data, each subject's PCA predicted while its fold is held out
+    # chapter 15: real data, each subject's PCA predicted while its fold is held out
     column = "RMSE, PCA % of normal (held-out subjects)"
-    warfarin = Chapter("14_warfarin").table(column)
+    warfarin = Chapter("15_warfarin_networks").table(column)
     methods = {
         "population model (PRED)": "population model (FOCE-I)",
         "LSTM": "LSTM",
@@ -238,7 +238,7 @@ def rows() -> list[tuple[str, ...]]:
     }
     out.append(
         (
-            "[14](book/chapters/14_warfarin.md) warfarin, 32 subjects",
+            "[15](book/chapters/15_warfarin_networks.md) warfarin, 32 subjects",
             " / ".join(methods.values()),
             "concentrations; subject held out",
             "PCA RMSE " + " / ".join(_two(warfarin.get(m, column)) for m in methods) + " (d)",
@@ -246,13 +246,13 @@ def rows() -> list[tuple[str, ...]]:
         )
     )
 
-    # chapter 15: the bench of every method on the locked test patients
-    ch15 = Chapter("15_population_model")
-    bench = ch15.table("QD", "BID", "TID", "stopped")
-    own = ch15.table("error %", "ratio to own QD prediction", "95% low", "95% high")
+    # chapter 17: the bench of every method on the locked test patients
+    ch17 = Chapter("17_one_bench")
+    bench = ch17.table("QD", "BID", "TID", "stopped")
+    own = ch17.table("error %", "ratio to own QD prediction", "95% low", "95% high")
     out.append(
         (
-            "[15](book/chapters/15_population_model.md) one bench",
+            "[17](book/chapters/17_one_bench.md) one bench",
             "neural ODE (ch. 13)",
             "oracle",
             " / ".join(_two(bench.get(("neural ODE", "oracle"), r)) for r in ("QD", "BID", "TID")),
@@ -268,7 +268,7 @@ def rows() -> list[tuple[str, ...]]:
         method = f"population model, {steps}"
         out.append(
             (
-                "[15](book/chapters/15_population_model.md) one bench",
+                "[17](book/chapters/17_one_bench.md) one bench",
                 f"{method} (FOCE-I)",
                 "realistic + early PD",
                 " / ".join(
@@ -287,7 +287,7 @@ HEADER = (
 )
 NOTES = (
     "Error: relative RMSE against the noise-free truth, on 200 test patients (chapters 5-6)"
-    " or the locked test set of 200 new patients (11, 15). Ratio: (a) to the regimen-blind"
+    " or the locked test set of 200 new patients (11, 17). Ratio: (a) to the regimen-blind"
     " reference; (b) to the achievable regimen-blind network, 95% patient bootstrap"
     " interval; (c) to the model's own QD prediction, same interval; below 0.5 with the"
     " interval below 1 is the bar for extrapolating. (d) RMSE of the prothrombin complex"
