@@ -125,7 +125,7 @@ def test_the_pharmacometrics_modules_do_not_import_tensorflow():
 
 #: The layers whose public functions and methods must document their arguments in a
 #: numpydoc ``Parameters`` section (add "nets" once its docstrings have one).
-DOCUMENTED_LAYERS = ("pmx",)
+DOCUMENTED_LAYERS = ("pmx", "nets")
 _PARAMETERS_SECTION = re.compile(r"^\s*Parameters\n\s*-{10}\s*$", re.MULTILINE)
 
 

@@ -1151,7 +1151,7 @@ class _Problem:
 
         A trial point with failed predictions (NaN or inf) is compared by its terms with
         :data:`FAILED_PREDICTION` in their place, not rejected: a stand-in that lets the
-        search pass through such points, as correct models need (chapter 15's PK: far
+        search pass through such points, as correct models need (chapter 16's PK: far
         line-search points overflow ka and V, and the stand-in carries subjects out of a
         flip-flop mode into the better one; with such points given an infinite objective
         instead, that fit's three starts stopped 210 to 2900 OFV points above its

@@ -193,20 +193,29 @@ def sparse_pk_observations(qd: datasets.Dataset, n_patients: int | None = None):
     )
 
 
-def population_pk_fit(
+def population_pk_starts(
     train: datasets.Dataset, n_patients: int = POPULATION_PK_PATIENTS
-) -> nlme.NLMEFit:
-    """The population PK model a modeller estimates from training data: FOCE-I fits of
-    :data:`pkpd_lib.pmx.popmodels.PK_MODEL_UG_PER_L` to the first ``n_patients``
-    patients' sparse QD concentrations (:func:`sparse_pk_observations`) from each of
-    :data:`pkpd_lib.pmx.popmodels.PK_STARTS`, the lowest OFV kept. Fits come from, and
-    go to, the store. A fit that did not converge, or rests on a bound, is an error."""
+) -> nlme.MultiStartFit:
+    """FOCE-I fits of :data:`pkpd_lib.pmx.popmodels.PK_MODEL_UG_PER_L` to the first
+    ``n_patients`` training patients' sparse QD concentrations
+    (:func:`sparse_pk_observations`), one from each of
+    :data:`pkpd_lib.pmx.popmodels.PK_STARTS` (a modeller's guesses); fits come from,
+    and go to, the store."""
     if not (isinstance(n_patients, int) and 2 <= n_patients <= train.n_patients):
         raise ValueError(
             f"n_patients must be a whole number from 2 to {train.n_patients}, got {n_patients!r}"
         )
     data = sparse_pk_observations(train, n_patients)
-    best = nlme.fit_foce_starts(pm.PK_MODEL_UG_PER_L, data, pm.PK_STARTS, cache_dir="default").best
+    return nlme.fit_foce_starts(pm.PK_MODEL_UG_PER_L, data, pm.PK_STARTS, cache_dir="default")
+
+
+def population_pk_fit(
+    train: datasets.Dataset, n_patients: int = POPULATION_PK_PATIENTS
+) -> nlme.NLMEFit:
+    """The population PK model a modeller estimates from training data: the lowest OFV
+    of :func:`population_pk_starts`. A fit that did not converge, or rests on a bound,
+    is an error, not a prior."""
+    best = population_pk_starts(train, n_patients).best
     if not best.converged or best.at_bound:
         raise ValueError(f"the population PK fit failed: {best.convergence}")
     return best
