@@ -112,8 +112,10 @@ class Information:
 
 #: The book's original setting: every oracle.
 ORACLE = Information()
-#: The realistic setting: none of the oracles.
-REALISTIC = Information(baseline="screening", pd_variability=True, conc="predicted")
+#: The realistic setting: none of the oracles (the PK prior estimated from training data).
+REALISTIC = Information(
+    baseline="screening", pd_variability=True, conc="predicted", pk_prior="estimated"
+)
 
 
 @dataclass
