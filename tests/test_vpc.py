@@ -57,3 +57,19 @@ def test_non_finite_simulations_or_observations_are_refused():
     bad[:, 1, 1] = np.nan  # where nothing was observed: left out, as before
     table = vpc.vpc_table(observed, bad, [1.0, 4.0])
     assert np.isfinite(table[["low", "high"]].to_numpy()).all()
+
+
+def test_vpc_verdict_follows_the_protocol_thresholds():
+    from pkpd_lib.pmx.vpc import verdict
+
+    assert [verdict(v) for v in (100.0, 80.0, 79.9, 50.0, 49.9, 0.0)] == [
+        "passes",
+        "passes",
+        "marginal",
+        "marginal",
+        "fails",
+        "fails",
+    ]
+    for bad in (-1.0, 101.0, float("nan")):
+        with pytest.raises(ValueError, match="inside_pct"):
+            verdict(bad)

@@ -22,6 +22,48 @@ PERCENTILES = (10, 50, 90)
 INTERVAL = (5, 95)
 
 
+#: A (pc)VPC passes with at least this share (%) of observed percentiles inside their
+#: intervals (a right model puts about 90% inside) and fails under :data:`FAIL_BELOW_PCT`.
+PASS_AT_PCT = 80.0
+#: Under this share (%) of percentiles inside, a (pc)VPC fails; in between it is marginal.
+FAIL_BELOW_PCT = 50.0
+
+
+def verdict(inside_pct: float) -> str:
+    """The protocol's reading of a (pc)VPC from the share of observed percentiles inside
+    their simulated intervals.
+
+    Parameters
+    ----------
+    inside_pct : float
+        Share (%, 0-100) of the observed percentiles (all times, all percentiles) inside
+        their intervals, e.g. ``100 * vpc_table(...)["inside"].mean()``.
+
+    Returns
+    -------
+    str
+        ``"passes"`` (at least :data:`PASS_AT_PCT`), ``"fails"`` (under
+        :data:`FAIL_BELOW_PCT`) or ``"marginal"``.
+
+    Raises
+    ------
+    ValueError
+        If ``inside_pct`` is not a number from 0 to 100.
+
+    Examples
+    --------
+    >>> verdict(92.0), verdict(72.0), verdict(20.0)
+    ('passes', 'marginal', 'fails')
+    """
+    if not (np.isfinite(inside_pct) and 0.0 <= inside_pct <= 100.0):
+        raise ValueError(f"inside_pct must be a share from 0 to 100 %, got {inside_pct!r}")
+    if inside_pct >= PASS_AT_PCT:
+        return "passes"
+    if inside_pct < FAIL_BELOW_PCT:
+        return "fails"
+    return "marginal"
+
+
 def _check(observed, simulated) -> tuple[np.ndarray, np.ndarray]:
     obs = np.asarray(observed, float)
     sims = np.asarray(simulated, float)
