@@ -34,13 +34,14 @@ from .datasets import Dataset
 
 #: Parameters of each PD structure, with start values (deliberately not the truth) and
 #: bounds. The first block is log-transformed in the fit; covariate effects are not.
-STRUCTURES = {
+PD_START_VALUES = {
     "turnover": {"Emax": 0.5, "EC50": 1.0, "gam": 1.0, "MTT": 6.0, "kout": 0.2},
     "effect_compartment": {"Emax": 0.5, "EC50": 1.0, "gam": 1.0, "ke0": 0.1},
 }
 #: The model structure (:mod:`pkpd_lib.pmx.model`) behind each PD structure's name.
 MODEL_STRUCTURES = {"turnover": TRANSIT_TURNOVER, "effect_compartment": EFFECT_COMPARTMENT}
-COVARIATE_EFFECTS = {"Emax_AGE": (0.0, (-3.0, 3.0)), "EC50_SEX": (0.0, (-0.9, 0.9))}
+#: Covariate coefficients of the sequential PD fit: (start value, (lower, upper) bounds).
+COVARIATE_STARTS_AND_BOUNDS = {"Emax_AGE": (0.0, (-3.0, 3.0)), "EC50_SEX": (0.0, (-0.9, 0.9))}
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,10 @@ class PDFit:
 
 
 def _check_structure(structure: str) -> None:
-    if structure not in STRUCTURES:
-        raise ValueError(f"unknown PD structure {structure!r}; expected one of {list(STRUCTURES)}")
+    if structure not in PD_START_VALUES:
+        raise ValueError(
+            f"unknown PD structure {structure!r}; expected one of {list(PD_START_VALUES)}"
+        )
 
 
 def predict_pd_from_pk(
@@ -80,7 +83,7 @@ def predict_pd_from_pk(
     emax = theta["Emax"] * (cov["AGE"] / 45) ** theta["Emax_AGE"]
     ec50 = theta["EC50"] * (1 - theta["EC50_SEX"] * cov["SEX"])
     pk = {k: pk_params[k].to_numpy(float) for k in ("ka", "CL", "V")}
-    shared = {k: theta[k] for k in STRUCTURES[structure] if k not in ("Emax", "EC50")}
+    shared = {k: theta[k] for k in PD_START_VALUES[structure] if k not in ("Emax", "EC50")}
     params = {**pk, **shared, "Emax": emax, "EC50": ec50, "R0": r0}
     return simulate_structure(
         MODEL_STRUCTURES[structure], params, regimens, times_h, rtol=1e-6, atol=1e-9
@@ -105,11 +108,15 @@ def fit_population_pd(
     y = np.asarray(pd_obs, float)
     if y.ndim != 2 or not np.all(np.isfinite(y)):
         raise ValueError("pd_obs must be a finite (N, T) array")
-    log_names = list(STRUCTURES[structure])
-    names = log_names + list(COVARIATE_EFFECTS)
-    x0 = np.r_[np.log([STRUCTURES[structure][k] for k in log_names]), [0.0, 0.0]]
-    lower = np.r_[np.full(len(log_names), -np.inf), [b[0] for _, b in COVARIATE_EFFECTS.values()]]
-    upper = np.r_[np.full(len(log_names), np.inf), [b[1] for _, b in COVARIATE_EFFECTS.values()]]
+    log_names = list(PD_START_VALUES[structure])
+    names = log_names + list(COVARIATE_STARTS_AND_BOUNDS)
+    x0 = np.r_[np.log([PD_START_VALUES[structure][k] for k in log_names]), [0.0, 0.0]]
+    lower = np.r_[
+        np.full(len(log_names), -np.inf), [b[0] for _, b in COVARIATE_STARTS_AND_BOUNDS.values()]
+    ]
+    upper = np.r_[
+        np.full(len(log_names), np.inf), [b[1] for _, b in COVARIATE_STARTS_AND_BOUNDS.values()]
+    ]
     scale = RESIDUAL_CV["pd"] * np.asarray(baseline_pd, float).reshape(-1, 1)
 
     def theta_of(x):
