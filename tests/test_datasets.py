@@ -41,6 +41,22 @@ def test_network_inputs(small):
         ds.network_inputs(small, baseline="median")
 
 
+def test_a_screening_baseline_needs_screening_measurements(small):
+    """Before: AttributeError ('NoneType' object has no attribute 'mean')."""
+    from dataclasses import replace
+
+    from pkpd_lib.nets import features
+
+    np.testing.assert_allclose(
+        features.baseline_pd(small, "screening"), small.screening_pd.mean(axis=1)
+    )
+    unscreened = replace(small, screening_pd=None)
+    with pytest.raises(ValueError, match="data set has none"):
+        features.baseline_pd(unscreened, "screening")
+    with pytest.raises(ValueError, match="'screening' needs screening measurements"):
+        ds.network_inputs(unscreened, baseline="screening")
+
+
 def test_at_times_rejects_times_not_sampled(small):
     with pytest.raises(ValueError, match="not all among"):
         small.at_times([0.0, 1.0])

@@ -166,6 +166,12 @@ def test_implausible_rates_are_refused_naming_patient_and_parameter(population, 
         m.simulate(_with_one_patient(population, **changes), reg.qd(), HOURLY)
 
 
+def test_stiffness_of_no_rates_is_an_error_not_a_stack_failure():
+    """Before: numpy's "need at least one array to stack"."""
+    with pytest.raises(ValueError, match="rates must hold at least one rate constant"):
+        m.stiff_patients({})
+
+
 def test_times_beyond_a_sane_horizon_are_refused(population):
     with pytest.raises(ValueError, match="at most 1e\\+06 h"):
         m.simulate(population.params, reg.qd(), [0.0, 1e300])

@@ -137,9 +137,30 @@ def test_prediction_refuses_empty_input_and_bad_batch_size(trained, small):
     x = small[0]
     with pytest.raises(ValueError, match="no patients"):
         nw.predict_pd(trained.model, {k: v[:0] for k, v in x.items()})
-    for bad in (-1, 0, 2.5, True):
+    for bad in (-1, 0, 2.5, True, np.int64(0)):
         with pytest.raises(ValueError, match="batch_size"):
             nw.predict_pd(trained.model, x, batch_size=bad)
+
+
+def test_prediction_takes_a_numpy_integer_batch_size(trained, small):
+    """Before: np.int64(4) was refused, although NetworkConfig takes numpy integers."""
+    x = small[0]
+    np.testing.assert_array_equal(
+        nw.predict_pd(trained.model, x, batch_size=np.int64(4)),
+        nw.predict_pd(trained.model, x, batch_size=4),
+    )
+
+
+def test_training_names_a_missing_feature_before_building(small):
+    """Before: a bare KeyError: 'AGE' (from the scaling) or 'time_h' (from the building)."""
+    x, y, vx, vy = small
+    with pytest.raises(ValueError, match=r"missing \['AGE'\]"):
+        nw.train_network(CONFIG, {k: v for k, v in x.items() if k != "AGE"}, y, vx, vy)
+    with pytest.raises(ValueError, match=r"missing \['WT'\]"):
+        nw.train_network(CONFIG, x, y, {k: v for k, v in vx.items() if k != "WT"}, vy)
+    timed = nw.NetworkConfig(units=(4,), time_input=True, max_epochs=1)
+    with pytest.raises(ValueError, match=r"model 'lstm_1x4' .*missing \['time_h'\]"):
+        nw.train_network(timed, x, y, vx, vy, report_every=None)
 
 
 def test_saved_model_knows_its_training_ranges_and_warns(trained, small, tmp_path):
@@ -180,6 +201,19 @@ def test_network_config_validates_training_settings():
         nw.NetworkConfig(learning_rate=0.0)
     with pytest.raises(ValueError, match="min_delta"):
         nw.NetworkConfig(min_delta=-1.0)
+    for bad in (0, -2, 2.5):
+        with pytest.raises(ValueError, match=f"latent must be an integer >= 1, got {bad}"):
+            nw.NetworkConfig(kind="node", block=1, latent=bad)
+    with pytest.raises(ValueError, match="static_features must include 'BASE_PD'"):
+        nw.NetworkConfig(static_features=("WT", "AGE"))
+
+
+def test_epoch_report_refuses_a_bad_interval():
+    """Before: every=0 was accepted and divided by zero after the first epoch."""
+    for bad in (0, -5, 2.5, True):
+        with pytest.raises(ValueError, match=r"every must be an integer >= 1"):
+            nw.EpochReport(every=bad)
+    assert nw.EpochReport(every=np.int64(5)).every == 5
 
 
 def test_the_cache_examples_leave_the_environment_alone(monkeypatch):

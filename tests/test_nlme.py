@@ -153,11 +153,26 @@ def test_population_and_individual_predictions_have_the_data_shape(pk_fits):
         ),
         (lambda: nlme.start_vector(w.PK_MODEL, {"ka": 1.0}), "starting values missing"),
         (lambda: nlme.to_transformed("logit", 1.5), r"in \(0, 1\)"),
+        # before: any other transform was taken as logit (to_natural("logiz", 0) == 0.5)
+        (lambda: nlme.to_natural("logiz", 0.0), r"transform must be one of .*got 'logiz'"),
+        (lambda: nlme.to_transformed("Log", 0.5), r"transform must be one of .*got 'Log'"),
     ],
 )
 def test_bad_models_and_data_are_named(build, message):
     with pytest.raises(ValueError, match=message):
         build()
+
+
+def test_observations_from_lists_are_arrays_and_arrays_are_kept_as_given():
+    """Before: built from lists, ``n_subjects`` raised AttributeError (a list has no
+    shape)."""
+    obs = nlme.Observations([1], [[1.0]], [[2]])
+    assert obs.n_subjects == 1 and obs.n_observations == 1
+    assert isinstance(obs.ids, np.ndarray) and obs.dv.dtype == float
+    assert obs.times_h.dtype == float and obs.dv.tolist() == [[2.0]]
+    ids, t, dv = np.array([3, 4]), np.ones((2, 1), np.float32), np.array([[1.0], [2.0]])
+    given = nlme.Observations(ids, t, dv)
+    assert given.ids is ids and given.times_h is t and given.dv is dv
 
 
 # --- warfarin --------------------------------------------------------------------
@@ -192,6 +207,34 @@ def test_warfarin_goes_through_the_strict_reader():
     assert np.sum(pk.times_h[row][~np.isnan(pk.dv[row])] == 3.0) == 2
     with pytest.raises(ValueError, match="duplicated records"):
         nonmem.check_nonmem(table)
+
+
+def test_a_warfarin_subject_without_a_dose_is_named():
+    """Before: the one-dose check passed and a KeyError followed."""
+    table = w.load()
+    undosed = table[~((table["ID"] == 7) & (table["EVID"] == 1))]
+    with pytest.raises(ValueError, match=r"subject\(s\) \[7\] have no dose record"):
+        w.observations(undosed, nonmem.CMT_CENTRAL)
+    twice = pd.concat([table, table[(table["ID"] == 5) & (table["EVID"] == 1)]])
+    with pytest.raises(ValueError, match=r"one dose, at 0 h: subject\(s\) \[5\]"):
+        w.observations(twice, nonmem.CMT_CENTRAL)
+
+
+def test_warfarin_network_targets_off_the_hourly_grid_are_named():
+    """Before: a time of 24.5 h was truncated to 24 h, and one past 144 h an IndexError."""
+    table = w.load()
+    n = w.observations(table, nonmem.CMT_RESPONSE).n_subjects
+    pk_ = {"ka": np.full(n, 1.0), "CL": np.full(n, 0.14), "V": np.full(n, 7.5)}
+    x, y = w.network_data(table, pk_)
+    assert y.shape == x["conc"].shape == (n, w.HOURLY_H.size)
+    pca = (table["CMT"] == nonmem.CMT_RESPONSE) & (table["EVID"] == 0) & (table["MDV"] == 0)
+    row = table.index[pca][0]
+    subject = table.loc[row, "ID"]
+    for time, shown in ((24.5, "24.5"), (200.0, "200"), (-3.0, "-3")):
+        bad = table.copy()
+        bad.loc[row, "TIME"] = time
+        with pytest.raises(ValueError, match=rf"subject {subject} has a PCA sample at {shown} h"):
+            w.network_data(bad, pk_)
 
 
 def test_warfarin_conversion_names_unknown_codes():
@@ -268,6 +311,23 @@ def test_population_models_of_the_books_drug_match_its_simulator():
         mid = popmodels.individual_conc(p, regimen, popmodels.mid_grid(168.0))
         grid = popmodels.transit_turnover_grid({k: v[:, None] for k, v in p.items()}, mid, 3)
         np.testing.assert_allclose(grid[:, 0, ::2], sim.pd, rtol=5e-3)
+
+
+def test_individual_concentrations_take_each_patients_own_times():
+    """Before: (N, T) times failed in np.broadcast_to; other shapes now name the shape."""
+    from pkpd_lib.pmx import popmodels, population
+    from pkpd_lib.pmx import regimens as reg
+
+    p = population.sample_population(3, seed=2).params.as_dict()
+    t = np.array([[0.0, 2.0, 5.0], [1.0, 3.0, 6.0], [0.5, 4.0, 7.0]])
+    own = popmodels.individual_conc(p, reg.bid(), t)
+    for i in range(3):
+        shared = popmodels.individual_conc(p, reg.bid(), t[i])
+        np.testing.assert_array_equal(own[i], shared[i])
+    with pytest.raises(ValueError, match=r"times_h must be \(T,\) or \(N, T\) = \(3, T\)"):
+        popmodels.individual_conc(p, reg.bid(), t[:2])
+    with pytest.raises(ValueError, match=r"got shape \(3, 3, 1\)"):
+        popmodels.individual_conc(p, reg.bid(), t[..., None])
 
 
 def test_population_pd_models_name_their_structure():

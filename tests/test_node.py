@@ -128,6 +128,26 @@ def test_ude_learns_a_positive_kout():
     assert layer.kout_per_h == pytest.approx(0.05)
 
 
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: NeuralODE(substeps=1.5), "substeps must be an integer >= 1, got 1.5"),
+        (lambda: NeuralODE(substeps=0), "substeps must be an integer >= 1, got 0"),
+        (lambda: NeuralODE(latent=0), "latent must be an integer >= 1, got 0"),
+        (lambda: NeuralODE(hidden=2.5), "hidden must be an integer >= 1, got 2.5"),
+        (lambda: NeuralODE(step_h=0.0), "step_h must be a finite number > 0, got 0.0"),
+        (lambda: TurnoverUDE(kout0_per_h=0.0), r"kout0_per_h must be .* > 0 .*got 0.0"),
+        (lambda: TurnoverUDE(kout0_per_h=-0.1), r"kout0_per_h must be .* > 0 .*got -0.1"),
+        (lambda: TurnoverUDE(kout0_per_h=np.nan), "kout0_per_h must be a finite number"),
+        (lambda: TurnoverUDE(substeps=1.5), "substeps must be an integer >= 1, got 1.5"),
+    ],
+)
+def test_ode_layers_refuse_bad_settings_when_built(make, message):
+    """Before: substeps=1.5 was truncated to 1 and kout0_per_h <= 0 became log(0) or NaN."""
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
 def test_neural_ode_output_shape():
     layer = NeuralODE(latent=3, hidden=4)
     out = layer(np.zeros((2, 7, 5), "float32"))

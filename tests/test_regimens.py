@@ -79,3 +79,26 @@ def test_regimen_arrays_are_read_only():
 def test_obscure_inputs_get_clear_errors(make, error, message):
     with pytest.raises(error, match=message):
         make()
+
+
+@pytest.mark.parametrize(
+    ("probabilities", "error", "message"),
+    [
+        ({"p_missed": -0.1}, ValueError, r"p_missed must be a probability in \[0, 1\], got -0.1"),
+        ({"p_doubled": 1.5}, ValueError, r"p_doubled must be a probability in \[0, 1\], got 1.5"),
+        ({"p_stop": float("nan")}, ValueError, r"p_stop must be a probability in \[0, 1\]"),
+        ({"p_stop": "0.2"}, TypeError, r"p_stop must be a probability \(a number\), got '0.2'"),
+        (
+            {"p_missed": 0.7, "p_doubled": 0.5},
+            ValueError,
+            r"p_missed \+ p_doubled must be <= 1 .*got 0.7 \+ 0.5",
+        ),
+    ],
+)
+def test_deviation_probabilities_are_checked(probabilities, error, message):
+    """Before: unchecked; one draw per dose makes p_doubled silently 1 - p_missed when the
+    two add up to more than 1."""
+    with pytest.raises(error, match=message):
+        reg.deviating_schedules(3, seed=1, **probabilities)
+    edges = reg.deviating_schedules(3, seed=1, p_missed=0.0, p_doubled=1.0, p_stop=1.0)
+    assert all(np.all(r.amounts_mg > 0) for r in edges)

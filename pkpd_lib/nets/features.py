@@ -114,8 +114,9 @@ def baseline_pd(data, kind: str = "true") -> np.ndarray:
     Raises
     ------
     ValueError
-        If ``kind`` is unknown, or is ``"observed"`` and the data set's first sampling
-        time is not 0 h.
+        If ``kind`` is unknown, is ``"observed"`` and the data set's first sampling time
+        is not 0 h, or is ``"screening"`` and the data set has no screening measurements
+        (``screening_pd`` is None).
     """
     if kind == "true":
         return data.population.params.R0.copy()
@@ -124,6 +125,11 @@ def baseline_pd(data, kind: str = "true") -> np.ndarray:
             raise ValueError("an observed baseline needs a PD sample at 0 h")
         return data.pd_obs[:, 0].copy()
     if kind == "screening":
+        if data.screening_pd is None:
+            raise ValueError(
+                "baseline kind 'screening' needs screening measurements, but the data set "
+                "has none (screening_pd is None)"
+            )
         return data.screening_pd.mean(axis=1)
     raise ValueError(f"unknown baseline kind {kind!r}; expected 'true', 'observed' or 'screening'")
 

@@ -140,6 +140,7 @@ class NetworkConfig:
     static_features : tuple of str, default STATIC_FEATURES
         The static inputs (one value per patient), in order; by default baseline PD and
         the demographic covariates (:data:`pkpd_lib.nets.features.STATIC_FEATURES`).
+        Must include ``BASE_PD``, which the output is scaled by.
     kind : {"lstm", "node", "ude"}, default "lstm"
         ``"lstm"``; ``"node"``, a neural ODE (:class:`pkpd_lib.nets.node.NeuralODE`) with
         ``latent`` states and a ``units[0]``-unit derivative network; or ``"ude"``, the
@@ -152,8 +153,9 @@ class NetworkConfig:
     ValueError
         If ``kind`` is unknown; an ODE kind has ``block != 1`` or more than one entry in
         ``units``; ``units`` is empty or has an entry < 1; ``block``, ``batch_size``,
-        ``max_epochs`` or ``patience`` is not an integer >= 1; ``learning_rate`` is not
-        finite and > 0; or ``min_delta`` is not finite and >= 0.
+        ``max_epochs``, ``patience`` or ``latent`` is not an integer >= 1;
+        ``learning_rate`` is not finite and > 0; ``min_delta`` is not finite and >= 0; or
+        ``static_features`` lacks ``BASE_PD``.
 
     Examples
     --------
@@ -192,7 +194,12 @@ class NetworkConfig:
         object.__setattr__(self, "static_features", tuple(self.static_features))
         if not self.units or min(self.units) < 1:
             raise ValueError(f"units must list at least one layer of >= 1 unit, got {self.units}")
-        for name in ("block", "batch_size", "max_epochs", "patience"):
+        if "BASE_PD" not in self.static_features:
+            raise ValueError(
+                "static_features must include 'BASE_PD' (the network predicts the change "
+                f"from it), got {self.static_features}"
+            )
+        for name in ("block", "batch_size", "max_epochs", "patience", "latent"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
@@ -455,8 +462,12 @@ def build_network(
     )(x)
     base = inputs["BASE_PD"]
     pd_out = keras.layers.Add(name="pd")([base, keras.layers.Multiply(name="change")([base, frac])])
-    default_name = f"lstm_{config.label}" if config.kind == "lstm" else config.label
-    return keras.Model(inputs=inputs, outputs=pd_out, name=name or default_name)
+    return keras.Model(inputs=inputs, outputs=pd_out, name=name or _default_name(config))
+
+
+def _default_name(config: NetworkConfig) -> str:
+    """The name :func:`build_network` gives a network of ``config`` by default."""
+    return f"lstm_{config.label}" if config.kind == "lstm" else config.label
 
 
 def scaling_stats(
@@ -567,18 +578,31 @@ def check_inputs(model: keras.Model, x: Mapping[str, object]) -> dict[str, np.nd
     ...
     ValueError: model 'lstm_1x2' expects features [...]; missing ['AGE'], unexpected []
     """
+    return _check_features(model_features(model), model.name, x)
+
+
+def _expected_features(config: NetworkConfig, n_times: int) -> dict[str, tuple]:
+    """The inputs :func:`build_network` gives a network of ``config`` on ``n_times`` time
+    points, with their shapes, in the order of :func:`model_features` (sorted by name)."""
+    names = sorted((*config.step_inputs, *config.static_features))
+    return {k: (n_times,) if k in config.step_inputs else (1,) for k in names}
+
+
+def _check_features(
+    expected: Mapping[str, tuple], model_name: str, x: Mapping[str, object]
+) -> dict[str, np.ndarray]:
+    """:func:`check_inputs` against the inputs ``expected`` of the model ``model_name``."""
     if not isinstance(x, Mapping) and not hasattr(x, "columns"):
         raise TypeError(
             "inputs must be a mapping from feature name to array (so their order is explicit);"
-            f" this model expects {list(model_features(model))}"
+            f" this model expects {list(expected)}"
         )
-    expected = model_features(model)
     given = list(x.keys()) if isinstance(x, Mapping) else list(x.columns)
     missing = [k for k in expected if k not in given]
     extra = [k for k in given if k not in expected]
     if missing or extra:
         raise ValueError(
-            f"model {model.name!r} expects features {list(expected)}; "
+            f"model {model_name!r} expects features {list(expected)}; "
             f"missing {missing}, unexpected {extra}"
         )
     out, n = {}, None
@@ -591,7 +615,7 @@ def check_inputs(model: keras.Model, x: Mapping[str, object]) -> dict[str, np.nd
             a = a[:, None]
         if a.ndim != 1 + len(shape) or a.shape[1:] != shape:
             raise ValueError(
-                f"feature {name!r} has shape {a.shape}; model {model.name!r} expects "
+                f"feature {name!r} has shape {a.shape}; model {model_name!r} expects "
                 f"(N, {', '.join(map(str, shape))})"
             )
         if n is not None and a.shape[0] != n:
@@ -622,7 +646,7 @@ def predict_pd(model: keras.Model, x: Mapping[str, object], batch_size: int = 25
         (1 = female), each (N,). :func:`pkpd_lib.study.datasets.network_inputs` builds
         such a mapping from any simulated data set.
     batch_size : int, default 256
-        Patients per prediction batch.
+        Patients per prediction batch (a Python or numpy integer).
 
     Returns
     -------
@@ -632,7 +656,8 @@ def predict_pd(model: keras.Model, x: Mapping[str, object], batch_size: int = 25
     Raises
     ------
     ValueError
-        If ``batch_size`` is not a Python ``int`` >= 1, or from :func:`check_inputs`.
+        If ``batch_size`` is not an integer >= 1 (a ``bool`` is not one), or from
+        :func:`check_inputs`.
     TypeError
         From :func:`check_inputs`, if ``x`` is not a mapping.
 
@@ -656,11 +681,15 @@ def predict_pd(model: keras.Model, x: Mapping[str, object], batch_size: int = 25
     >>> predict_pd(run.model, xy[1][0]).shape
     (8, 4)
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, int | np.integer)
+        or batch_size < 1
+    ):
         raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
     checked = check_inputs(model, x)
     warn_far_outside(model, checked)
-    return np.asarray(model.predict(checked, batch_size=batch_size, verbose=0), dtype=float)
+    return np.asarray(model.predict(checked, batch_size=int(batch_size), verbose=0), dtype=float)
 
 
 class _EpochTimer(keras.callbacks.Callback):
@@ -686,13 +715,24 @@ class EpochReport(keras.callbacks.Callback):
     label : str, default ""
         Text that starts each line, e.g. ``"[seed 0] "``.
 
+    Raises
+    ------
+    ValueError
+        If ``every`` is not an integer >= 1.
+
     Examples
     --------
     >>> EpochReport(every=25, label="[seed 0] ").every
     25
+    >>> EpochReport(every=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: every must be an integer >= 1 (epochs between lines), got 0
     """
 
     def __init__(self, every: int = 10, label: str = "") -> None:
+        if isinstance(every, bool) or not isinstance(every, int | np.integer) or every < 1:
+            raise ValueError(f"every must be an integer >= 1 (epochs between lines), got {every!r}")
         super().__init__()
         self.every, self.label = every, label
 
@@ -888,12 +928,13 @@ def train_network(
     ValueError
         If a target is not (N, T) like its inputs' ``conc``, the training and validation
         targets have different T, or a target holds inf or a patient with no
-        observation; or from :func:`check_inputs`.
+        observation; ``report_every`` is neither ``None``, 0 nor an integer >= 1
+        (:class:`EpochReport`); or from :func:`check_inputs`, checked before the network
+        is built: e.g. naming a static feature (``AGE``) or a per-step input of
+        ``config`` (``time_h`` with ``time_input=True``) missing from ``train_x`` or
+        ``val_x``.
     TypeError
         From :func:`check_inputs`, if the inputs are not a mapping.
-    KeyError
-        If ``train_x`` lacks ``BASE_PD``, a static feature or a per-step input of
-        ``config`` (found while scaling and building, before the inputs are checked).
 
     Examples
     --------
@@ -913,8 +954,12 @@ def train_network(
     for name, y in (("train_y", train_y), ("val_y", val_y)):
         if np.isinf(y).any() or np.isnan(y).all(axis=1).any():
             raise ValueError(f"{name} must be finite, with at least one observation per patient")
-    set_seed(seed)
     n_times = train_y.shape[1]
+    # the inputs the network will have, checked before scaling and building need them
+    expected = _expected_features(config, n_times)
+    _check_features(expected, _default_name(config), train_x)
+    _check_features(expected, _default_name(config), val_x)
+    set_seed(seed)
     stats = scaling_stats(train_x, train_y, config.static_features)
     model = build_network(config, n_times, stats)
     tx, vx = check_inputs(model, train_x), check_inputs(model, val_x)
@@ -1158,7 +1203,7 @@ def train_or_load(
     ValueError
         With ``cache_dir="default"``, if ``$PKPD_CACHE_MISS`` is neither ``"compute"``
         nor ``"error"`` or ``$PKPD_MODEL_CACHE`` is set but empty; or from
-        :func:`train_network` when it trains (as are its ``TypeError`` and ``KeyError``).
+        :func:`train_network` when it trains (as is its ``TypeError``).
     TimeoutError
         If another process holds the model's lock for longer than
         :data:`~pkpd_lib.files.LOCK_TIMEOUT_S` seconds.

@@ -158,15 +158,34 @@ class NeuralODE(keras.layers.Layer):
     step_h : float, default 1.0
         The grid step (h).
     substeps : int, default 1
-        RK4 steps per grid interval (:func:`integrate_rk4`, which checks it and
-        ``step_h`` when the layer is called).
+        RK4 steps per grid interval (:func:`integrate_rk4`).
     **kwargs
         Passed to :class:`keras.layers.Layer` (e.g. ``name``).
+
+    Raises
+    ------
+    ValueError
+        If ``latent``, ``hidden`` or ``substeps`` is not an integer >= 1 (a Python or
+        numpy integer; ``1.5`` is not truncated), or ``step_h`` is not finite and > 0.
+
+    Examples
+    --------
+    >>> NeuralODE(latent=2, hidden=3).get_config()["latent"]
+    2
+    >>> NeuralODE(substeps=1.5)
+    Traceback (most recent call last):
+    ...
+    ValueError: substeps must be an integer >= 1, got 1.5
     """
 
     def __init__(
         self, latent: int = 4, hidden: int = 16, step_h: float = 1.0, substeps: int = 1, **kwargs
     ):
+        for name, value in (("latent", latent), ("hidden", hidden), ("substeps", substeps)):
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if not (np.isfinite(step_h) and step_h > 0):
+            raise ValueError(f"step_h must be a finite number > 0, got {step_h!r}")
         super().__init__(**kwargs)
         self.latent, self.hidden = int(latent), int(hidden)
         self.step_h, self.substeps = float(step_h), int(substeps)
@@ -261,9 +280,22 @@ class TurnoverUDE(NeuralODE):
         RK4 steps per grid interval.
     kout0_per_h : float, default 0.05
         The starting value of ``kout`` (1/h); it must be > 0, as the layer learns
-        ``log(kout)`` (not checked).
+        ``log(kout)``.
     **kwargs
         Passed to :class:`keras.layers.Layer` (e.g. ``name``).
+
+    Raises
+    ------
+    ValueError
+        If ``kout0_per_h`` is not a finite number > 0, or as :class:`NeuralODE` for the
+        other arguments.
+
+    Examples
+    --------
+    >>> TurnoverUDE(kout0_per_h=0.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: kout0_per_h must be a finite number > 0 (the layer learns log(kout)), got 0.0
     """
 
     def __init__(
@@ -275,6 +307,11 @@ class TurnoverUDE(NeuralODE):
         kout0_per_h: float = 0.05,
         **kwargs,
     ):
+        if not (np.isfinite(kout0_per_h) and kout0_per_h > 0):
+            raise ValueError(
+                "kout0_per_h must be a finite number > 0 (the layer learns log(kout)), "
+                f"got {kout0_per_h!r}"
+            )
         super().__init__(latent, hidden, step_h, substeps, **kwargs)
         self.kout0_per_h = float(kout0_per_h)
         self.g = keras.layers.Dense(1, name="stimulation")

@@ -1117,15 +1117,21 @@ def stiff_patients(rates: Mapping[str, np.ndarray]) -> np.ndarray:
     Raises
     ------
     ValueError
-        Naming the patient and rate if one is implausible (a half-life below one second:
-        above :data:`MAX_RATE_PER_H`).
+        If ``rates`` is empty; or naming the patient and rate if one is implausible (a
+        half-life below one second: above :data:`MAX_RATE_PER_H`).
 
     Examples
     --------
     >>> import numpy as np
     >>> stiff_patients({"ka": np.array([1.0, 1000.0])}).tolist()
     [False, True]
+    >>> stiff_patients({})
+    Traceback (most recent call last):
+    ...
+    ValueError: rates must hold at least one rate constant (1/h, each (N,)), got none
     """
+    if len(rates) == 0:
+        raise ValueError("rates must hold at least one rate constant (1/h, each (N,)), got none")
     for name, rate in rates.items():
         bad = np.flatnonzero(rate > MAX_RATE_PER_H)
         if bad.size:

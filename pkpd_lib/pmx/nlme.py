@@ -444,12 +444,14 @@ class Observations:
     Parameters
     ----------
     ids : array_like
-        The subjects' identifiers, (N,).
+        The subjects' identifiers, (N,); stored as a numpy array (an array is kept as
+        given, anything else converted).
     times_h : array_like
-        Observation times (h), (N, K), finite (pad with any time).
+        Observation times (h), (N, K), finite (pad with any time); stored as a numpy
+        array (an array as given, anything else converted to floats).
     dv : array_like
         The observations (N, K), in the DV's unit; NaN where a subject has fewer than K.
-        Never infinite.
+        Never infinite. Stored like ``times_h``.
     covariates : mapping of str to array_like
         Covariates by name, each (N,) finite numbers.
     extra : mapping
@@ -476,6 +478,11 @@ class Observations:
     ...                    np.array([[3.1, 88.0], [2.2, 95.0]]), output=np.array([[0, 1], [0, 1]]))
     >>> obs.n_subjects, obs.n_observations
     (2, 4)
+
+    Lists become arrays:
+
+    >>> Observations([1], [[1.0]], [[2.0]]).dv
+    array([[2.]])
     """
 
     ids: np.ndarray
@@ -486,6 +493,10 @@ class Observations:
     output: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        # lists become arrays (ids as given, times and dv as floats); arrays stay as given
+        for name, dtype in (("ids", None), ("times_h", float), ("dv", float)):
+            if not isinstance(getattr(self, name), np.ndarray):
+                object.__setattr__(self, name, np.asarray(getattr(self, name), dtype))
         t, y = np.asarray(self.times_h, float), np.asarray(self.dv, float)
         if t.shape != y.shape or t.ndim != 2:
             raise ValueError(f"times_h and dv must both be (N, K), got {t.shape} and {y.shape}")
@@ -537,14 +548,19 @@ class Observations:
             raise ValueError("every subject needs at least one observation to estimate from")
 
 
+def _check_transform(transform) -> None:
+    """A ``ValueError`` naming ``transform`` unless it is one of :data:`TRANSFORMS`."""
+    if transform not in TRANSFORMS:
+        raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
+
+
 def to_natural(transform: str, x):
     """A parameter on its natural scale from its transformed value.
 
     Parameters
     ----------
     transform : str
-        ``"log"``, ``"logit"`` or ``"none"`` (:data:`TRANSFORMS`); any other value is taken
-        as ``"logit"``.
+        ``"log"``, ``"logit"`` or ``"none"`` (:data:`TRANSFORMS`).
     x : array_like
         The value on the transformed scale.
 
@@ -552,7 +568,22 @@ def to_natural(transform: str, x):
     -------
     numpy.ndarray or float
         ``exp(x)``, ``expit(x)`` or ``x`` (as a float array), the shape of ``x``.
+
+    Raises
+    ------
+    ValueError
+        If ``transform`` is not one of :data:`TRANSFORMS`.
+
+    Examples
+    --------
+    >>> float(to_natural("logit", 0.0))
+    0.5
+    >>> to_natural("logiz", 0.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: transform must be one of ('log', 'logit', 'none'), got 'logiz'
     """
+    _check_transform(transform)
     if transform == "none":
         return np.asarray(x, float)
     return np.exp(x) if transform == "log" else expit(x)
@@ -564,8 +595,7 @@ def to_transformed(transform: str, value):
     Parameters
     ----------
     transform : str
-        ``"log"``, ``"logit"`` or ``"none"`` (:data:`TRANSFORMS`); any other value is taken
-        as ``"logit"``.
+        ``"log"``, ``"logit"`` or ``"none"`` (:data:`TRANSFORMS`).
     value : array_like
         The value on the natural scale: > 0 for ``"log"``, in (0, 1) for ``"logit"``.
 
@@ -577,8 +607,10 @@ def to_transformed(transform: str, value):
     Raises
     ------
     ValueError
-        A value out of the transform's range.
+        If ``transform`` is not one of :data:`TRANSFORMS`, or a value is out of the
+        transform's range.
     """
+    _check_transform(transform)
     value = np.asarray(value, float)
     if transform == "none":
         return value

@@ -155,16 +155,42 @@ def individual_conc(pk_params: Mapping[str, np.ndarray], regimens, times_h) -> n
     regimens : Regimen or sequence of Regimen
         One regimen shared by the patients, or one each.
     times_h : array_like
-        Times (h), (T,), shared by the patients.
+        Times (h): (T,) shared by the patients, or (N, T), each patient's own.
 
     Returns
     -------
     numpy.ndarray
         Concentrations (mg/L), (N, T); a dose at a time counts after it (trough).
+
+    Raises
+    ------
+    ValueError
+        If ``times_h`` is neither (T,) nor (N, T) with a row per patient.
+
+    Examples
+    --------
+    >>> from pkpd_lib.pmx.regimens import qd
+    >>> pk = {"ka": np.array([1.0, 1.0]), "CL": np.array([2.0, 4.0]), "V": np.array([20.0] * 2)}
+    >>> individual_conc(pk, qd(), [0.0, 2.0, 4.0]).shape
+    (2, 3)
+    >>> individual_conc(pk, qd(), [[0.0, 2.0], [1.0, 3.0]]).shape
+    (2, 2)
+    >>> individual_conc(pk, qd(), np.zeros((3, 2)))
+    Traceback (most recent call last):
+    ...
+    ValueError: times_h must be (T,) or (N, T) = (2, T) for 2 patients, got shape (3, 2)
     """
     n = np.asarray(pk_params["CL"]).size
     dose_t, dose_amt = dose_arrays(regimens, n)
-    t = np.broadcast_to(np.asarray(times_h, float), (n, np.size(times_h)))
+    t = np.asarray(times_h, float)
+    if t.ndim == 2 and t.shape[0] == n:
+        pass  # each patient's own times
+    elif t.ndim <= 1:
+        t = np.broadcast_to(t, (n, t.size))
+    else:
+        raise ValueError(
+            f"times_h must be (T,) or (N, T) = ({n}, T) for {n} patients, got shape {t.shape}"
+        )
     return _superposed_conc(
         np.asarray(pk_params["ka"], float),
         np.asarray(pk_params["CL"], float),

@@ -542,7 +542,8 @@ def deviating_schedules(
     days : int
         Days of dosing (default 7).
     p_missed, p_doubled, p_stop : float
-        The probabilities (not checked).
+        The probabilities, each in [0, 1]. A dose is missed or doubled, never both (one
+        draw per dose), so ``p_missed + p_doubled`` must not exceed 1.
 
     Returns
     -------
@@ -552,16 +553,31 @@ def deviating_schedules(
     Raises
     ------
     ValueError
-        Arguments :func:`random_schedules` refuses (``n``, ``days``, ``daily_dose_mg``).
+        Arguments :func:`random_schedules` refuses (``n``, ``days``, ``daily_dose_mg``);
+        a probability not in [0, 1] (or NaN); or ``p_missed + p_doubled`` > 1.
     TypeError
-        ``daily_dose_mg`` not a number.
+        ``daily_dose_mg`` or a probability not a number.
 
     Examples
     --------
     >>> schedules = deviating_schedules(50, seed=1)
     >>> any(len(s) < 5 for s in schedules), all(s.times_h[0] == 0 for s in schedules)
     (True, True)
+    >>> deviating_schedules(5, seed=1, p_missed=0.7, p_doubled=0.5)
+    Traceback (most recent call last):
+    ...
+    ValueError: p_missed + p_doubled must be <= 1 (...), got 0.7 + 0.5
     """
+    for name, p in (("p_missed", p_missed), ("p_doubled", p_doubled), ("p_stop", p_stop)):
+        if isinstance(p, bool | np.bool_) or not isinstance(p, int | float | np.number):
+            raise TypeError(f"{name} must be a probability (a number), got {p!r}")
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"{name} must be a probability in [0, 1], got {p!r}")
+    if p_missed + p_doubled > 1.0 + 1e-12:  # not refused for a rounding error
+        raise ValueError(
+            "p_missed + p_doubled must be <= 1 (a dose is missed or doubled, never both), "
+            f"got {p_missed!r} + {p_doubled!r}"
+        )
     base = random_schedules(n, seed, daily_dose_mg, days)
     rng = np.random.default_rng([seed, 1])
     out = []

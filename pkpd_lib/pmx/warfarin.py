@@ -198,11 +198,22 @@ def observations(table: pd.DataFrame, cmt: int) -> Observations:
     Raises
     ------
     ValueError
-        A subject whose doses are not exactly one, at 0 h.
+        A subject whose doses are not exactly one, at 0 h, or who has no dose record
+        (naming the subjects).
     """
     doses = table[table["EVID"] == 1].groupby("ID")
-    if (doses["TIME"].max() != 0).any() or (doses.size() != 1).any():
-        raise ValueError("each warfarin subject must have one dose, at 0 h")
+    undosed = sorted(set(table["ID"]) - set(doses.groups))
+    if undosed:
+        raise ValueError(
+            f"each warfarin subject must have one dose, at 0 h: subject(s) {undosed} "
+            "have no dose record (EVID 1)"
+        )
+    wrong = (doses["TIME"].max() != 0) | (doses.size() != 1)
+    if wrong.any():
+        raise ValueError(
+            "each warfarin subject must have one dose, at 0 h: subject(s) "
+            f"{wrong.index[wrong].tolist()} have another number of doses or a dose at another time"
+        )
     obs = table[(table["EVID"] == 0) & (table["CMT"] == cmt) & (table["MDV"] == 0)]
     groups = dict(tuple(obs.groupby("ID")))
     ids = np.array(sorted(groups))
@@ -427,7 +438,13 @@ def network_data(table: pd.DataFrame, pk: dict, dose_times_h=None, amounts_mg=No
         float32.
     y : numpy.ndarray
         Targets (N, 145): observed PCA (% of normal) at its sampling hours, NaN elsewhere
-        (sampling times are taken as whole hours up to 144 h, as they are in these data).
+        (sampling times must be whole hours from 0 to 144 h, as they are in these data).
+
+    Raises
+    ------
+    ValueError
+        If a PCA sampling time is not a whole hour of :data:`HOURLY_H` (0 to 144 h),
+        naming the subject and the time; or from :func:`observations`.
     """
     obs = observations(table, nonmem.CMT_RESPONSE)
     if dose_times_h is None:
@@ -440,5 +457,13 @@ def network_data(table: pd.DataFrame, pk: dict, dose_times_h=None, amounts_mg=No
     }
     y = np.full((obs.n_subjects, HOURLY_H.size), np.nan)
     rows, cols = np.nonzero(~np.isnan(obs.dv))
-    y[rows, obs.times_h[rows, cols].astype(int)] = obs.dv[rows, cols]
+    times = obs.times_h[rows, cols]
+    off = (times != np.round(times)) | (times < HOURLY_H[0]) | (times > HOURLY_H[-1])
+    if off.any():
+        i = np.flatnonzero(off)[0]
+        raise ValueError(
+            f"subject {obs.ids[rows[i]]} has a PCA sample at {times[i]:g} h: the networks' "
+            f"grid is the whole hours {HOURLY_H[0]:g} to {HOURLY_H[-1]:g} h (HOURLY_H)"
+        )
+    y[rows, times.astype(int)] = obs.dv[rows, cols]
     return x, y
