@@ -39,11 +39,15 @@ import re
 #: iterative fits.
 TRAINED_TAG = "trained-scores"
 
-#: Relative tolerance of the retrain tier for tagged cells: retraining a network with
-#: the same seed, data and pinned versions on another CPU reproduced its scores to about
-#: 1e-6 (relative); this allows a thousand times that, and stays far below the 25%
-#: regression the check must catch.
-RETRAIN_RTOL = 1e-3
+#: Relative tolerance of the retrain tier for tagged cells, from the measured spread of
+#: retraining and refitting on other CPUs: a network retrained with the same seed, data
+#: and pinned versions reproduced its scores to about 1e-6 (4e-5 where a float32 input
+#: rounded the other way); a population-model fit, which stops when three iterations
+#: gain less than 0.01 in the OFV, stopped at estimates up to 2.1e-3 (relative) apart
+#: (chapter 16's PD fit, 6.147 against 6.134, on CPUs emulated without AVX and with
+#: AVX2 against this project's AVX-512 machine). This allows 2.4 times the larger, and
+#: stays far below the 25% regression the check must catch.
+RETRAIN_RTOL = 5e-3
 
 #: The largest relative tolerance :func:`tolerance` accepts from the environment.
 MAX_RTOL = 0.15

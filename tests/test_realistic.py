@@ -169,3 +169,41 @@ def test_locked_test_datasets_are_the_data_the_networks_read(locked):
         qd.screening_pd.mean(axis=1).astype("float32"), real.qd_x["test"]["BASE_PD"]
     )
     np.testing.assert_array_equal(qd.population.ids, real.populations["test"].ids)
+
+
+@pytest.mark.slow
+def test_switch_study_reads_only_what_is_known_at_the_switch(monkeypatch):
+    """Scenario S48: inputs built from what is known at 48 h. The PK is fitted to
+    samples up to the switch only; the baseline and early-PD inputs are the same for
+    every regimen; before the switch, inputs and truth are those of QD."""
+    seen = []
+    fit_pk = realistic.individual_pk
+
+    def recording(population, qd, times_h):
+        seen.append(np.asarray(times_h, float))
+        return fit_pk(population, qd, times_h)
+
+    monkeypatch.setattr(realistic, "individual_pk", recording)
+    info = realistic.Information(
+        "screening", True, "predicted", early_pd=True, pk_prior="estimated"
+    )
+    regimens = {"QD": reg.qd(), "BID": reg.bid(), "TID": reg.tid()}
+    study = realistic.switch_study(info, regimens)
+    assert len(seen) == 1 and seen[0].max() <= realistic.SWITCH_AT_H
+    before = ~study.window
+    assert study.window.sum() == 121 and before.sum() == 48
+    (xq, tq), (xb, tb), (xt, tt) = (study.cases[r] for r in regimens)
+    for x in (xb, xt):
+        for name in x:
+            if name == "conc":
+                np.testing.assert_array_equal(x[name][:, before], xq[name][:, before])
+                assert not np.allclose(x[name][:, ~before], xq[name][:, ~before])
+            else:
+                np.testing.assert_array_equal(x[name], xq[name])
+    for t in (tb, tt):
+        np.testing.assert_array_equal(t[:, before], tq[:, before])
+    oracle = realistic.switch_study(realistic.ORACLE, {"QD": reg.qd(), "BID": reg.bid()})
+    (oq, _), (ob, _) = oracle.cases["QD"], oracle.cases["BID"]
+    np.testing.assert_array_equal(ob["conc"][:, before], oq["conc"][:, before])
+    with pytest.raises(ValueError, match="'QD'"):
+        realistic.switch_study(info, {"BID": reg.bid()})

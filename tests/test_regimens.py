@@ -102,3 +102,34 @@ def test_deviation_probabilities_are_checked(probabilities, error, message):
         reg.deviating_schedules(3, seed=1, **probabilities)
     edges = reg.deviating_schedules(3, seed=1, p_missed=0.0, p_doubled=1.0, p_stop=1.0)
     assert all(np.all(r.amounts_mg > 0) for r in edges)
+
+
+def test_switched_keeps_the_first_regimen_before_the_switch_and_shifts_the_second():
+    s = reg.switched(reg.qd(), reg.tid(), at_h=48.0)
+    before = s.times_h < 48.0
+    np.testing.assert_array_equal(s.times_h[before], [0.0, 24.0])
+    np.testing.assert_allclose(s.times_h[~before], 48.0 + 8.0 * np.arange(15))
+    np.testing.assert_allclose(s.amounts_mg, [100.0, 100.0] + [100.0 / 3] * 15)
+    assert s.times_h.max() < 168.0 and s.name == "QD to TID at 48 h"
+    # switching to the same regimen at a dose time changes nothing but the name
+    same = reg.switched(reg.qd(), reg.qd(), at_h=48.0, name="QD")
+    assert same == reg.qd()
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"at_h": 0.0}, ValueError, "at_h"),
+        ({"at_h": float("nan")}, ValueError, "at_h"),
+        ({"at_h": 48.0, "until_h": 24.0}, ValueError, "until_h"),
+        ({"at_h": "48"}, TypeError, "at_h"),
+    ],
+)
+def test_switched_rejects_bad_times(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        reg.switched(reg.qd(), reg.bid(), **kwargs)
+
+
+def test_switched_rejects_what_is_not_a_regimen():
+    with pytest.raises(ValueError, match="after must be a Regimen"):
+        reg.switched(reg.qd(), "BID", at_h=48.0)

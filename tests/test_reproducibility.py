@@ -38,8 +38,8 @@ def test_numbers_match(stored, fresh, same):
 
 
 def test_retrain_tolerance_is_relative():
-    assert numbers_match("10.00000", "10.00900", rtol=RETRAIN_RTOL)
-    assert not numbers_match("10.00000", "10.02000", rtol=RETRAIN_RTOL)
+    assert numbers_match("6.147", "6.134", rtol=RETRAIN_RTOL)  # a refit on another CPU
+    assert not numbers_match("10.00000", "10.06000", rtol=RETRAIN_RTOL)
     assert not numbers_match("10.0", "12.5", rtol=RETRAIN_RTOL)  # a 25% regression
 
 

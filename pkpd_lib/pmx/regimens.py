@@ -465,6 +465,68 @@ def every(interval_h: float, dose_mg: float, days: int = 7, name: str | None = N
     return Regimen(times, np.full(times.size, dose_mg), name=name or f"q{interval_h:g}h")
 
 
+def switched(
+    before: Regimen,
+    after: Regimen,
+    at_h: float,
+    until_h: float = 168.0,
+    name: str | None = None,
+) -> Regimen:
+    """A switch of regimen: ``before``'s doses given before ``at_h``, then ``after``'s
+    schedule started at ``at_h`` (its doses shifted by ``at_h``), up to ``until_h``.
+
+    The protocol's primary scenario (S48): every patient takes QD for two days and the
+    regimen asked about starts at 48 h, so whatever is observed before 48 h is observed
+    under QD, for the truth and the prediction alike.
+
+    Parameters
+    ----------
+    before, after : Regimen
+        The regimen given first, and the one switched to (its times counted from the
+        switch).
+    at_h : float
+        The switch time (h), > 0: ``before``'s doses at times ``< at_h`` are kept.
+    until_h : float
+        The end of the schedule (h, default 168, seven days): doses at ``>= until_h``
+        are left out.
+    name : str, optional
+        The label; default ``"<before> to <after> at <at_h> h"``.
+
+    Returns
+    -------
+    Regimen
+
+    Raises
+    ------
+    ValueError
+        ``at_h`` or ``until_h`` not finite and > 0, ``until_h <= at_h``, or a regimen
+        that is not a :class:`Regimen`.
+
+    Examples
+    --------
+    >>> s = switched(qd(), bid(), at_h=48.0)
+    >>> s.doses()[:4], len(s), s.total_mg
+    ([(0.0, 100.0), (24.0, 100.0), (48.0, 50.0), (60.0, 50.0)], 12, 700.0)
+    >>> s.name
+    'QD to BID at 48 h'
+    """
+    for what, r in (("before", before), ("after", after)):
+        if not isinstance(r, Regimen):
+            raise ValueError(f"{what} must be a Regimen, got {type(r).__name__}")
+    at_h = _positive_number(at_h, "at_h", "h")
+    until_h = _positive_number(until_h, "until_h", "h")
+    if until_h <= at_h:
+        raise ValueError(f"until_h ({until_h:g} h) must be after the switch at_h ({at_h:g} h)")
+    keep_before = before.times_h < at_h
+    shifted = after.times_h + at_h
+    keep_after = shifted < until_h
+    return Regimen(
+        np.concatenate([before.times_h[keep_before], shifted[keep_after]]),
+        np.concatenate([before.amounts_mg[keep_before], after.amounts_mg[keep_after]]),
+        name=name or f"{before.name} to {after.name} at {at_h:g} h",
+    )
+
+
 def adherence_regimens(daily_dose_mg: float = 100.0, day: int = 4) -> dict[str, Regimen]:
     """QD as patients take it: one missed dose, one late dose (8 h), a missed dose made
     up by a double dose the next day, and stopping after ``day - 1`` days. The

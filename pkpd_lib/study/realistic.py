@@ -158,17 +158,20 @@ def _inputs(
 
 
 def _qd_fit(
-    info: Information, qd: datasets.Dataset, population: nlme.NLMEFit | None = None
+    info: Information,
+    qd: datasets.Dataset,
+    population: nlme.NLMEFit | None = None,
+    times_h=sampling.SPARSE_TIMES_H,
 ) -> pkfit.PKFit | dict | None:
-    """The empirical Bayes PK of each patient from the seven QD concentrations (the
-    study's sparse times): under the generating model (a :class:`PKFit`) or under the
-    estimated ``population`` fit (individual parameters), or None when concentrations
-    are observed."""
+    """The empirical Bayes PK of each patient from its QD concentrations at ``times_h``
+    (default the study's seven sparse times): under the generating model (a
+    :class:`PKFit`) or under the estimated ``population`` fit (individual parameters),
+    or None when concentrations are observed."""
     if info.conc == "observed":
         return None
     if info.pk_prior == "estimated":
-        return individual_pk(population, qd)
-    sparse = qd.at_times(sampling.SPARSE_TIMES_H)
+        return individual_pk(population, qd, times_h)
+    sparse = qd.at_times(times_h)
     return pkfit.fit_individual_pk(
         sparse.conc_obs, sparse.times_h, sparse.regimens, qd.population.covariates
     )
@@ -178,13 +181,15 @@ def _qd_fit(
 POPULATION_PK_PATIENTS = 100
 
 
-def sparse_pk_observations(qd: datasets.Dataset, n_patients: int | None = None):
-    """The first ``n_patients`` (default all) patients' seven QD concentrations at the
-    study's sparse times as FOCE-I observations in µg/L
-    (:data:`pkpd_lib.pmx.popmodels.PK_MODEL_UG_PER_L`), the pre-dose sample missing as
+def sparse_pk_observations(
+    qd: datasets.Dataset, n_patients: int | None = None, times_h=sampling.SPARSE_TIMES_H
+):
+    """The first ``n_patients`` (default all) patients' QD concentrations at ``times_h``
+    (default the study's seven sparse times) as FOCE-I observations in µg/L
+    (:data:`pkpd_lib.pmx.popmodels.PK_MODEL_UG_PER_L`), a pre-dose sample missing as
     below quantification (it is 0 before the first dose)."""
     n = qd.n_patients if n_patients is None else n_patients
-    sparse = qd.at_times(sampling.SPARSE_TIMES_H)
+    sparse = qd.at_times(times_h)
     conc = sparse.conc_obs[:n].copy()
     conc[:, sparse.times_h == 0.0] = np.nan
     return pm.pk_observations(
@@ -223,10 +228,13 @@ def population_pk_fit(
     return best
 
 
-def individual_pk(population: nlme.NLMEFit, qd: datasets.Dataset) -> dict[str, np.ndarray]:
-    """Each patient's empirical Bayes ka (1/h), CL (L/h) and V (L), arrays (N,), from the
-    seven sparse QD concentrations under the estimated ``population`` PK model."""
-    data = sparse_pk_observations(qd)
+def individual_pk(
+    population: nlme.NLMEFit, qd: datasets.Dataset, times_h=sampling.SPARSE_TIMES_H
+) -> dict[str, np.ndarray]:
+    """Each patient's empirical Bayes ka (1/h), CL (L/h) and V (L), arrays (N,), from its
+    QD concentrations at ``times_h`` (default the seven sparse times) under the estimated
+    ``population`` PK model."""
+    data = sparse_pk_observations(qd, times_h=times_h)
     return nlme.individual_parameters(population, data, nlme.conditional_modes(population, data))
 
 
@@ -301,3 +309,69 @@ def typical_curve(population, baseline_pd, regimen: reg.Regimen, times_h) -> np.
 def baseline_of(x: dict) -> np.ndarray:
     """The baseline input (biomarker units) of a feature mapping."""
     return np.asarray(x["BASE_PD"], float)
+
+
+#: The switch time of the protocol's primary scenario S48 (h).
+SWITCH_AT_H = 48.0
+#: The PK samples known at the switch (h): 2 and 6 h after the first dose, and the
+#: troughs at 24 h and 48 h (taken before that time's dose).
+SWITCH_PK_TIMES_H = np.array([2.0, 6.0, 24.0, 48.0])
+
+
+@dataclass
+class SwitchStudy:
+    """The development patients in scenario S48 under one :class:`Information` setting.
+
+    Every patient takes QD until :attr:`at_h`, then the regimen asked about
+    (:func:`pkpd_lib.pmx.regimens.switched`). ``cases``: for each regimen name (QD
+    included: QD throughout), the network inputs and the noise-free truth (N, T).
+    Everything the inputs read is known at the switch: the screening baseline, the
+    QD PD at 12-48 h (early-PD settings), the concentrations at
+    :data:`SWITCH_PK_TIMES_H` (predicted concentrations) or, as an oracle, the hourly
+    concentrations (observed under QD before the switch, under the new schedule after).
+    ``window``: the times scored (T,), from the switch to the end.
+    """
+
+    info: Information
+    at_h: float
+    times_h: np.ndarray
+    cases: dict[str, tuple[dict, np.ndarray]]
+
+    @property
+    def window(self) -> np.ndarray:
+        return self.times_h >= self.at_h
+
+
+def switch_study(
+    info: Information, regimens: dict[str, reg.Regimen], at_h: float = SWITCH_AT_H
+) -> SwitchStudy:
+    """Scenario S48 of the protocol on the development patients (the test patients of
+    :func:`locked_study`, with the same QD data): each of ``regimens`` started at
+    ``at_h`` after QD, the networks' inputs built from what is known then.
+
+    Observations under a switched regimen are drawn with
+    :func:`pkpd_lib.pmx.sampling.named_seed` of ``"development/observations/<name>"``;
+    before the switch a patient's observed history is its QD draw.
+    """
+    if "QD" not in regimens:
+        raise ValueError(f"regimens must include 'QD' (the reference), got {sorted(regimens)}")
+    extra = PD_VARIABILITY if info.pd_variability else None
+    pop_seed, obs_seed = LOCKED_TEST_SEEDS
+    pop = sample_population(LOCKED_SIZE, pop_seed, LOCKED_FIRST_ID, extra_eta_sd=extra)
+    qd = datasets.simulate_dataset(pop, reg.qd(), obs_seed=obs_seed)
+    population = None
+    if info.pk_prior == "estimated":
+        train = datasets.study_datasets("dense", extra_eta_sd=extra)["train"]
+        population = population_pk_fit(train)
+    fit = _qd_fit(info, qd, population, SWITCH_PK_TIMES_H)
+    before = qd.times_h < at_h
+    cases = {}
+    for name, regimen in regimens.items():
+        schedule = reg.switched(reg.qd(), regimen, at_h=at_h, name=f"{name} from {at_h:g} h")
+        seed = sampling.named_seed(f"development/observations/{schedule.name}")
+        d = datasets.simulate_dataset(pop, schedule, obs_seed=seed)
+        x = _inputs(info, d, fit, qd)
+        if info.conc == "observed":  # one observed history: QD's before the switch
+            x["conc"] = np.where(before, qd.conc_obs, d.conc_obs).astype("float32")
+        cases[name] = (x, d.truth.pd)
+    return SwitchStudy(info, float(at_h), qd.times_h, cases)
