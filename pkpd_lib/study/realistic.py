@@ -306,6 +306,86 @@ def typical_curve(population, baseline_pd, regimen: reg.Regimen, times_h) -> np.
     return simulate(p, regimen, times_h).pd
 
 
+#: Observed PD of the population PD fit: every 4 h (a multiple of popmodels.PD_STEP_H).
+POPULATION_PD_EVERY_H = 4
+#: The PD structures a modeller compares (transit steps), and the one kept when their
+#: objectives tie.
+POPULATION_PD_TRANSIT_STEPS = (3, 2)
+
+
+def population_pd_fits(
+    train: datasets.Dataset,
+    pk_fit: nlme.NLMEFit,
+    n_patients: int = POPULATION_PK_PATIENTS,
+) -> dict[int, nlme.NLMEFit]:
+    """FOCE-I fits of :func:`pkpd_lib.pmx.popmodels.pd_model` with each of
+    :data:`POPULATION_PD_TRANSIT_STEPS` to the first ``n_patients`` training patients'
+    observed PD every :data:`POPULATION_PD_EVERY_H` h, driven by their individual PK
+    under ``pk_fit`` (:func:`population_pk_fit` of the same patients), by transit steps;
+    the sequential PK-then-PD fit of chapters 16 and 17, from and to the store."""
+    n = n_patients
+    times = train.times_h[::POPULATION_PD_EVERY_H]
+    pd_obs = train.pd_obs[:n, ::POPULATION_PD_EVERY_H]
+    data = pm.pd_data(
+        regimens=train.regimens[:n],
+        times_h=times,
+        pk_params=pk_fit.individual,
+        covariates=train.population.covariates.iloc[:n],
+        pd_obs=pd_obs,
+    )
+    start = {**pm.PD_START, "R0": float(np.mean(pd_obs[:, 0]))}
+    return {
+        k: nlme.fit_foce(
+            pm.pd_model(k), data, start, standard_errors=k == 3, cache_dir="default"
+        )
+        for k in POPULATION_PD_TRANSIT_STEPS
+    }
+
+
+def population_pd_fit(
+    train: datasets.Dataset, pk_fit: nlme.NLMEFit, n_patients: int = POPULATION_PK_PATIENTS
+) -> nlme.NLMEFit:
+    """The PD structure a modeller keeps from :func:`population_pd_fits`: the lowest OFV
+    (the structures have as many parameters, so also the lowest AIC). A fit that did not
+    converge is an error."""
+    fits = population_pd_fits(train, pk_fit, n_patients)
+    best = min(fits.values(), key=lambda fit: fit.ofv)
+    if not best.converged:
+        raise ValueError(f"the population PD fit failed: {best.convergence}")
+    return best
+
+
+def fitted_typical_curve(
+    pk_fit: nlme.NLMEFit,
+    pd_fit: nlme.NLMEFit,
+    qd: datasets.Dataset,
+    baseline_pd,
+    regimen: reg.Regimen,
+    times_h,
+) -> np.ndarray:
+    """The population-typical PD (N, T) a modeller computes from the FOCE-I fits: each
+    patient's covariates with every random effect 0 (PK and PD), but the baseline R0 set
+    to the patient's baseline input (biomarker units), under ``regimen`` at ``times_h``
+    (multiples of :data:`pkpd_lib.pmx.popmodels.PD_STEP_H`). No generating value is read
+    (:func:`typical_curve` is its oracle twin, from the true model)."""
+    n = qd.n_patients
+    base = np.asarray(baseline_pd, float)
+    if base.shape != (n,) or not np.all(np.isfinite(base) & (base > 0)):
+        raise ValueError(f"baseline_pd must be {n} finite values > 0, got shape {base.shape}")
+    pk_obs = sparse_pk_observations(qd)
+    pk = nlme.individual_parameters(pk_fit, pk_obs, np.zeros((n, len(pk_fit.model.random))))
+    data = pm.pd_data(
+        regimens=reg.per_patient(regimen, n),
+        times_h=times_h,
+        pk_params=pk,
+        covariates=qd.population.covariates,
+    )
+    eta = np.zeros((n, len(pd_fit.model.random)))
+    typical_r0 = nlme.individual_parameters(pd_fit, data, eta)["R0"]
+    eta[:, pd_fit.model.random.index("R0")] = np.log(base / typical_r0)
+    return nlme.individual_predictions(pd_fit, data, eta)
+
+
 def baseline_of(x: dict) -> np.ndarray:
     """The baseline input (biomarker units) of a feature mapping."""
     return np.asarray(x["BASE_PD"], float)
