@@ -201,3 +201,12 @@ def test_per_patient_conformal_interval_covers_whole_curves_at_the_level():
         metrics.patient_scores(members, truth, sd_floor=0.0)
     with pytest.raises(ValueError, match="M >= 2"):
         metrics.patient_scores(members[:1], truth, sd_floor=1.0)
+
+
+def test_coverage_verdict_reads_the_interval_against_the_level():
+    assert metrics.coverage_verdict(0.84, 0.93) == "covers as asked"
+    assert metrics.coverage_verdict(0.70, 0.89) == "under-covers"
+    assert metrics.coverage_verdict(0.91, 0.99) == "over-covers"
+    assert metrics.coverage_verdict(0.5, 0.7, level=0.6) == "covers as asked"
+    with pytest.raises(ValueError, match="low <= high"):
+        metrics.coverage_verdict(0.9, 0.8)

@@ -237,3 +237,26 @@ def test_fitted_typical_curve_reads_no_generating_value(monkeypatch):
     assert abs(err_fit - err_oracle) < 0.03 and err_fit > 0.1
     with pytest.raises(ValueError, match="baseline_pd"):
         realistic.fitted_typical_curve(pk, pd_fit, qd, base[:-1], reg.bid(), times)
+
+
+@pytest.mark.slow
+def test_calibration_patients_are_their_own_set():
+    """The conformal calibration patients share no ID with any other set, are simulated
+    under the validation regimen, and come from named seeds (not a list position)."""
+    from pkpd_lib.pmx import sampling
+
+    x, truth = realistic.calibration_case(realistic.ORACLE)
+    assert truth.shape == (realistic.CALIBRATION_SIZE, 169) and x["conc"].shape == truth.shape
+    ids = set(range(realistic.CALIBRATION_FIRST_ID, realistic.CALIBRATION_FIRST_ID + 200))
+    book = datasets.study_datasets("dense")
+    used = {int(i) for d in book.values() for i in d.population.ids}
+    used |= set(range(realistic.LOCKED_FIRST_ID, realistic.LOCKED_FIRST_ID + 200))
+    assert not ids & used
+    assert sampling.named_seed("calibration/population") != sampling.named_seed(
+        "calibration/observations/QD"
+    )
+    # the oracle's baseline input is each calibration patient's true R0, not another set's
+    pop = realistic.sample_population(
+        200, sampling.named_seed("calibration/population"), realistic.CALIBRATION_FIRST_ID
+    )
+    np.testing.assert_array_equal(x["BASE_PD"], pop.params.R0.astype("float32"))

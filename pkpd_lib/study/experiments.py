@@ -50,6 +50,57 @@ NEURAL_ODE = nw.NetworkConfig(
 )
 
 
+#: The protocol's grid for the neural ODE (oracle setting, seed 0, early stopping on the
+#: validation patients): batch sizes and maximum epochs.
+NEURAL_ODE_GRID = {"batch_size": (100, 250), "max_epochs": (800, 1600)}
+#: A grid cell is as good as the best when its validation error is within this
+#: fraction of the lowest (relative).
+NEURAL_ODE_TOLERANCE = 0.02
+
+
+def cheapest_within(
+    errors: dict[tuple[int, int], float], tolerance: float = NEURAL_ODE_TOLERANCE
+) -> tuple[int, int]:
+    """The protocol's rule for a training grid: of the cells ``(batch_size, max_epochs)``
+    whose validation error is within ``tolerance`` (relative) of the lowest, the cheapest,
+    fewer epochs first, then the larger batch (fewer steps an epoch).
+
+    Parameters
+    ----------
+    errors : dict
+        Validation error (e.g. relative RMSE, %) by ``(batch_size, max_epochs)``.
+    tolerance : float
+        The relative margin, >= 0.
+
+    Returns
+    -------
+    tuple of int
+        The chosen ``(batch_size, max_epochs)``.
+
+    Raises
+    ------
+    ValueError
+        No cell, an error that is not finite, or a negative tolerance.
+
+    Examples
+    --------
+    >>> cheapest_within({(250, 800): 3.05, (100, 800): 3.20, (250, 1600): 3.00})
+    (250, 800)
+    >>> cheapest_within({(250, 800): 3.20, (100, 800): 3.02, (250, 1600): 3.00})
+    (100, 800)
+    """
+    if not errors:
+        raise ValueError("no grid cell to choose from")
+    if tolerance < 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance!r}")
+    bad = [cell for cell, e in errors.items() if not np.isfinite(e)]
+    if bad:
+        raise ValueError(f"validation errors must be finite; not for {bad}")
+    best = min(errors.values())
+    good = [cell for cell, e in errors.items() if e <= best * (1 + tolerance)]
+    return min(good, key=lambda cell: (cell[1], -cell[0]))
+
+
 @dataclass
 class StudyData:
     """Network-ready arrays of one design: inputs (feature mappings), observed PD

@@ -480,6 +480,25 @@ def conformal_quantile(scores, level: float = 0.9) -> float:
     return float(scores[k - 1]) if k <= scores.size else float("inf")
 
 
+def coverage_verdict(low: float, high: float, level: float = 0.9) -> str:
+    """The protocol's reading of a coverage's 95% interval ``[low, high]`` (fractions)
+    for an interval asked to cover ``level``: ``"covers as asked"`` when it contains
+    ``level``, ``"under-covers"`` when it lies below, ``"over-covers"`` when above.
+
+    Examples
+    --------
+    >>> coverage_verdict(0.84, 0.93), coverage_verdict(0.70, 0.86)
+    ('covers as asked', 'under-covers')
+    """
+    if not (np.isfinite(low) and np.isfinite(high) and low <= high):
+        raise ValueError(f"need a finite interval low <= high, got [{low!r}, {high!r}]")
+    if high < level:
+        return "under-covers"
+    if low > level:
+        return "over-covers"
+    return "covers as asked"
+
+
 def score_table(
     predictions: Mapping[str, np.ndarray],
     truths: Mapping[str, np.ndarray],

@@ -306,6 +306,41 @@ def typical_curve(population, baseline_pd, regimen: reg.Regimen, times_h) -> np.
     return simulate(p, regimen, times_h).pd
 
 
+#: The conformal calibration patients of the protocol: size and first ID (no other set's
+#: IDs overlap them), seeds by name (``calibration/...``).
+CALIBRATION_SIZE = 200
+CALIBRATION_FIRST_ID = 60001
+
+
+def calibration_case(info: Information) -> tuple[dict, np.ndarray]:
+    """The protocol's ``calibration`` patients under the validation regimen (q18h): the
+    network inputs of ``info`` (from their own QD data, as for every other set) and the
+    noise-free truth (N, T). They serve the conformal multiplier only: no early
+    stopping, no choice reads them. Seeds: :func:`pkpd_lib.pmx.sampling.named_seed` of
+    ``"calibration/population"``, ``"calibration/observations/QD"`` and
+    ``"calibration/observations/q18h"``."""
+    extra = PD_VARIABILITY if info.pd_variability else None
+    pop = sample_population(
+        CALIBRATION_SIZE,
+        sampling.named_seed("calibration/population"),
+        CALIBRATION_FIRST_ID,
+        extra_eta_sd=extra,
+    )
+    qd = datasets.simulate_dataset(
+        pop, reg.qd(), obs_seed=sampling.named_seed("calibration/observations/QD")
+    )
+    name = VALIDATION_REGIMEN.name
+    d = datasets.simulate_dataset(
+        pop, VALIDATION_REGIMEN, obs_seed=sampling.named_seed(f"calibration/observations/{name}")
+    )
+    population = None
+    if info.pk_prior == "estimated":
+        population = population_pk_fit(
+            datasets.study_datasets("dense", extra_eta_sd=extra)["train"]
+        )
+    return _inputs(info, d, _qd_fit(info, qd, population), qd), d.truth.pd
+
+
 #: Observed PD of the population PD fit: every 4 h (a multiple of popmodels.PD_STEP_H).
 POPULATION_PD_EVERY_H = 4
 #: The PD structures a modeller compares (transit steps), and the one kept when their
@@ -335,9 +370,7 @@ def population_pd_fits(
     )
     start = {**pm.PD_START, "R0": float(np.mean(pd_obs[:, 0]))}
     return {
-        k: nlme.fit_foce(
-            pm.pd_model(k), data, start, standard_errors=k == 3, cache_dir="default"
-        )
+        k: nlme.fit_foce(pm.pd_model(k), data, start, standard_errors=k == 3, cache_dir="default")
         for k in POPULATION_PD_TRANSIT_STEPS
     }
 
