@@ -6,8 +6,9 @@ cell tagged ``trained-scores`` prints numbers computed by networks or fits, whos
 inference may round the last printed digit the other way on another CPU: it is compared
 with :func:`pkpd_lib.reproducibility.numbers_match` instead (the same words, tables and
 verdicts, every number within one unit of its last printed digit, or within
-``$PKPD_NBVAL_RTOL`` in the retrain tier; see :mod:`pkpd_lib.reproducibility`).
-Untagged cells stay exact.
+``$PKPD_NBVAL_RTOL`` in the retrain tier, or for a population model's table also
+tagged ``fit-table`` within ``RETRAIN_FIT_TABLE_RTOL`` there; see
+:func:`pkpd_lib.reproducibility.cell_tolerance`). Untagged cells stay exact.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import copy
 
 from nbval.plugin import IPyNbCell
 
-from pkpd_lib.reproducibility import TRAINED_TAG, numbers_match, tolerance
+from pkpd_lib.reproducibility import cell_tolerance, numbers_match
 
 _exact_compare = IPyNbCell.compare_outputs
 
@@ -50,8 +51,9 @@ def within_tolerance(fresh: list, stored: list, rtol: float = 0.0) -> list:
 
 
 def _compare_outputs(self, test, ref, skip_compare=None):
-    if TRAINED_TAG in self.cell.metadata.get("tags", []):
-        test = within_tolerance(test, ref, tolerance())
+    rtol = cell_tolerance(self.cell.metadata.get("tags", []))
+    if rtol is not None:
+        test = within_tolerance(test, ref, rtol)
     return _exact_compare(self, test, ref, skip_compare)
 
 

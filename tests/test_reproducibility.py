@@ -11,7 +11,15 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from pkpd_lib.reproducibility import RETRAIN_RTOL, TRAINED_TAG, numbers_match, tolerance
+from pkpd_lib.reproducibility import (
+    FIT_TABLE_TAG,
+    RETRAIN_FIT_TABLE_RTOL,
+    RETRAIN_RTOL,
+    TRAINED_TAG,
+    cell_tolerance,
+    numbers_match,
+    tolerance,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -107,3 +115,15 @@ def test_plugin_matches_outputs_by_mime_type_not_order():
         )
     ]
     assert plugin.within_tolerance(fresh, stored)[0]["data"] == stored[0]["data"]
+
+
+def test_a_fit_table_is_looser_only_in_the_retrain_tier(monkeypatch):
+    monkeypatch.delenv("PKPD_NBVAL_RTOL", raising=False)
+    assert cell_tolerance([TRAINED_TAG, FIT_TABLE_TAG]) == 0.0  # the test command
+    assert cell_tolerance([FIT_TABLE_TAG]) is None  # untagged as trained: exact
+    monkeypatch.setenv("PKPD_NBVAL_RTOL", str(RETRAIN_RTOL))
+    assert cell_tolerance([TRAINED_TAG]) == RETRAIN_RTOL
+    rtol = cell_tolerance([TRAINED_TAG, FIT_TABLE_TAG])
+    assert rtol == RETRAIN_FIT_TABLE_RTOL
+    assert numbers_match("<td>0.766</td>", "<td>0.789</td>", rtol)  # measured spread
+    assert not numbers_match("<td>0.766</td>", "<td>0.958</td>", rtol)  # 25% more
