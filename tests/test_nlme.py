@@ -800,3 +800,26 @@ def test_a_trial_point_is_counted_once():
     problem.ofv(x)
     assert problem.trials["all"] == 1
     assert problem.trials["failed predictions"] + problem.trials["not finite"] == 1
+
+
+def test_only_the_kept_start_warns_the_others_are_noted(monkeypatch):
+    """Which start ends where can depend on a CPU's last bits: the warnings of starts
+    not kept go into the note, the kept fit's are raised as they were."""
+    import types
+    import warnings
+
+    def fake_fit(model, data, start, **kwargs):
+        if start["k"] > 1:
+            warnings.warn("start went astray", nlme.NLMEWarning, stacklevel=2)
+        ofv = 10.0 if start["k"] > 1 else 1.0
+        return types.SimpleNamespace(ofv=ofv, converged=True, at_bound=(), convergence="")
+
+    monkeypatch.setattr(nlme, "fit_foce", fake_fit)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = nlme.fit_foce_starts(None, None, [{"k": 0.1}, {"k": 2.0}])
+    assert result.best.ofv == 1.0
+    assert "warnings of starts not kept: start 1: start went astray" in result.note
+    with pytest.warns(nlme.NLMEWarning, match="start went astray"):
+        kept = nlme.fit_foce_starts(None, None, [{"k": 2.0}])
+    assert "warnings of starts not kept" not in kept.note

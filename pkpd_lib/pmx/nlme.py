@@ -2512,8 +2512,10 @@ def fit_foce_starts(
     -------
     MultiStartFit
         Every fit, the best, and a ``note`` that says which starts ended more than
-        ``agree_ofv`` above the best, which did not converge and which converged with a
-        parameter at a bound.
+        ``agree_ofv`` above the best, which did not converge, which converged with a
+        parameter at a bound, and what the starts not kept warned (the first warning of
+        each). Only the kept fit's warnings are raised: which start ends where can
+        depend on a CPU's last bits, and the kept fit is the one reported.
 
     Raises
     ------
@@ -2539,14 +2541,19 @@ def fit_foce_starts(
     """
     if not starts:
         raise ValueError("give at least one start")
-    fits = []
+    fits, caught = [], []
     for i, start in enumerate(starts):
-        try:
-            fits.append(fit_foce(model, data, start, **kwargs))
-        except ValueError as error:  # e.g. predictions that fail at its estimate
-            raise ValueError(f"start {i} {dict(start)}: {error}") from error
+        with warnings.catch_warnings(record=True) as raised:
+            warnings.simplefilter("always")
+            try:
+                fits.append(fit_foce(model, data, start, **kwargs))
+            except ValueError as error:  # e.g. predictions that fail at its estimate
+                raise ValueError(f"start {i} {dict(start)}: {error}") from error
+        caught.append(raised)
     ofv = np.array([fit.ofv for fit in fits])
     best = int(np.argmin(ofv))
+    for w in caught[best]:  # the kept fit's warnings are raised as they were
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     notes = []
     worse = [i for i in range(len(fits)) if ofv[i] - ofv[best] > agree_ofv]
     if worse:
@@ -2566,6 +2573,12 @@ def fit_foce_starts(
         notes.append(
             "at a bound: "
             + ", ".join(f"start {i} ({', '.join(fits[i].at_bound)})" for i in bounded)
+        )
+    others = [i for i, raised in enumerate(caught) if raised and i != best]
+    if others:
+        notes.append(
+            "warnings of starts not kept: "
+            + "; ".join(f"start {i}: {str(caught[i][0].message)[:120]}" for i in others)
         )
     return MultiStartFit(fits, fits[best], "; ".join(notes))
 
