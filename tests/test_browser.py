@@ -146,7 +146,8 @@ def test_page_renders_offline(browser_context, name):
     assert len(images) >= _png_outputs(name), f"{name}: fewer figures than the notebook stores"
 
     SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=SHOTS / f"{Path(name).name}.png", full_page=True)
+    # a full-page screenshot of the API page takes seconds, more on a loaded machine
+    page.screenshot(path=SHOTS / f"{Path(name).name}.png", full_page=True, timeout=120_000)
     page.close()
     assert not problems, f"{name}: " + "; ".join(problems)
 
