@@ -27,7 +27,8 @@ One module per concept, in three floors; each floor imports only from the ones b
 
 * :mod:`~pkpd_lib.study.datasets`: the study's data sets
 * :mod:`~pkpd_lib.study.experiments`: chosen networks, evaluation, sparse methods
-* :mod:`~pkpd_lib.study.realistic`: information settings, the locked test set
+* :mod:`~pkpd_lib.study.realistic`: information settings, the development and
+  calibration sets, the switch at 48 h, the population fits' references
 * :mod:`~pkpd_lib.study.metrics`: errors and intervals
 * :mod:`~pkpd_lib.study.classical`: sequential PK/PD fits
 * :mod:`~pkpd_lib.study.plots`: figure helpers

@@ -4,8 +4,12 @@ The book's first chapters give the network three things no study has: each patie
 noise-free baseline, a response with no variability the inputs do not explain, and the
 patient's measured concentrations *under the new regimen*. An :class:`Information`
 setting says which of these the modeller has; :func:`locked_study` builds the data for
-it, with a test population that no other chapter uses (the locked test set) and a
-validation regimen that is none of QD, BID and TID, on which every choice is made.
+it, with a test population first drawn as a locked test set and, since the methods were
+designed while seeing its scores, named the development set by the book's protocol; and
+a validation regimen that is none of QD, BID and TID, on which every choice is made.
+:func:`switch_study` builds the protocol's scenario S48 (QD, then the regimen asked
+about from 48 h), :func:`calibration_case` its conformal calibration patients, and
+:func:`fitted_typical_curve` the population-typical reference from the FOCE-I fits.
 
 ``conc="predicted"`` is the prospective use: each patient's PK is fitted (empirical
 Bayes, :func:`pkpd_lib.pmx.pkfit.fit_individual_pk`) to seven concentrations measured under
