@@ -229,14 +229,14 @@ def test_fitted_typical_curve_reads_no_generating_value(monkeypatch):
 
     monkeypatch.setattr(realistic, "individual_params", generating)
     monkeypatch.setattr(realistic, "simulate", generating)
-    fitted = realistic.fitted_typical_curve(pk, pd_fit, qd, base, reg.bid(), times)
+    fitted = realistic.fitted_typical_curve(pk, pd_fit, qd.population, base, reg.bid(), times)
     truth = by["BID"].truth.pd
     np.testing.assert_allclose(fitted[:, 0], base, rtol=1e-6)  # the baseline input
     err_fit = metrics.relative_rmse(fitted, truth, base)
     err_oracle = metrics.relative_rmse(oracle, truth, base)
     assert abs(err_fit - err_oracle) < 0.03 and err_fit > 0.1
     with pytest.raises(ValueError, match="baseline_pd"):
-        realistic.fitted_typical_curve(pk, pd_fit, qd, base[:-1], reg.bid(), times)
+        realistic.fitted_typical_curve(pk, pd_fit, qd.population, base[:-1], reg.bid(), times)
 
 
 @pytest.mark.slow

@@ -105,6 +105,12 @@ class Information:
         )
 
     @property
+    def extra_eta_sd(self) -> dict[str, float] | None:
+        """The unexplained PD variability of the setting's patients
+        (:data:`PD_VARIABILITY`), or None."""
+        return PD_VARIABILITY if self.pd_variability else None
+
+    @property
     def config(self) -> nw.NetworkConfig:
         """The book's dense network (``study.CHOSEN["dense"]``), reading the early-PD
         inputs too when the setting has them."""
@@ -247,7 +253,7 @@ def locked_study(info: Information, regimens: dict[str, reg.Regimen]) -> LockedD
     validation patients (with PD variability if ``info`` has it), and for each regimen
     in ``regimens`` (plus the validation regimen) the validation patients and the
     locked test patients, never used elsewhere in the book."""
-    extra = PD_VARIABILITY if info.pd_variability else None
+    extra = info.extra_eta_sd
     sets = datasets.study_datasets("dense", extra_eta_sd=extra)
     pop_seed, obs_seed = LOCKED_TEST_SEEDS
     populations = {
@@ -293,11 +299,25 @@ def locked_test_datasets(
     in the same order): their QD data (what is known before a new regimen: screening
     PD, PD and concentrations under QD) and their data under the validation regimen
     and each of ``regimens`` (observations, and the noise-free truth to score)."""
-    extra = PD_VARIABILITY if info.pd_variability else None
+    qd = _development_qd(info)
+    return qd, _regimen_datasets(qd.population, regimens, LOCKED_TEST_SEEDS[1])
+
+
+def _development_qd(info: Information) -> datasets.Dataset:
+    """The development patients (the old locked set's seeds) and their QD data, with
+    the PD variability of ``info``."""
     pop_seed, obs_seed = LOCKED_TEST_SEEDS
-    pop = sample_population(LOCKED_SIZE, pop_seed, LOCKED_FIRST_ID, extra_eta_sd=extra)
-    qd = datasets.simulate_dataset(pop, reg.qd(), obs_seed=obs_seed)
-    return qd, _regimen_datasets(pop, regimens, obs_seed)
+    pop = sample_population(LOCKED_SIZE, pop_seed, LOCKED_FIRST_ID, extra_eta_sd=info.extra_eta_sd)
+    return datasets.simulate_dataset(pop, reg.qd(), obs_seed=obs_seed)
+
+
+def _estimated_pk_prior(info: Information) -> nlme.NLMEFit | None:
+    """The population PK fit to the training patients of ``info`` when its PK prior is
+    estimated (:func:`population_pk_fit`), else None."""
+    if info.pk_prior != "estimated":
+        return None
+    train = datasets.study_datasets("dense", extra_eta_sd=info.extra_eta_sd)["train"]
+    return population_pk_fit(train)
 
 
 def typical_curve(population, baseline_pd, regimen: reg.Regimen, times_h) -> np.ndarray:
@@ -323,12 +343,11 @@ def calibration_case(info: Information) -> tuple[dict, np.ndarray]:
     stopping, no choice reads them. Seeds: :func:`pkpd_lib.pmx.sampling.named_seed` of
     ``"calibration/population"``, ``"calibration/observations/QD"`` and
     ``"calibration/observations/q18h"``."""
-    extra = PD_VARIABILITY if info.pd_variability else None
     pop = sample_population(
         CALIBRATION_SIZE,
         sampling.named_seed("calibration/population"),
         CALIBRATION_FIRST_ID,
-        extra_eta_sd=extra,
+        extra_eta_sd=info.extra_eta_sd,
     )
     qd = datasets.simulate_dataset(
         pop, reg.qd(), obs_seed=sampling.named_seed("calibration/observations/QD")
@@ -337,12 +356,8 @@ def calibration_case(info: Information) -> tuple[dict, np.ndarray]:
     d = datasets.simulate_dataset(
         pop, VALIDATION_REGIMEN, obs_seed=sampling.named_seed(f"calibration/observations/{name}")
     )
-    population = None
-    if info.pk_prior == "estimated":
-        population = population_pk_fit(
-            datasets.study_datasets("dense", extra_eta_sd=extra)["train"]
-        )
-    return _inputs(info, d, _qd_fit(info, qd, population), qd), d.truth.pd
+    fit = _qd_fit(info, qd, _estimated_pk_prior(info))
+    return _inputs(info, d, fit, qd), d.truth.pd
 
 
 #: Observed PD of the population PD fit: every 4 h (a multiple of popmodels.PD_STEP_H).
@@ -395,7 +410,7 @@ def population_pd_fit(
 def fitted_typical_curve(
     pk_fit: nlme.NLMEFit,
     pd_fit: nlme.NLMEFit,
-    qd: datasets.Dataset,
+    population,
     baseline_pd,
     regimen: reg.Regimen,
     times_h,
@@ -404,18 +419,18 @@ def fitted_typical_curve(
     patient's covariates with every random effect 0 (PK and PD), but the baseline R0 set
     to the patient's baseline input (biomarker units), under ``regimen`` at ``times_h``
     (multiples of :data:`pkpd_lib.pmx.popmodels.PD_STEP_H`). No generating value is read
-    (:func:`typical_curve` is its oracle twin, from the true model)."""
-    n = qd.n_patients
+    (:func:`typical_curve` is its oracle twin, from the true model). ``population``:
+    the patients (their covariates are read)."""
+    n = population.n_patients
     base = np.asarray(baseline_pd, float)
     if base.shape != (n,) or not np.all(np.isfinite(base) & (base > 0)):
         raise ValueError(f"baseline_pd must be {n} finite values > 0, got shape {base.shape}")
-    pk_obs = sparse_pk_observations(qd)
-    pk = nlme.individual_parameters(pk_fit, pk_obs, np.zeros((n, len(pk_fit.model.random))))
+    regimens = reg.per_patient(regimen, n)
+    # no samples: the covariates are all a typical prediction reads
+    no_samples = pm.pk_observations(np.full((n, 1), np.nan), [0.0], regimens, population.covariates)
+    pk = nlme.individual_parameters(pk_fit, no_samples, np.zeros((n, len(pk_fit.model.random))))
     data = pm.pd_data(
-        regimens=reg.per_patient(regimen, n),
-        times_h=times_h,
-        pk_params=pk,
-        covariates=qd.population.covariates,
+        regimens=regimens, times_h=times_h, pk_params=pk, covariates=population.covariates
     )
     eta = np.zeros((n, len(pd_fit.model.random)))
     typical_r0 = nlme.individual_parameters(pd_fit, data, eta)["R0"]
@@ -472,21 +487,14 @@ def switch_study(
     """
     if "QD" not in regimens:
         raise ValueError(f"regimens must include 'QD' (the reference), got {sorted(regimens)}")
-    extra = PD_VARIABILITY if info.pd_variability else None
-    pop_seed, obs_seed = LOCKED_TEST_SEEDS
-    pop = sample_population(LOCKED_SIZE, pop_seed, LOCKED_FIRST_ID, extra_eta_sd=extra)
-    qd = datasets.simulate_dataset(pop, reg.qd(), obs_seed=obs_seed)
-    population = None
-    if info.pk_prior == "estimated":
-        train = datasets.study_datasets("dense", extra_eta_sd=extra)["train"]
-        population = population_pk_fit(train)
-    fit = _qd_fit(info, qd, population, SWITCH_PK_TIMES_H)
+    qd = _development_qd(info)
+    fit = _qd_fit(info, qd, _estimated_pk_prior(info), SWITCH_PK_TIMES_H)
     before = qd.times_h < at_h
     cases = {}
     for name, regimen in regimens.items():
         schedule = reg.switched(reg.qd(), regimen, at_h=at_h, name=f"{name} from {at_h:g} h")
         seed = sampling.named_seed(f"development/observations/{schedule.name}")
-        d = datasets.simulate_dataset(pop, schedule, obs_seed=seed)
+        d = datasets.simulate_dataset(qd.population, schedule, obs_seed=seed)
         x = _inputs(info, d, fit, qd)
         if info.conc == "observed":  # one observed history: QD's before the switch
             x["conc"] = np.where(before, qd.conc_obs, d.conc_obs).astype("float32")
