@@ -823,3 +823,39 @@ def test_only_the_kept_start_warns_the_others_are_noted(monkeypatch):
     with pytest.warns(nlme.NLMEWarning, match="start went astray"):
         kept = nlme.fit_foce_starts(None, None, [{"k": 2.0}])
     assert "warnings of starts not kept" not in kept.note
+
+
+def test_a_subject_whose_search_failed_is_searched_again_in_small_steps(monkeypatch):
+    """A new subject far from the typical one can send full Gauss-Newton steps out to
+    where its predictions overflow (replicate 1 of the protocol: a 40 kg patient's
+    troughs far above the proportional-error model's near-zero typical prediction).
+    Such subjects are searched again from 0 in steps of at most RETRY_STEP_LIMIT SDs;
+    the others keep the modes of the first search; a subject failing twice is named."""
+    data = decay_data(8)
+    fit = nlme.fit_foce(decay_model(), data, DECAY_START, standard_errors=False)
+    new = nlme.Observations(np.arange(3), data.times_h[:3], data.dv[:3])
+    exact = nlme.conditional_modes(fit, new)
+    search = nlme._Problem.conditional_modes
+    limits = []
+
+    def first_search_fails_for(subjects):
+        def modes(self, x, eta, step_limit=None, **kw):
+            limits.append(step_limit)
+            out = search(self, x, eta, step_limit=step_limit, **kw)
+            if step_limit is None:
+                out[0][2] = 1e3  # where it ran to
+                self.failed = np.isin(np.arange(3), [2])
+            else:
+                self.failed = np.isin(np.arange(3), subjects)
+            return out
+
+        return modes
+
+    monkeypatch.setattr(nlme._Problem, "conditional_modes", first_search_fails_for([]))
+    eta = nlme.conditional_modes(fit, new)
+    assert limits == [None, nlme.RETRY_STEP_LIMIT]
+    np.testing.assert_array_equal(eta[:2], exact[:2])
+    np.testing.assert_allclose(eta[2], exact[2], atol=1e-6)
+    monkeypatch.setattr(nlme._Problem, "conditional_modes", first_search_fails_for([2]))
+    with pytest.raises(ValueError, match=r"predictions fail .* 1 subject\(s\) \[2\]"):
+        nlme.conditional_modes(fit, new)

@@ -154,6 +154,9 @@ SD_FLOOR = 1e-6
 #: What a failed (NaN or infinite) prediction is replaced by in the objective at a trial
 #: point of the search (in the DV's unit; see the module's rule for failed predictions).
 FAILED_PREDICTION = 1e10
+#: The largest step (SDs of eta) of the second search for a subject whose empirical
+#: Bayes search failed (:func:`conditional_modes`).
+RETRY_STEP_LIMIT = 1.0
 #: The OFV given to a trial point where it is not finite: a value BFGS's line search
 #: backs off from.
 NOT_FINITE_OFV = 1e20
@@ -1176,7 +1179,9 @@ class _Problem:
         grad = (jac @ d_half[:, :, None])[:, :, 0] + eta / omega**2
         return g, hess, grad, failed
 
-    def conditional_modes(self, x, eta_start, max_iter: int = 100, tol: float = 1e-8):
+    def conditional_modes(
+        self, x, eta_start, max_iter: int = 100, tol: float = 1e-8, step_limit=None
+    ):
         """Each subject's mode of the random effects (Levenberg-Marquardt, all subjects
         at once), its objective terms and Gauss-Newton Hessian; which subjects' predictions
         failed at their modes is left in :attr:`failed` (N,).
@@ -1189,7 +1194,8 @@ class _Problem:
         instead, that fit's three starts stopped 210 to 2900 OFV points above its
         optimum, not converged). The outer search counts the points where it was used
         (:meth:`ofv`); at the estimate, failed predictions are an error (see
-        :func:`fit_foce`)."""
+        :func:`fit_foce`). ``step_limit`` (SDs of eta) limits each step, as models whose
+        trial points are costly do by default."""
         theta, beta, omega, sigma = self.unpack(x)
         n, q = self.data.n_subjects, self.q
         eta = np.array(eta_start, float)
@@ -1197,7 +1203,7 @@ class _Problem:
         active = np.ones(n, bool)
         g, hess, grad, failed = self._linearised(theta, beta, eta, omega, sigma)
         # models whose trial points are costly (ODE) limit each step, in SDs of eta
-        limit = getattr(self.model.predict, "eta_step_limit", None)
+        limit = step_limit or getattr(self.model.predict, "eta_step_limit", None)
         for _ in range(max_iter):
             diag = np.diagonal(hess, axis1=1, axis2=2)
             damped = hess + lam[:, None, None] * np.eye(q)[None] * diag[:, :, None]
@@ -2888,12 +2894,22 @@ def conditional_modes(fit: NLMEFit, data: Observations) -> np.ndarray:
     ------
     ValueError
         No observation, or naming the subjects whose predictions fail (NaN or inf) on the
-        way to their modes.
+        way to their modes, after a second search from 0 in steps of at most
+        :data:`RETRY_STEP_LIMIT` SDs for them.
     """
     data.require_observations()
     problem = _Problem(fit.model, data, fit.fixed)
     eta = np.zeros((data.n_subjects, problem.q))
     modes = problem.conditional_modes(fit.x, eta)[0]
+    if problem.failed.any():
+        # a subject far from the typical one (e.g. troughs far above a proportional-error
+        # model's near-zero prediction) can send full Gauss-Newton steps out to where its
+        # predictions overflow: search again from 0 in steps of at most
+        # RETRY_STEP_LIMIT SDs; the other subjects keep their modes
+        failed = problem.failed.copy()
+        retried = problem.conditional_modes(fit.x, eta, step_limit=RETRY_STEP_LIMIT)[0]
+        modes[failed] = retried[failed]
+        problem.failed = failed & problem.failed
     if problem.failed.any():
         ids = np.asarray(data.ids)[problem.failed][:10].tolist()
         raise ValueError(

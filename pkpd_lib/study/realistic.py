@@ -336,13 +336,17 @@ CALIBRATION_SIZE = 200
 CALIBRATION_FIRST_ID = 60001
 
 
-def calibration_case(info: Information) -> tuple[dict, np.ndarray]:
+def calibration_case(
+    info: Information, pk_fit: nlme.NLMEFit | None = None
+) -> tuple[dict, np.ndarray]:
     """The protocol's ``calibration`` patients under the validation regimen (q18h): the
     network inputs of ``info`` (from their own QD data, as for every other set) and the
     noise-free truth (N, T). They serve the conformal multiplier only: no early
     stopping, no choice reads them. Seeds: :func:`pkpd_lib.pmx.sampling.named_seed` of
     ``"calibration/population"``, ``"calibration/observations/QD"`` and
-    ``"calibration/observations/q18h"``."""
+    ``"calibration/observations/q18h"``. ``pk_fit``: the population PK fit that an
+    estimated PK prior comes from (default: the book's, :func:`population_pk_fit` of
+    the training patients)."""
     pop = sample_population(
         CALIBRATION_SIZE,
         sampling.named_seed("calibration/population"),
@@ -356,7 +360,9 @@ def calibration_case(info: Information) -> tuple[dict, np.ndarray]:
     d = datasets.simulate_dataset(
         pop, VALIDATION_REGIMEN, obs_seed=sampling.named_seed(f"calibration/observations/{name}")
     )
-    fit = _qd_fit(info, qd, _estimated_pk_prior(info))
+    if pk_fit is None:
+        pk_fit = _estimated_pk_prior(info)
+    fit = _qd_fit(info, qd, pk_fit)
     return _inputs(info, d, fit, qd), d.truth.pd
 
 
@@ -489,14 +495,32 @@ def switch_study(
         raise ValueError(f"regimens must include 'QD' (the reference), got {sorted(regimens)}")
     qd = _development_qd(info)
     fit = _qd_fit(info, qd, _estimated_pk_prior(info), SWITCH_PK_TIMES_H)
+    cases = switch_cases(info, qd, fit, regimens, "development", at_h)
+    return SwitchStudy(info, float(at_h), qd.times_h, cases)
+
+
+def switch_cases(
+    info: Information,
+    qd: datasets.Dataset,
+    fit,
+    regimens: dict[str, reg.Regimen],
+    set_name: str,
+    at_h: float = SWITCH_AT_H,
+) -> dict[str, tuple[dict, np.ndarray]]:
+    """For each of ``regimens`` started at ``at_h`` after QD, the network inputs of the
+    patients whose QD data are ``qd`` (``fit``: their PK from what is known at the
+    switch, :func:`_qd_fit` at :data:`SWITCH_PK_TIMES_H`) and the noise-free truth
+    (N, T). Observations under the switched schedule ``"<name> from <at_h> h"`` are
+    drawn with ``named_seed("<set_name>/observations/<schedule>")``; before the switch
+    a patient's observed history is its QD draw."""
     before = qd.times_h < at_h
     cases = {}
     for name, regimen in regimens.items():
         schedule = reg.switched(reg.qd(), regimen, at_h=at_h, name=f"{name} from {at_h:g} h")
-        seed = sampling.named_seed(f"development/observations/{schedule.name}")
+        seed = sampling.named_seed(f"{set_name}/observations/{schedule.name}")
         d = datasets.simulate_dataset(qd.population, schedule, obs_seed=seed)
         x = _inputs(info, d, fit, qd)
         if info.conc == "observed":  # one observed history: QD's before the switch
             x["conc"] = np.where(before, qd.conc_obs, d.conc_obs).astype("float32")
         cases[name] = (x, d.truth.pd)
-    return SwitchStudy(info, float(at_h), qd.times_h, cases)
+    return cases

@@ -1,0 +1,622 @@
+"""The book's protocol (page "Study protocol"): replicates of the whole pipeline, the
+test sets by name, and the one function that scores a test set.
+
+A *replicate* r is the whole pipeline run again on its own training and validation
+patients (sets ``train-r<r>`` and ``val-r<r>``; replicate 0 is the book's): the
+population PK and PD fits, each patient's PK, and the networks (an ensemble of five
+LSTMs, seeds ``5r`` to ``5r + 4``; one neural ODE, seed ``r``). Everything trained or
+fitted goes to, and comes from, the store, like the chapters' models.
+
+A *test set* is named (:data:`TEST_SETS`): ``"development"`` (the old locked set, seen
+while the methods were designed) or ``"locked-2026-12"`` (drawn once, after the
+protocol fixed every choice). Every seed is found by a name
+(:func:`pkpd_lib.pmx.sampling.named_seed`), never by a position in a list.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+
+from ..nets import networks as nw
+from ..nets.features import EARLY_PD_FEATURES, EARLY_PD_TIMES_H, observed_pd_at
+from ..pmx import nlme, sampling
+from ..pmx import popmodels as pm
+from ..pmx import regimens as reg
+from ..pmx.population import sample_population
+from . import datasets, metrics, realistic
+from .experiments import NEURAL_ODE
+
+#: The headline information settings of the protocol.
+SETTINGS = {
+    "oracle": realistic.ORACLE,
+    "realistic": realistic.REALISTIC,
+    "realistic + early PD": replace(realistic.REALISTIC, early_pd=True),
+}
+#: The replicates scored (the protocol's Budget deviation: three, not five).
+REPLICATES = (0, 1, 2)
+#: Networks per LSTM ensemble.
+ENSEMBLE_SIZE = 5
+
+
+def ensemble_seeds(replicate: int) -> range:
+    """The seeds of replicate ``replicate``'s LSTM ensemble: ``5r`` to ``5r + 4``."""
+    _check_replicate(replicate)
+    return range(ENSEMBLE_SIZE * replicate, ENSEMBLE_SIZE * (replicate + 1))
+
+
+def _check_replicate(replicate) -> None:
+    if isinstance(replicate, bool) or not isinstance(replicate, int | np.integer) or replicate < 0:
+        raise ValueError(f"replicate must be a whole number >= 0, got {replicate!r}")
+
+
+def training_sets(
+    replicate: int, extra_eta_sd: dict[str, float] | None = None
+) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """The QD training (1000 patients) and validation (200) data of a replicate, dense.
+
+    Replicate 0 is the book's (:func:`pkpd_lib.study.datasets.study_datasets`, IDs from
+    1010001 and 2020001). Replicate r >= 1 draws sets ``train-r<r>`` and ``val-r<r>``:
+    first IDs (10 + r) million + 1 and (20 + r) million + 1, population seed
+    ``named_seed("<set>/population")``, observation seed
+    ``named_seed("<set>/observations/QD")``.
+
+    Examples
+    --------
+    >>> train, val = training_sets(1)
+    >>> int(train.population.ids[0]), int(val.population.ids[0]), val.n_patients
+    (11000001, 21000001, 200)
+    """
+    _check_replicate(replicate)
+    if replicate == 0:
+        sets = datasets.study_datasets("dense", extra_eta_sd=extra_eta_sd)
+        return sets["train"], sets["val"]
+    out = []
+    for split, base in (("train", 10), ("val", 20)):
+        name = f"{split}-r{replicate}"
+        pop = sample_population(
+            sampling.STUDY_SIZES[split],
+            sampling.named_seed(f"{name}/population"),
+            (base + replicate) * 1_000_000 + 1,
+            extra_eta_sd=extra_eta_sd,
+        )
+        out.append(
+            datasets.simulate_dataset(
+                pop, reg.qd(), obs_seed=sampling.named_seed(f"{name}/observations/QD")
+            )
+        )
+    return out[0], out[1]
+
+
+def population_pk_fit(replicate: int, info: realistic.Information) -> nlme.NLMEFit | None:
+    """The replicate's population PK fit (:func:`pkpd_lib.study.realistic.population_pk_fit`
+    of its training patients) when ``info`` estimates its PK prior, else None."""
+    if info.pk_prior != "estimated":
+        return None
+    return realistic.population_pk_fit(training_sets(replicate, info.extra_eta_sd)[0])
+
+
+def population_pd_fits(replicate: int) -> dict[int, nlme.NLMEFit]:
+    """The replicate's population PD fits by transit steps
+    (:func:`pkpd_lib.study.realistic.population_pd_fits`), to its training patients with
+    the realistic setting's PD variability, driven by their PK under its PK fit."""
+    info = SETTINGS["realistic"]
+    train = training_sets(replicate, info.extra_eta_sd)[0]
+    return realistic.population_pd_fits(train, realistic.population_pk_fit(train))
+
+
+def kept_pd_structure() -> int:
+    """The population PD structure (transit steps) the protocol's rule keeps: the lower
+    OFV (as many parameters, so the lower AIC) on replicate 0's training data, chosen
+    once and applied to every replicate."""
+    fits = population_pd_fits(0)
+    return min(fits, key=lambda steps: fits[steps].ofv)
+
+
+@dataclass
+class TrainingData:
+    """A replicate's network inputs and targets under one setting (QD, observed PD),
+    and the population PK fit that predicted concentrations come from (None if none)."""
+
+    train_x: dict
+    train_y: np.ndarray
+    val_x: dict
+    val_y: np.ndarray
+    pk_fit: nlme.NLMEFit | None
+
+
+def training_data(replicate: int, info: realistic.Information) -> TrainingData:
+    """The inputs of ``info`` for the replicate's training and validation patients, each
+    read from its own QD data (as :func:`pkpd_lib.study.realistic.locked_study` does for
+    replicate 0, so the book's stored networks are found)."""
+    train, val = training_sets(replicate, info.extra_eta_sd)
+    pk_fit = population_pk_fit(replicate, info)
+    x = {}
+    for name, d in (("train", train), ("val", val)):
+        fit = realistic._qd_fit(info, d, pk_fit)
+        x[name] = realistic._inputs(info, d, fit, d)
+    return TrainingData(x["train"], train.pd_obs, x["val"], val.pd_obs, pk_fit)
+
+
+def node_config(info: realistic.Information) -> nw.NetworkConfig:
+    """The protocol's neural ODE (:data:`pkpd_lib.study.experiments.NEURAL_ODE`),
+    reading the early-PD inputs too when ``info`` has them."""
+    if not info.early_pd:
+        return NEURAL_ODE
+    return replace(NEURAL_ODE, static_features=(*NEURAL_ODE.static_features, *EARLY_PD_FEATURES))
+
+
+def lstm_ensemble(replicate: int, info: realistic.Information, data: TrainingData | None = None):
+    """The replicate's LSTM ensemble under ``info``: :data:`ENSEMBLE_SIZE` networks of
+    ``info.config`` (seeds :func:`ensemble_seeds`), trained or loaded from the store."""
+    data = training_data(replicate, info) if data is None else data
+    return [
+        nw.train_or_load(
+            info.config,
+            data.train_x,
+            data.train_y,
+            data.val_x,
+            data.val_y,
+            seed=s,
+            report_every=None,
+        )
+        for s in ensemble_seeds(replicate)
+    ]
+
+
+def neural_ode(replicate: int, info: realistic.Information, data: TrainingData | None = None):
+    """The replicate's neural ODE under ``info`` (:func:`node_config`, seed ``r``),
+    trained or loaded from the store."""
+    _check_replicate(replicate)
+    data = training_data(replicate, info) if data is None else data
+    return nw.train_or_load(
+        node_config(info),
+        data.train_x,
+        data.train_y,
+        data.val_x,
+        data.val_y,
+        seed=int(replicate),
+        report_every=None,
+    )
+
+
+@dataclass(frozen=True)
+class TestSet:
+    """A named test population: ``size`` patients from ``first_id``, sampled with
+    ``population_seed``, observed under QD with ``qd_seed``; under any other schedule
+    with ``named_seed("<name>/observations/<schedule name>")``."""
+
+    name: str
+    size: int
+    first_id: int
+    population_seed: int
+    qd_seed: int
+
+    def observation_seed(self, schedule_name: str) -> int:
+        """The observation seed of the set under the schedule named ``schedule_name``."""
+        if schedule_name == "QD":
+            return self.qd_seed
+        return sampling.named_seed(f"{self.name}/observations/{schedule_name}")
+
+    def qd_data(self, info: realistic.Information) -> datasets.Dataset:
+        """The set's patients (with the PD variability of ``info``) and their QD data:
+        what is known before a new regimen."""
+        pop = sample_population(
+            self.size, self.population_seed, self.first_id, extra_eta_sd=info.extra_eta_sd
+        )
+        return datasets.simulate_dataset(pop, reg.qd(), obs_seed=self.qd_seed)
+
+
+#: The locked test set's name (the protocol's; its seeds follow from it).
+LOCKED = "locked-2026-12"
+#: The protocol's test sets: the development set (the old locked set's seeds and IDs)
+#: and the locked set, drawn once.
+TEST_SETS = {
+    "development": TestSet(
+        "development", 200, realistic.LOCKED_FIRST_ID, *realistic.LOCKED_TEST_SEEDS
+    ),
+    LOCKED: TestSet(
+        LOCKED,
+        200,
+        50001,
+        sampling.named_seed(f"{LOCKED}/population"),
+        sampling.named_seed(f"{LOCKED}/observations/QD"),
+    ),
+}
+
+
+#: The protocol's scenarios: the switch time (h), and the settings scored in each.
+#: S48 (primary): QD for two days, the regimen asked about from 48 h, scored after 48 h.
+#: S0: the regimen asked about from the first dose, the QD data from an earlier week.
+SCENARIOS = {"S48": realistic.SWITCH_AT_H, "S0": 0.0}
+SCENARIO_SETTINGS = {"S48": tuple(SETTINGS), "S0": ("oracle", "realistic")}
+
+
+def scored_regimens() -> dict[str, reg.Regimen]:
+    """The regimens scored: QD, BID, TID (100 mg a day) and the day-4 deviations of
+    :func:`pkpd_lib.pmx.regimens.adherence_regimens`."""
+    out = {r: reg.named(r) for r in ("QD", "BID", "TID")}
+    return out | reg.adherence_regimens(day=4)
+
+
+@dataclass
+class Case:
+    """One setting's test patients in one scenario, with PK from one replicate's fit.
+
+    ``inputs`` and ``truth`` (N, T) by regimen name; ``schedules``: the schedule each
+    patient took under it (switched at ``at_h`` in S48); ``qd``: the QD data (what is
+    known before the new regimen); ``pk``: each patient's estimated PK (``ka``, ``CL``,
+    ``V``) or None when concentrations are observed; ``window``: the times scored."""
+
+    inputs: dict[str, dict]
+    truth: dict[str, np.ndarray]
+    schedules: dict[str, reg.Regimen]
+    qd: datasets.Dataset
+    pk: dict | None
+    window: np.ndarray
+
+    @property
+    def true_r0(self) -> np.ndarray:
+        """Each patient's true baseline (the noise-free PD before the first dose): the
+        denominator of every relative error, read by the scorer only."""
+        return self.qd.truth.pd[:, 0]
+
+
+def scenario_case(
+    test_set: TestSet,
+    info: realistic.Information,
+    scenario: str,
+    regimens: dict[str, reg.Regimen],
+    pk_fit: nlme.NLMEFit | None = None,
+) -> Case:
+    """The inputs and truths of ``test_set`` under ``info`` in ``scenario`` (a key of
+    :data:`SCENARIOS`); ``pk_fit``: the replicate's population PK fit when ``info``
+    estimates its PK prior."""
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r}; expected one of {sorted(SCENARIOS)}")
+    if "QD" not in regimens:
+        raise ValueError(f"regimens must include 'QD' (the reference), got {sorted(regimens)}")
+    if info.pk_prior == "estimated" and pk_fit is None:
+        raise ValueError(f"setting {info.label!r} needs the replicate's population PK fit")
+    qd = test_set.qd_data(info)
+    at_h = SCENARIOS[scenario]
+    if at_h == 0.0:
+        fit = realistic._qd_fit(info, qd, pk_fit)
+        schedules = dict(regimens)
+        inputs, truth = {}, {}
+        for name, regimen in regimens.items():
+            d = (
+                qd
+                if name == "QD"
+                else datasets.simulate_dataset(
+                    qd.population, regimen, obs_seed=test_set.observation_seed(regimen.name)
+                )
+            )
+            inputs[name] = realistic._inputs(info, d, fit, qd)
+            truth[name] = d.truth.pd
+    else:
+        fit = realistic._qd_fit(info, qd, pk_fit, realistic.SWITCH_PK_TIMES_H)
+        cases = realistic.switch_cases(info, qd, fit, regimens, test_set.name, at_h)
+        inputs = {name: x for name, (x, _) in cases.items()}
+        truth = {name: y for name, (_, y) in cases.items()}
+        schedules = {
+            name: reg.switched(reg.qd(), r, at_h=at_h, name=f"{name} from {at_h:g} h")
+            for name, r in regimens.items()
+        }
+    pk = fit if isinstance(fit, dict) else None
+    return Case(inputs, truth, schedules, qd, pk, qd.times_h >= at_h)
+
+
+def population_model_predictions(
+    pd_fit: nlme.NLMEFit, case: Case, early_pd: bool
+) -> dict[str, np.ndarray]:
+    """The population model's individual predictions (N, T) by regimen: each patient's
+    PD random effects are its empirical Bayes estimates from what the setting knows
+    (three screening samples at 0 h, and with ``early_pd`` the QD PD at
+    :data:`pkpd_lib.nets.features.EARLY_PD_TIMES_H`), its PK the case's estimate."""
+    if case.pk is None:
+        raise ValueError(
+            "the population model needs estimated PK (a setting with conc='predicted')"
+        )
+    qd, covs = case.qd, case.qd.population.covariates
+    times = [0.0] * qd.screening_pd.shape[1]
+    values = [qd.screening_pd]
+    if early_pd:
+        times += list(EARLY_PD_TIMES_H)
+        values += [observed_pd_at(qd, t)[:, None] for t in EARLY_PD_TIMES_H]
+    known = pm.pd_data(
+        regimens=qd.regimens,
+        times_h=np.array(times),
+        pk_params=case.pk,
+        covariates=covs,
+        pd_obs=np.column_stack(values),
+    )
+    etas = nlme.conditional_modes(pd_fit, known)
+    n = qd.n_patients
+    out = {}
+    for name, schedule in case.schedules.items():
+        data = pm.pd_data(
+            regimens=reg.per_patient(schedule, n),
+            times_h=qd.times_h,
+            pk_params=case.pk,
+            covariates=covs,
+        )
+        out[name] = nlme.individual_predictions(pd_fit, data, etas)
+    return out
+
+
+#: The conformal interval's level, and the floor of the ensemble SD in a patient's
+#: score (biomarker units; :func:`pkpd_lib.study.metrics.patient_scores`).
+COVERAGE_LEVEL = 0.9
+SD_FLOOR = 0.5
+
+#: The methods' names in the score tables.
+LSTM, NODE = "LSTM, ensemble of 5", "neural ODE"
+MODEL, COMPETITOR, TYPICAL = (
+    "population model",
+    "population model, competitor",
+    "population-typical",
+)
+
+
+@dataclass
+class Scores:
+    """What :func:`score` returns.
+
+    ``table``: one row per scenario, setting, method and regimen: relative RMSE (%,
+    against each patient's true R0), and for every regimen but QD the ratio to the
+    method's own QD prediction with its 95% interval and verdict
+    (:func:`pkpd_lib.study.metrics.extrapolation_verdict`), the regimen-effect error with
+    its interval, and the QD floor. ``differences``: paired intervals of each method's
+    ratio and regimen-effect error minus the LSTM ensemble's, read by
+    :func:`pkpd_lib.study.metrics.difference_verdict`. ``replicates``: per method, the
+    replicates it was scored in (a method with one replicate is repeated in every draw,
+    so its interval holds patient variance only). ``coverage``: per scenario, setting
+    and regimen, the share of patients whose whole curve (over the window) lies inside
+    the LSTM ensemble's conformal interval (level :data:`COVERAGE_LEVEL`, multiplier
+    from the ``calibration`` patients under q18h, one per replicate), with its interval
+    and :func:`pkpd_lib.study.metrics.coverage_verdict`. ``structures``: per replicate, the
+    population PD structure (transit steps) with the lower OFV on that replicate's
+    training data; the model scored is replicate 0's pick in every replicate
+    (:func:`kept_pd_structure`)."""
+
+    test_set: str
+    table: pd.DataFrame
+    differences: pd.DataFrame
+    coverage: pd.DataFrame
+    replicates: dict[str, tuple[int, ...]]
+    structures: dict[int, int]
+
+
+def _with_interval(table: pd.DataFrame, column: str, digits: int) -> pd.Series:
+    """``column`` with its 95% interval as text, e.g. ``0.50 (0.44-0.55)``."""
+    low, high = table[f"{column} 95% low"], table[f"{column} 95% high"]
+    return pd.Series(
+        [
+            f"{v:.{digits}f} ({lo:.{digits}f}-{hi:.{digits}f})"
+            for v, lo, hi in zip(table[column], low, high, strict=True)
+        ],
+        index=table.index,
+    )
+
+
+def summary(scores: Scores, scenario: str, regimens=("BID", "TID")) -> pd.DataFrame:
+    """The rows of ``scores.table`` for ``scenario`` and ``regimens``, one row per
+    setting and method: per regimen the ratio and the regimen-effect error with their 95%
+    intervals, the verdict, the QD floor and the relative RMSE (%)."""
+    table = scores.table.xs(scenario, level="scenario")
+    table = table[table.index.get_level_values("regimen").isin(regimens)]
+    out = pd.DataFrame(
+        {
+            "ratio (95%)": _with_interval(table, "ratio", 2),
+            "extrapolates?": table["extrapolates?"],
+            "regimen-effect error (95%)": _with_interval(table, "regimen-effect error", 2),
+            "QD floor": table["QD floor"].astype(float).round(2),
+            "error %": table["error %"].astype(float).round(1),
+        }
+    )
+    out = out.unstack("regimen").swaplevel(axis=1)
+    order = list(dict.fromkeys(c for _, c in out.columns))
+    columns = [(g, c) for g in regimens for c in order]
+    return out[columns].reindex(table.index.droplevel("regimen").unique())
+
+
+def _interval_columns(prefix: str, interval, scale: float = 1.0) -> dict[str, float]:
+    return {
+        prefix: scale * interval.estimate,
+        f"{prefix} 95% low": scale * interval.low,
+        f"{prefix} 95% high": scale * interval.high,
+    }
+
+
+def score(
+    test_set: str = "development",
+    replicates=(0,),
+    node_replicates=(0,),
+    n_boot: int = 2000,
+    progress: bool = True,
+) -> Scores:
+    """Score every method, setting, scenario and regimen of the protocol on a test set.
+
+    The one function that reads a test set's truths. For each replicate in
+    ``replicates`` it loads (or trains and fits) the replicate's networks and population
+    models, predicts the test patients from what each setting knows, and scores the
+    predictions against the noise-free truth over the scenario's window, with one
+    :class:`pkpd_lib.study.metrics.NestedBootstrap` (seed
+    ``named_seed("bootstrap/<test set>")``) for every interval, so every difference is
+    paired.
+
+    Parameters
+    ----------
+    test_set : str
+        A key of :data:`TEST_SETS`.
+    replicates : sequence of int
+        The replicates of the LSTM ensembles and the population models.
+    node_replicates : sequence of int
+        The replicates of the neural ODE: a subset of ``replicates``, all of them or one.
+    n_boot : int
+        Bootstrap draws.
+    progress : bool
+        Print a line per replicate.
+
+    Returns
+    -------
+    Scores
+    """
+    if test_set not in TEST_SETS:
+        raise ValueError(f"unknown test set {test_set!r}; expected one of {sorted(TEST_SETS)}")
+    replicates = tuple(replicates)
+    node_replicates = tuple(node_replicates)
+    if not replicates or len(set(replicates)) != len(replicates):
+        raise ValueError(f"replicates must be distinct and at least one, got {replicates!r}")
+    for r in replicates:
+        _check_replicate(r)
+    if not set(node_replicates) <= set(replicates) or len(node_replicates) not in (
+        1,
+        len(replicates),
+    ):
+        raise ValueError(
+            f"node_replicates must be one of, or all of, replicates {replicates}, "
+            f"got {node_replicates!r}"
+        )
+    tset = TEST_SETS[test_set]
+    regimens = scored_regimens()
+    preds: dict[tuple, dict[str, list]] = {}
+    truths: dict[tuple, dict[str, np.ndarray]] = {}
+    true_r0: dict[tuple, np.ndarray] = {}
+    kept = kept_pd_structure()
+    structures, covered, multipliers = {}, {}, {}
+    started = time.time()
+    for k, r in enumerate(replicates):
+        pd_fits = population_pd_fits(r)
+        structures[r] = min(pd_fits, key=lambda steps: pd_fits[steps].ofv)
+        (other,) = (steps for steps in pd_fits if steps != kept)
+        rivals = {MODEL: pd_fits[kept], COMPETITOR: pd_fits[other]}
+        for name, info in SETTINGS.items():
+            data = training_data(r, info)
+            lstm = lstm_ensemble(r, info, data)
+            node = neural_ode(r, info, data) if r in node_replicates else None
+            cal_x, cal_truth = realistic.calibration_case(info, data.pk_fit)
+            cal_scores = metrics.patient_scores(_members(lstm, cal_x), cal_truth, SD_FLOOR)
+            multiplier = metrics.conformal_quantile(cal_scores, COVERAGE_LEVEL)
+            multipliers.setdefault(name, []).append(multiplier)
+            for scenario, names in SCENARIO_SETTINGS.items():
+                if name not in names:
+                    continue
+                case = scenario_case(tset, info, scenario, regimens, data.pk_fit)
+                key = (scenario, name)
+                truths[key] = {g: y[:, case.window] for g, y in case.truth.items()}
+                true_r0[key] = case.true_r0
+                members = {g: _members(lstm, x) for g, x in case.inputs.items()}
+                out = {LSTM: {g: m.mean(axis=0) for g, m in members.items()}}
+                if node is not None:
+                    out[NODE] = {g: nw.predict_pd(node.model, x) for g, x in case.inputs.items()}
+                for g, m in members.items():
+                    inside = (
+                        metrics.patient_scores(m[:, :, case.window], truths[key][g], SD_FLOOR)
+                        <= multiplier
+                    )
+                    covered.setdefault((*key, g), []).append(inside.astype(float))
+                if case.pk is not None:
+                    for m, fit in rivals.items():
+                        out[m] = population_model_predictions(fit, case, info.early_pd)
+                    base = realistic.baseline_of(case.inputs["QD"])
+                    out[TYPICAL] = {
+                        g: realistic.fitted_typical_curve(
+                            data.pk_fit, rivals[MODEL], case.qd.population, base, s, case.qd.times_h
+                        )
+                        for g, s in case.schedules.items()
+                    }
+                for m, by_regimen in out.items():
+                    slot = preds.setdefault((scenario, name, m), {})
+                    for g, p in by_regimen.items():
+                        slot.setdefault(g, []).append(p[:, case.window])
+        if progress:
+            print(
+                f"replicate {r} ({k + 1} of {len(replicates)}) scored: "
+                f"{time.time() - started:.0f} s",
+                flush=True,
+            )
+    n_rep = len(replicates)
+    boot = metrics.NestedBootstrap(
+        n_rep, tset.size, n_boot=n_boot, seed=sampling.named_seed(f"bootstrap/{test_set}")
+    )
+
+    def stacked(key, regimen):
+        a = np.asarray(preds[key][regimen])
+        return np.broadcast_to(a, (n_rep, *a.shape[1:])) if len(a) == 1 else a
+
+    rows, diffs = {}, {}
+    for scenario, name, method in preds:
+        truth = truths[scenario, name]
+        qd_pred = stacked((scenario, name, method), "QD")
+        for g in regimens:
+            pred = stacked((scenario, name, method), g)
+            row = _interval_columns(
+                "error %", boot.relative_rmse(pred, truth[g], true_r0[scenario, name])
+            )
+            if g != "QD":
+                ratio = boot.ratio(pred, qd_pred, truth[g])
+                row |= _interval_columns("ratio", ratio)
+                row["extrapolates?"] = metrics.extrapolation_verdict(ratio.low, ratio.high)
+                row |= _interval_columns(
+                    "regimen-effect error",
+                    boot.regimen_effect(pred, qd_pred, truth[g], truth["QD"]),
+                )
+                row["QD floor"] = boot.qd_floor(qd_pred, truth["QD"], truth[g]).estimate
+                if method != LSTM:
+                    lstm_key = (scenario, name, LSTM)
+                    d = boot.ratio_difference(
+                        (pred, qd_pred), (stacked(lstm_key, g), stacked(lstm_key, "QD")), truth[g]
+                    )
+                    e = _effect_difference(
+                        boot,
+                        (pred, qd_pred),
+                        (stacked(lstm_key, g), stacked(lstm_key, "QD")),
+                        truth[g],
+                        truth["QD"],
+                    )
+                    diffs[scenario, name, method, g] = {
+                        **_interval_columns("ratio minus LSTM's", d),
+                        "ratio is": metrics.difference_verdict(d.low, d.high),
+                        **_interval_columns("effect error minus LSTM's", e),
+                        "effect error is": metrics.difference_verdict(e.low, e.high),
+                    }
+            rows[scenario, name, method, g] = row
+    coverage = {}
+    for (scenario, name, g), inside in covered.items():
+        inside = np.asarray(inside)
+        share = boot.interval(
+            {"inside": inside, "n": np.ones_like(inside)}, lambda s: s["inside"] / s["n"]
+        )
+        coverage[scenario, name, g] = {
+            "multiplier": float(np.mean(multipliers[name])),
+            **_interval_columns("whole curve inside %", share, 100.0),
+            "reading": metrics.coverage_verdict(share.low, share.high, COVERAGE_LEVEL),
+        }
+    index = ["scenario", "setting", "method", "regimen"]
+    table = pd.DataFrame(rows).T.rename_axis(index)
+    differences = pd.DataFrame(diffs).T.rename_axis(index)
+    coverage = pd.DataFrame(coverage).T.rename_axis(["scenario", "setting", "regimen"])
+    used = {m: replicates for (_, _, m) in preds}
+    used[NODE] = node_replicates
+    return Scores(test_set, table, differences, coverage, used, structures)
+
+
+def _members(runs, x) -> np.ndarray:
+    """The ensemble members' predictions (M, N, T)."""
+    return np.stack([nw.predict_pd(run.model, x) for run in runs])
+
+
+def _effect_difference(boot, first, second, truth_new, truth_qd):
+    """Paired interval of the regimen-effect error of ``first`` minus ``second``, each a
+    (prediction under the new regimen, prediction under QD) pair (R, N, T)."""
+    shape = np.shape(first[0])
+    effect = np.broadcast_to(truth_new, shape) - np.broadcast_to(truth_qd, shape)
+    parts = {"size": (effect**2).sum(axis=2)}
+    for tag, (new, qd) in (("1", first), ("2", second)):
+        parts[tag] = ((np.asarray(new) - np.asarray(qd) - effect) ** 2).sum(axis=2)
+    return boot.interval(parts, lambda s: np.sqrt(s["1"] / s["size"]) - np.sqrt(s["2"] / s["size"]))

@@ -1,0 +1,121 @@
+"""The protocol's sets, scenarios and scoring function (pkpd_lib.study.protocol).
+
+No test here reads the locked set's truths: only its IDs and seeds."""
+
+import numpy as np
+import pytest
+
+from pkpd_lib.pmx import regimens as reg
+from pkpd_lib.pmx.sampling import named_seed
+from pkpd_lib.study import datasets, metrics, protocol, realistic
+
+
+def test_locked_set_has_the_seeds_the_protocol_page_fixed():
+    locked = protocol.TEST_SETS[protocol.LOCKED]
+    assert (locked.population_seed, locked.qd_seed) == (883692799, 1756336419)
+    assert (locked.size, locked.first_id) == (200, 50001)
+    assert locked.observation_seed("BID from 48 h") == named_seed(
+        "locked-2026-12/observations/BID from 48 h"
+    )
+    dev = protocol.TEST_SETS["development"]
+    assert (dev.population_seed, dev.qd_seed, dev.first_id) == (404, 1404, 40001)
+
+
+@pytest.mark.slow
+def test_no_two_sets_share_a_patient():
+    ids = {}
+    for r in (0, 1, 2):
+        train, val = protocol.training_sets(r)
+        ids[f"train-r{r}"], ids[f"val-r{r}"] = set(train.population.ids), set(val.population.ids)
+    for name, tset in protocol.TEST_SETS.items():
+        ids[name] = set(range(tset.first_id, tset.first_id + tset.size))
+    ids["calibration"] = set(
+        range(realistic.CALIBRATION_FIRST_ID, realistic.CALIBRATION_FIRST_ID + 200)
+    )
+    names = sorted(ids)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            assert not ids[a] & ids[b], f"{a} and {b} share patients"
+    # replicates draw other patients, not the same ones renumbered
+    t0, t1 = protocol.training_sets(0)[0], protocol.training_sets(1)[0]
+    assert not np.allclose(t0.population.params.CL, t1.population.params.CL)
+
+
+def test_replicate_zero_is_the_books_training_data():
+    train, val = protocol.training_sets(0, realistic.PD_VARIABILITY)
+    book = datasets.study_datasets("dense", extra_eta_sd=realistic.PD_VARIABILITY)
+    np.testing.assert_array_equal(train.pd_obs, book["train"].pd_obs)
+    np.testing.assert_array_equal(val.conc_obs, book["val"].conc_obs)
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "1"])
+def test_a_replicate_must_be_a_whole_number(bad):
+    with pytest.raises(ValueError, match="replicate must be a whole number"):
+        protocol.training_sets(bad)
+
+
+def test_ensemble_seeds_do_not_overlap_between_replicates():
+    assert list(protocol.ensemble_seeds(0)) == [0, 1, 2, 3, 4]
+    assert list(protocol.ensemble_seeds(2)) == [10, 11, 12, 13, 14]
+
+
+def test_node_reads_the_early_pd_inputs_when_the_setting_has_them():
+    early = protocol.SETTINGS["realistic + early PD"]
+    assert protocol.node_config(early).static_features[-4:] == early.config.static_features[-4:]
+    assert protocol.node_config(protocol.SETTINGS["realistic"]).kind == "node"
+
+
+def test_scenarios_share_the_qd_truth_and_score_after_the_switch():
+    dev = protocol.TEST_SETS["development"]
+    regimens = {"QD": reg.qd(), "BID": reg.bid()}
+    s0 = protocol.scenario_case(dev, realistic.ORACLE, "S0", regimens)
+    s48 = protocol.scenario_case(dev, realistic.ORACLE, "S48", regimens)
+    np.testing.assert_array_equal(s0.truth["QD"], s48.truth["QD"])
+    # before the switch the BID patient took QD: the same truth up to 48 h
+    before = ~s48.window
+    np.testing.assert_array_equal(s48.truth["BID"][:, before], s0.truth["QD"][:, before])
+    assert not np.array_equal(s48.truth["BID"][:, ~before], s0.truth["QD"][:, ~before])
+    assert s0.window.all() and s48.qd.times_h[s48.window][0] == 48.0
+    # the denominator is each patient's true R0, not the baseline input the network reads
+    np.testing.assert_allclose(s0.true_r0, s0.qd.population.params.R0)
+    assert s48.schedules["BID"].name == "BID from 48 h"
+
+
+def test_bad_scenario_and_missing_pk_fit_are_named():
+    dev = protocol.TEST_SETS["development"]
+    regimens = {"QD": reg.qd()}
+    with pytest.raises(ValueError, match="unknown scenario 'S24'"):
+        protocol.scenario_case(dev, realistic.ORACLE, "S24", regimens)
+    with pytest.raises(ValueError, match="needs the replicate's population PK fit"):
+        protocol.scenario_case(dev, realistic.REALISTIC, "S0", regimens)
+    with pytest.raises(ValueError, match="must include 'QD'"):
+        protocol.scenario_case(dev, realistic.ORACLE, "S0", {"BID": reg.bid()})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"test_set": "locked"}, "unknown test set 'locked'"),
+        ({"replicates": ()}, "at least one"),
+        ({"replicates": (0, 0)}, "distinct"),
+        ({"replicates": (0, 1), "node_replicates": (2,)}, "node_replicates must be"),
+        ({"replicates": (0, 1, 2), "node_replicates": (0, 1)}, "node_replicates must be"),
+    ],
+)
+def test_score_refuses_what_the_protocol_does_not_define(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        protocol.score(**kwargs)
+
+
+def test_effect_difference_is_the_difference_of_the_two_errors():
+    rng = np.random.default_rng(3)
+    truth_qd, truth_new = rng.normal(size=(2, 1, 40, 6))
+    first = (truth_new + rng.normal(0, 0.3, truth_new.shape), truth_qd)
+    second = (truth_new + rng.normal(0, 0.6, truth_new.shape), truth_qd)
+    boot = metrics.NestedBootstrap(1, 40, n_boot=300, seed=0)
+    diff = protocol._effect_difference(boot, first, second, truth_new, truth_qd)
+    expected = metrics.regimen_effect_error(
+        first[0][0], first[1][0], truth_new[0], truth_qd[0]
+    ) - metrics.regimen_effect_error(second[0][0], second[1][0], truth_new[0], truth_qd[0])
+    assert diff.estimate == pytest.approx(expected)
+    assert diff.high < 0  # the first predicts the effect with half the noise
