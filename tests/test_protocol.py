@@ -119,3 +119,46 @@ def test_effect_difference_is_the_difference_of_the_two_errors():
     ) - metrics.regimen_effect_error(second[0][0], second[1][0], truth_new[0], truth_qd[0])
     assert diff.estimate == pytest.approx(expected)
     assert diff.high < 0  # the first predicts the effect with half the noise
+
+
+def test_summary_puts_each_regimens_interval_beside_its_estimate():
+    import pandas as pd
+
+    index = pd.MultiIndex.from_tuples(
+        [
+            ("S48", "realistic", m, g)
+            for m in ("LSTM, ensemble of 5", "population model")
+            for g in ("QD", "BID", "TID")
+        ],
+        names=["scenario", "setting", "method", "regimen"],
+    )
+    rows = []
+    for m in (0.9, 0.5):
+        rows.append({"error %": 25.04})
+        for g in (1.0, 2.0):
+            rows.append(
+                {
+                    "error %": 30.0 + g,
+                    "ratio": m,
+                    "ratio 95% low": m - 0.05,
+                    "ratio 95% high": m + 0.05,
+                    "extrapolates?": "does not",
+                    "regimen-effect error": m / g,
+                    "regimen-effect error 95% low": m / g - 0.1,
+                    "regimen-effect error 95% high": m / g + 0.1,
+                    "QD floor": 0.6,
+                }
+            )
+    table = pd.DataFrame(rows, index=index)
+    scores = protocol.Scores("development", table, None, None, {}, {})
+    out = protocol.summary(scores, "S48")
+    assert list(out.index) == [
+        ("realistic", "LSTM, ensemble of 5"),
+        ("realistic", "population model"),
+    ]
+    assert out.loc[("realistic", "population model"), ("BID", "ratio (95%)")] == "0.50 (0.45-0.55)"
+    assert out.loc[("realistic", "population model"), ("TID", "regimen-effect error (95%)")] == (
+        "0.25 (0.15-0.35)"
+    )
+    assert out.loc[("realistic", "LSTM, ensemble of 5"), ("QD", "error %")] == 25.0
+    assert [c for c, _ in out.columns][:2] == ["QD", "BID"]

@@ -405,9 +405,12 @@ def _with_interval(table: pd.DataFrame, column: str, digits: int) -> pd.Series:
 
 def summary(scores: Scores, scenario: str, regimens=("BID", "TID")) -> pd.DataFrame:
     """The rows of ``scores.table`` for ``scenario`` and ``regimens``, one row per
-    setting and method: per regimen the ratio and the regimen-effect error with their 95%
-    intervals, the verdict, the QD floor and the relative RMSE (%)."""
-    table = scores.table.xs(scenario, level="scenario")
+    setting and method: the relative RMSE (%) under QD, and per regimen the ratio and the
+    regimen-effect error with their 95% intervals, the verdict, the QD floor and the
+    relative RMSE (%)."""
+    every = scores.table.xs(scenario, level="scenario")
+    qd = every.xs("QD", level="regimen")["error %"].astype(float).round(1)
+    table = every
     table = table[table.index.get_level_values("regimen").isin(regimens)]
     out = pd.DataFrame(
         {
@@ -421,7 +424,9 @@ def summary(scores: Scores, scenario: str, regimens=("BID", "TID")) -> pd.DataFr
     out = out.unstack("regimen").swaplevel(axis=1)
     order = list(dict.fromkeys(c for _, c in out.columns))
     columns = [(g, c) for g in regimens for c in order]
-    return out[columns].reindex(table.index.droplevel("regimen").unique())
+    out = out[columns].reindex(table.index.droplevel("regimen").unique())
+    out.insert(0, ("QD", "error %"), qd.reindex(out.index))
+    return out
 
 
 def _interval_columns(prefix: str, interval, scale: float = 1.0) -> dict[str, float]:
