@@ -223,7 +223,7 @@ def rows() -> list[tuple[str, ...]]:
             "[15](book/chapters/15_warfarin_networks.md) warfarin, 32 subjects",
             " / ".join(methods.values()),
             "concentrations; subject held out",
-            "PCA RMSE " + " / ".join(_two(warfarin.get(m, column)) for m in methods) + " (d)",
+            "PCA RMSE " + " / ".join(_two(warfarin.get(m, column)) for m in methods) + " (c)",
             "",
         )
     )
@@ -246,8 +246,7 @@ def rows() -> list[tuple[str, ...]]:
                     [locked.get(row, "QD error %")]
                     + [locked.get(row, f"{r} error %") for r in ("BID", "TID")]
                 ),
-                " / ".join(locked.get(row, f"{r} ratio (95%)") for r in ("BID", "TID"))
-                + " (b)",
+                " / ".join(locked.get(row, f"{r} ratio (95%)") for r in ("BID", "TID")) + " (b)",
                 " / ".join(
                     locked.get(row, f"{r} regimen-effect error (95%)") for r in ("BID", "TID")
                 ),
@@ -273,15 +272,14 @@ HEADER = (
     "|---|---|---|---|---|---|",
 )
 NOTES = (
-    "Error: relative RMSE against the noise-free truth, on 200 test patients (chapters 5-6)"
-    " or on the protocol's locked set of 200 new patients, scored once (18: scenario S48,"
-    " the regimen asked about from 48 h after two days of QD, scored over 48-168 h; the"
-    " mean over three replicates of the whole pipeline). Ratio: (a) to the regimen-blind"
-    " reference; (b) to the method's own QD prediction, with the 95% interval of a nested"
-    " bootstrap over replicates and patients; a method extrapolates when the whole interval"
-    " lies below 0.5. Regimen-effect error: RMSE of the predicted change from QD relative to"
-    " the size of the true change (1 is what predicting no change scores). (d) RMSE of the"
-    " prothrombin complex activity, percentage points of normal, one dose of warfarin,"
+    "Error: relative RMSE against the noise-free truth on 200 test patients (5-6) or on"
+    " the protocol's locked set of 200 new patients, scored once (18: QD for two days,"
+    " then the regimen asked about, scored over 48-168 h; mean of three replicates of the"
+    " whole pipeline). Ratio: (a) to the regimen-blind reference; (b) to the method's own"
+    " QD prediction, 95% nested-bootstrap interval (replicates and patients); a method"
+    " extrapolates when the interval lies below 0.5. Regimen-effect error: RMSE of the"
+    " predicted change from QD over the size of the true change (1 = predicting no"
+    " change). (c) RMSE of prothrombin complex activity, % of normal, one warfarin dose,"
     " 4 folds."
 )
 
