@@ -98,8 +98,7 @@ def test_bad_scenario_and_missing_pk_fit_are_named():
         ({"test_set": "locked"}, "unknown test set 'locked'"),
         ({"replicates": ()}, "at least one"),
         ({"replicates": (0, 0)}, "distinct"),
-        ({"replicates": (0, 1), "node_replicates": (2,)}, "node_replicates must be"),
-        ({"replicates": (0, 1, 2), "node_replicates": (0, 1)}, "node_replicates must be"),
+        ({"replicates": (0, -1)}, "replicate must be a whole number"),
     ],
 )
 def test_score_refuses_what_the_protocol_does_not_define(kwargs, message):
@@ -162,3 +161,28 @@ def test_summary_puts_each_regimens_interval_beside_its_estimate():
     )
     assert out.loc[("realistic", "LSTM, ensemble of 5"), ("QD", "error %")] == 25.0
     assert [c for c, _ in out.columns][:2] == ["QD", "BID"]
+
+
+def test_in_s48_a_day_4_deviation_stays_on_day_4():
+    """BID and TID start at the switch; a deviation of QD keeps its day, so its S48
+    truth is its S0 truth (QD before 48 h either way)."""
+    dev = protocol.TEST_SETS["development"]
+    regimens = {k: protocol.scored_regimens()[k] for k in ("QD", "BID", "missed dose")}
+    s0 = protocol.scenario_case(dev, realistic.ORACLE, "S0", regimens)
+    s48 = protocol.scenario_case(dev, realistic.ORACLE, "S48", regimens)
+    np.testing.assert_array_equal(s48.truth["missed dose"], s0.truth["missed dose"])
+    missed = [t for t, _ in s48.schedules["missed dose"].doses()]
+    assert 72.0 not in missed and 96.0 in missed
+    bid = [t for t, _ in s48.schedules["BID"].doses()]
+    assert bid[:4] == [0.0, 24.0, 48.0, 60.0]
+    # starting BID at 48 h is the same as keeping BID's own doses from 48 h
+    same = reg.switched(reg.qd(), reg.bid(), 48.0, shift=False)
+    assert same.doses() == s48.schedules["BID"].doses()
+
+
+def test_a_regimen_filed_under_another_name_is_refused():
+    dev = protocol.TEST_SETS["development"]
+    with pytest.raises(ValueError, match="key must be its name"):
+        protocol.scenario_case(dev, realistic.ORACLE, "S0", {"QD": reg.qd(), "TID": reg.bid()})
+    with pytest.raises(ValueError, match="must be QD"):
+        protocol.scenario_case(dev, realistic.ORACLE, "S0", {"QD": reg.qd(50.0)})

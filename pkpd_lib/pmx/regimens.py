@@ -471,9 +471,12 @@ def switched(
     at_h: float,
     until_h: float = 168.0,
     name: str | None = None,
+    shift: bool = True,
 ) -> Regimen:
     """A switch of regimen: ``before``'s doses given before ``at_h``, then ``after``'s
-    schedule started at ``at_h`` (its doses shifted by ``at_h``), up to ``until_h``.
+    schedule started at ``at_h`` (its doses shifted by ``at_h``), up to ``until_h``; with
+    ``shift=False``, ``after``'s doses at or after ``at_h`` at their own times (a
+    deviation of QD on a given day of treatment stays on that day).
 
     The protocol's primary scenario (S48): every patient takes QD for two days and the
     regimen asked about starts at 48 h, so whatever is observed before 48 h is observed
@@ -491,6 +494,8 @@ def switched(
         are left out.
     name : str, optional
         The label; default ``"<before> to <after> at <at_h> h"``.
+    shift : bool
+        Count ``after``'s times from the switch (default) or keep them (False).
 
     Returns
     -------
@@ -509,6 +514,9 @@ def switched(
     ([(0.0, 100.0), (24.0, 100.0), (48.0, 50.0), (60.0, 50.0)], 12, 700.0)
     >>> s.name
     'QD to BID at 48 h'
+    >>> missed = adherence_regimens()["missed dose"]  # no dose at 72 h
+    >>> [t for t, _ in switched(qd(), missed, 48.0, shift=False).doses()]
+    [0.0, 24.0, 48.0, 96.0, 120.0, 144.0]
     """
     for what, r in (("before", before), ("after", after)):
         if not isinstance(r, Regimen):
@@ -518,8 +526,8 @@ def switched(
     if until_h <= at_h:
         raise ValueError(f"until_h ({until_h:g} h) must be after the switch at_h ({at_h:g} h)")
     keep_before = before.times_h < at_h
-    shifted = after.times_h + at_h
-    keep_after = shifted < until_h
+    shifted = after.times_h + at_h if shift else after.times_h
+    keep_after = (shifted < until_h) & (shifted >= at_h)
     return Regimen(
         np.concatenate([before.times_h[keep_before], shifted[keep_after]]),
         np.concatenate([before.amounts_mg[keep_before], after.amounts_mg[keep_after]]),

@@ -224,6 +224,29 @@ def extrapolation_verdict(low: float, high: float, bar: float = EXTRAPOLATION_BA
     return "too close to call"
 
 
+#: The protocol's bar for a method that holds on a dose deviation: relative RMSE (%).
+ADHERENCE_BAR = 10.0
+
+
+def adherence_verdict(low: float, high: float, bar: float = ADHERENCE_BAR) -> str:
+    """The protocol's rule for a relative RMSE's (%) 95% interval ``[low, high]`` under a
+    dose deviation: ``"holds"`` when it lies below ``bar``, ``"breaks"`` when above,
+    ``"too close to call"`` when it contains ``bar``.
+
+    Examples
+    --------
+    >>> adherence_verdict(4.0, 8.0), adherence_verdict(9.0, 12.0), adherence_verdict(11.0, 14.0)
+    ('holds', 'too close to call', 'breaks')
+    """
+    if not (np.isfinite(low) and np.isfinite(high) and low <= high):
+        raise ValueError(f"an interval needs finite low <= high, got [{low}, {high}]")
+    if high < bar:
+        return "holds"
+    if low > bar:
+        return "breaks"
+    return "too close to call"
+
+
 def difference_verdict(low: float, high: float) -> str:
     """The protocol's rule for a paired 95% interval ``[low, high]`` of A - B: ``"lower"``
     (A below B) when it lies below 0, ``"higher"`` when above, else ``"no difference

@@ -235,11 +235,18 @@ SCENARIOS = {"S48": realistic.SWITCH_AT_H, "S0": 0.0}
 SCENARIO_SETTINGS = {"S48": tuple(SETTINGS), "S0": ("oracle", "realistic")}
 
 
+#: The day of treatment of the scored deviations of QD.
+DEVIATION_DAY = 4
+#: The scored deviations of QD (:func:`pkpd_lib.pmx.regimens.adherence_regimens`): in S48
+#: they keep their own dose times, so they stay on day :data:`DEVIATION_DAY`.
+DEVIATIONS = tuple(reg.adherence_regimens(day=DEVIATION_DAY))
+
+
 def scored_regimens() -> dict[str, reg.Regimen]:
     """The regimens scored: QD, BID, TID (100 mg a day) and the day-4 deviations of
-    :func:`pkpd_lib.pmx.regimens.adherence_regimens`."""
+    :func:`pkpd_lib.pmx.regimens.adherence_regimens` (:data:`DEVIATIONS`)."""
     out = {r: reg.named(r) for r in ("QD", "BID", "TID")}
-    return out | reg.adherence_regimens(day=4)
+    return out | reg.adherence_regimens(day=DEVIATION_DAY)
 
 
 @dataclass
@@ -260,8 +267,11 @@ class Case:
 
     @property
     def true_r0(self) -> np.ndarray:
-        """Each patient's true baseline (the noise-free PD before the first dose): the
-        denominator of every relative error, read by the scorer only."""
+        """Each patient's true baseline (the noise-free PD before the first dose, at
+        0 h): the reference of every relative error's effect size, read by the scorer
+        only."""
+        if self.qd.times_h[0] != 0.0:
+            raise ValueError(f"the QD data must start at 0 h, got {self.qd.times_h[0]:g} h")
         return self.qd.truth.pd[:, 0]
 
 
@@ -274,11 +284,18 @@ def scenario_case(
 ) -> Case:
     """The inputs and truths of ``test_set`` under ``info`` in ``scenario`` (a key of
     :data:`SCENARIOS`); ``pk_fit``: the replicate's population PK fit when ``info``
-    estimates its PK prior."""
+    estimates its PK prior. Each regimen's key must be its name (observations are seeded
+    by it), ``"QD"`` must be QD, and in S48 the :data:`DEVIATIONS` keep their own dose
+    times."""
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; expected one of {sorted(SCENARIOS)}")
     if "QD" not in regimens:
         raise ValueError(f"regimens must include 'QD' (the reference), got {sorted(regimens)}")
+    renamed = {k: r.name for k, r in regimens.items() if k != r.name}
+    if renamed:
+        raise ValueError(f"each regimen's key must be its name, got {renamed}")
+    if regimens["QD"].doses() != reg.qd().doses():
+        raise ValueError("regimens['QD'] must be QD (100 mg every 24 h), the reference")
     if info.pk_prior == "estimated" and pk_fit is None:
         raise ValueError(f"setting {info.label!r} needs the replicate's population PK fit")
     qd = test_set.qd_data(info)
@@ -299,13 +316,11 @@ def scenario_case(
             truth[name] = d.truth.pd
     else:
         fit = realistic._qd_fit(info, qd, pk_fit, realistic.SWITCH_PK_TIMES_H)
-        cases = realistic.switch_cases(info, qd, fit, regimens, test_set.name, at_h)
+        unshifted = tuple(name for name in regimens if name in DEVIATIONS)
+        cases = realistic.switch_cases(info, qd, fit, regimens, test_set.name, at_h, unshifted)
         inputs = {name: x for name, (x, _) in cases.items()}
         truth = {name: y for name, (_, y) in cases.items()}
-        schedules = {
-            name: reg.switched(reg.qd(), r, at_h=at_h, name=f"{name} from {at_h:g} h")
-            for name, r in regimens.items()
-        }
+        schedules = realistic.switch_schedules(regimens, at_h, unshifted)
     pk = fit if isinstance(fit, dict) else None
     return Case(inputs, truth, schedules, qd, pk, qd.times_h >= at_h)
 
@@ -370,14 +385,16 @@ class Scores:
     against each patient's true R0), and for every regimen but QD the ratio to the
     method's own QD prediction with its 95% interval and verdict
     (:func:`pkpd_lib.study.metrics.extrapolation_verdict`), the regimen-effect error with
-    its interval, and the QD floor. ``differences``: paired intervals of each method's
-    ratio and regimen-effect error minus the LSTM ensemble's, read by
+    its interval, and the QD floor; every interval with the between-replicate SD beside
+    it. ``differences``: paired intervals of each method's ratio and regimen-effect error
+    minus another's (``versus``: the LSTM ensemble for every method, the neural ODE for
+    the population model too), read by
     :func:`pkpd_lib.study.metrics.difference_verdict`. ``replicates``: per method, the
-    replicates it was scored in (a method with one replicate is repeated in every draw,
-    so its interval holds patient variance only). ``coverage``: per scenario, setting
-    and regimen, the share of patients whose whole curve (over the window) lies inside
-    the LSTM ensemble's conformal interval (level :data:`COVERAGE_LEVEL`, multiplier
-    from the ``calibration`` patients under q18h, one per replicate), with its interval
+    replicates it was scored in. ``coverage``: per scenario, setting and regimen, the
+    share of patients whose whole curve (over the window) lies inside the LSTM
+    ensemble's conformal interval (level :data:`COVERAGE_LEVEL`; multiplier from the
+    ``calibration`` patients under q18h switched to at the scenario's time and scored
+    over its window, one per replicate), with its interval
     and :func:`pkpd_lib.study.metrics.coverage_verdict`. ``structures``: per replicate, the
     population PD structure (transit steps) with the lower OFV on that replicate's
     training data; the model scored is replicate 0's pick in every replicate
@@ -434,13 +451,13 @@ def _interval_columns(prefix: str, interval, scale: float = 1.0) -> dict[str, fl
         prefix: scale * interval.estimate,
         f"{prefix} 95% low": scale * interval.low,
         f"{prefix} 95% high": scale * interval.high,
+        f"{prefix} replicate SD": scale * interval.replicate_sd,
     }
 
 
 def score(
     test_set: str = "development",
     replicates=(0,),
-    node_replicates=(0,),
     n_boot: int = 2000,
     progress: bool = True,
 ) -> Scores:
@@ -459,9 +476,7 @@ def score(
     test_set : str
         A key of :data:`TEST_SETS`.
     replicates : sequence of int
-        The replicates of the LSTM ensembles and the population models.
-    node_replicates : sequence of int
-        The replicates of the neural ODE: a subset of ``replicates``, all of them or one.
+        The replicates of the whole pipeline (every method is scored in each).
     n_boot : int
         Bootstrap draws.
     progress : bool
@@ -474,19 +489,10 @@ def score(
     if test_set not in TEST_SETS:
         raise ValueError(f"unknown test set {test_set!r}; expected one of {sorted(TEST_SETS)}")
     replicates = tuple(replicates)
-    node_replicates = tuple(node_replicates)
     if not replicates or len(set(replicates)) != len(replicates):
         raise ValueError(f"replicates must be distinct and at least one, got {replicates!r}")
     for r in replicates:
         _check_replicate(r)
-    if not set(node_replicates) <= set(replicates) or len(node_replicates) not in (
-        1,
-        len(replicates),
-    ):
-        raise ValueError(
-            f"node_replicates must be one of, or all of, replicates {replicates}, "
-            f"got {node_replicates!r}"
-        )
     tset = TEST_SETS[test_set]
     regimens = scored_regimens()
     preds: dict[tuple, dict[str, list]] = {}
@@ -503,22 +509,23 @@ def score(
         for name, info in SETTINGS.items():
             data = training_data(r, info)
             lstm = lstm_ensemble(r, info, data)
-            node = neural_ode(r, info, data) if r in node_replicates else None
-            cal_x, cal_truth = realistic.calibration_case(info, data.pk_fit)
-            cal_scores = metrics.patient_scores(_members(lstm, cal_x), cal_truth, SD_FLOOR)
-            multiplier = metrics.conformal_quantile(cal_scores, COVERAGE_LEVEL)
-            multipliers.setdefault(name, []).append(multiplier)
+            node = neural_ode(r, info, data)
             for scenario, names in SCENARIO_SETTINGS.items():
                 if name not in names:
                     continue
                 case = scenario_case(tset, info, scenario, regimens, data.pk_fit)
                 key = (scenario, name)
-                truths[key] = {g: y[:, case.window] for g, y in case.truth.items()}
-                true_r0[key] = case.true_r0
+                multiplier = _multiplier(info, scenario, lstm, data.pk_fit)
+                multipliers.setdefault(key, []).append(multiplier)
+                truth = {g: y[:, case.window] for g, y in case.truth.items()}
+                if key in truths and any(
+                    not np.array_equal(truths[key][g], y) for g, y in truth.items()
+                ):
+                    raise RuntimeError(f"{key}: the truths differ between replicates")
+                truths[key], true_r0[key] = truth, case.true_r0
                 members = {g: _members(lstm, x) for g, x in case.inputs.items()}
                 out = {LSTM: {g: m.mean(axis=0) for g, m in members.items()}}
-                if node is not None:
-                    out[NODE] = {g: nw.predict_pd(node.model, x) for g, x in case.inputs.items()}
+                out[NODE] = {g: nw.predict_pd(node.model, x) for g, x in case.inputs.items()}
                 for g, m in members.items():
                     inside = (
                         metrics.patient_scores(m[:, :, case.window], truths[key][g], SD_FLOOR)
@@ -551,8 +558,7 @@ def score(
     )
 
     def stacked(key, regimen):
-        a = np.asarray(preds[key][regimen])
-        return np.broadcast_to(a, (n_rep, *a.shape[1:])) if len(a) == 1 else a
+        return np.asarray(preds[key][regimen])
 
     rows, diffs = {}, {}
     for scenario, name, method in preds:
@@ -572,22 +578,17 @@ def score(
                     boot.regimen_effect(pred, qd_pred, truth[g], truth["QD"]),
                 )
                 row["QD floor"] = boot.qd_floor(qd_pred, truth["QD"], truth[g]).estimate
-                if method != LSTM:
-                    lstm_key = (scenario, name, LSTM)
-                    d = boot.ratio_difference(
-                        (pred, qd_pred), (stacked(lstm_key, g), stacked(lstm_key, "QD")), truth[g]
-                    )
-                    e = _effect_difference(
-                        boot,
-                        (pred, qd_pred),
-                        (stacked(lstm_key, g), stacked(lstm_key, "QD")),
-                        truth[g],
-                        truth["QD"],
-                    )
-                    diffs[scenario, name, method, g] = {
-                        **_interval_columns("ratio minus LSTM's", d),
+                for versus in _compared_with(method):
+                    other = (scenario, name, versus)
+                    if other not in preds:
+                        continue
+                    second = (stacked(other, g), stacked(other, "QD"))
+                    d = boot.ratio_difference((pred, qd_pred), second, truth[g])
+                    e = _effect_difference(boot, (pred, qd_pred), second, truth[g], truth["QD"])
+                    diffs[scenario, name, method, versus, g] = {
+                        **_interval_columns("ratio difference", d),
                         "ratio is": metrics.difference_verdict(d.low, d.high),
-                        **_interval_columns("effect error minus LSTM's", e),
+                        **_interval_columns("effect error difference", e),
                         "effect error is": metrics.difference_verdict(e.low, e.high),
                     }
             rows[scenario, name, method, g] = row
@@ -598,17 +599,37 @@ def score(
             {"inside": inside, "n": np.ones_like(inside)}, lambda s: s["inside"] / s["n"]
         )
         coverage[scenario, name, g] = {
-            "multiplier": float(np.mean(multipliers[name])),
+            "multiplier": float(np.mean(multipliers[scenario, name])),
             **_interval_columns("whole curve inside %", share, 100.0),
             "reading": metrics.coverage_verdict(share.low, share.high, COVERAGE_LEVEL),
         }
     index = ["scenario", "setting", "method", "regimen"]
     table = pd.DataFrame(rows).T.rename_axis(index)
-    differences = pd.DataFrame(diffs).T.rename_axis(index)
+    differences = pd.DataFrame(diffs).T.rename_axis(
+        ["scenario", "setting", "method", "versus", "regimen"]
+    )
     coverage = pd.DataFrame(coverage).T.rename_axis(["scenario", "setting", "regimen"])
     used = {m: replicates for (_, _, m) in preds}
-    used[NODE] = node_replicates
     return Scores(test_set, table, differences, coverage, used, structures)
+
+
+def _compared_with(method: str) -> tuple[str, ...]:
+    """The methods a method's paired differences are taken against: every method against
+    the LSTM ensemble, and the population model against the neural ODE too."""
+    if method == LSTM:
+        return ()
+    return (LSTM, NODE) if method == MODEL else (LSTM,)
+
+
+def _multiplier(info, scenario: str, lstm, pk_fit) -> float:
+    """The conformal multiplier of an LSTM ensemble in ``scenario``: the calibration
+    patients under q18h, switched to it at the scenario's time, each scored over the
+    scenario's window (:func:`pkpd_lib.study.realistic.calibration_case`)."""
+    at_h = SCENARIOS[scenario]
+    x, truth = realistic.calibration_case(info, pk_fit, at_h=at_h)
+    window = sampling.DENSE_TIMES_H >= at_h
+    scores = metrics.patient_scores(_members(lstm, x)[:, :, window], truth[:, window], SD_FLOOR)
+    return metrics.conformal_quantile(scores, COVERAGE_LEVEL)
 
 
 def _members(runs, x) -> np.ndarray:

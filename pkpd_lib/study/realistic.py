@@ -337,7 +337,7 @@ CALIBRATION_FIRST_ID = 60001
 
 
 def calibration_case(
-    info: Information, pk_fit: nlme.NLMEFit | None = None
+    info: Information, pk_fit: nlme.NLMEFit | None = None, at_h: float = 0.0
 ) -> tuple[dict, np.ndarray]:
     """The protocol's ``calibration`` patients under the validation regimen (q18h): the
     network inputs of ``info`` (from their own QD data, as for every other set) and the
@@ -346,7 +346,10 @@ def calibration_case(
     ``"calibration/population"``, ``"calibration/observations/QD"`` and
     ``"calibration/observations/q18h"``. ``pk_fit``: the population PK fit that an
     estimated PK prior comes from (default: the book's, :func:`population_pk_fit` of
-    the training patients)."""
+    the training patients). ``at_h`` > 0: scenario S48's calibration, q18h from
+    ``at_h`` after QD (:func:`switch_cases`, observations seeded
+    ``"calibration/observations/q18h from <at_h> h"``), the inputs from what is known
+    at the switch; the caller scores the times from ``at_h``."""
     pop = sample_population(
         CALIBRATION_SIZE,
         sampling.named_seed("calibration/population"),
@@ -357,11 +360,15 @@ def calibration_case(
         pop, reg.qd(), obs_seed=sampling.named_seed("calibration/observations/QD")
     )
     name = VALIDATION_REGIMEN.name
+    if pk_fit is None:
+        pk_fit = _estimated_pk_prior(info)
+    if at_h:
+        fit = _qd_fit(info, qd, pk_fit, SWITCH_PK_TIMES_H)
+        cases = switch_cases(info, qd, fit, {name: VALIDATION_REGIMEN}, "calibration", at_h)
+        return cases[name]
     d = datasets.simulate_dataset(
         pop, VALIDATION_REGIMEN, obs_seed=sampling.named_seed(f"calibration/observations/{name}")
     )
-    if pk_fit is None:
-        pk_fit = _estimated_pk_prior(info)
     fit = _qd_fit(info, qd, pk_fit)
     return _inputs(info, d, fit, qd), d.truth.pd
 
@@ -506,17 +513,18 @@ def switch_cases(
     regimens: dict[str, reg.Regimen],
     set_name: str,
     at_h: float = SWITCH_AT_H,
+    unshifted: tuple[str, ...] = (),
 ) -> dict[str, tuple[dict, np.ndarray]]:
     """For each of ``regimens`` started at ``at_h`` after QD, the network inputs of the
     patients whose QD data are ``qd`` (``fit``: their PK from what is known at the
     switch, :func:`_qd_fit` at :data:`SWITCH_PK_TIMES_H`) and the noise-free truth
     (N, T). Observations under the switched schedule ``"<name> from <at_h> h"`` are
     drawn with ``named_seed("<set_name>/observations/<schedule>")``; before the switch
-    a patient's observed history is its QD draw."""
+    a patient's observed history is its QD draw. The regimens named in ``unshifted``
+    keep their own dose times after the switch (:func:`switch_schedules`)."""
     before = qd.times_h < at_h
     cases = {}
-    for name, regimen in regimens.items():
-        schedule = reg.switched(reg.qd(), regimen, at_h=at_h, name=f"{name} from {at_h:g} h")
+    for name, schedule in switch_schedules(regimens, at_h, unshifted).items():
         seed = sampling.named_seed(f"{set_name}/observations/{schedule.name}")
         d = datasets.simulate_dataset(qd.population, schedule, obs_seed=seed)
         x = _inputs(info, d, fit, qd)
@@ -524,3 +532,21 @@ def switch_cases(
             x["conc"] = np.where(before, qd.conc_obs, d.conc_obs).astype("float32")
         cases[name] = (x, d.truth.pd)
     return cases
+
+
+def switch_schedules(
+    regimens: dict[str, reg.Regimen], at_h: float = SWITCH_AT_H, unshifted: tuple[str, ...] = ()
+) -> dict[str, reg.Regimen]:
+    """Each of ``regimens`` taken after QD from ``at_h``, named ``"<name> from <at_h> h"``:
+    started at ``at_h`` (BID's first dose at ``at_h``), or, for the names in
+    ``unshifted`` (deviations of QD on a day of treatment), with its doses at or after
+    ``at_h`` at their own times, so a day-4 deviation stays on day 4."""
+    unknown = set(unshifted) - set(regimens)
+    if unknown:
+        raise ValueError(f"unshifted names regimens not given: {sorted(unknown)}")
+    return {
+        name: reg.switched(
+            reg.qd(), r, at_h=at_h, name=f"{name} from {at_h:g} h", shift=name not in unshifted
+        )
+        for name, r in regimens.items()
+    }
