@@ -192,6 +192,18 @@ def qd_floor(pred_qd, truth_qd, truth_new) -> float:
 EXTRAPOLATION_BAR = 0.5
 
 
+def _interval_reading(low: float, high: float, bar: float, below: str, above: str, across: str):
+    """``below`` when the interval ``[low, high]`` lies below ``bar``, ``above`` when it
+    lies above, ``across`` when it contains ``bar``: the protocol's rules share this."""
+    if not (np.isfinite(low) and np.isfinite(high) and low <= high):
+        raise ValueError(f"an interval needs finite low <= high, got [{low}, {high}]")
+    if high < bar:
+        return below
+    if low > bar:
+        return above
+    return across
+
+
 def extrapolation_verdict(low: float, high: float, bar: float = EXTRAPOLATION_BAR) -> str:
     """The protocol's one rule for a ratio's 95% interval ``[low, high]``: ``"extrapolates"``
     when it lies below ``bar``, ``"does not"`` when above, ``"too close to call"`` when it
@@ -215,13 +227,7 @@ def extrapolation_verdict(low: float, high: float, bar: float = EXTRAPOLATION_BA
     >>> extrapolation_verdict(0.6, 1.2)
     'does not'
     """
-    if not (np.isfinite(low) and np.isfinite(high) and low <= high):
-        raise ValueError(f"an interval needs finite low <= high, got [{low}, {high}]")
-    if high < bar:
-        return "extrapolates"
-    if low > bar:
-        return "does not"
-    return "too close to call"
+    return _interval_reading(low, high, bar, "extrapolates", "does not", "too close to call")
 
 
 #: The protocol's bar for a method that holds on a dose deviation: relative RMSE (%).
@@ -238,13 +244,7 @@ def adherence_verdict(low: float, high: float, bar: float = ADHERENCE_BAR) -> st
     >>> adherence_verdict(4.0, 8.0), adherence_verdict(9.0, 12.0), adherence_verdict(11.0, 14.0)
     ('holds', 'too close to call', 'breaks')
     """
-    if not (np.isfinite(low) and np.isfinite(high) and low <= high):
-        raise ValueError(f"an interval needs finite low <= high, got [{low}, {high}]")
-    if high < bar:
-        return "holds"
-    if low > bar:
-        return "breaks"
-    return "too close to call"
+    return _interval_reading(low, high, bar, "holds", "breaks", "too close to call")
 
 
 def difference_verdict(low: float, high: float) -> str:
@@ -257,13 +257,7 @@ def difference_verdict(low: float, high: float) -> str:
     >>> difference_verdict(-0.3, -0.1), difference_verdict(-0.1, 0.2)
     ('lower', 'no difference shown')
     """
-    if not (np.isfinite(low) and np.isfinite(high) and low <= high):
-        raise ValueError(f"an interval needs finite low <= high, got [{low}, {high}]")
-    if high < 0:
-        return "lower"
-    if low > 0:
-        return "higher"
-    return "no difference shown"
+    return _interval_reading(low, high, 0.0, "lower", "higher", "no difference shown")
 
 
 @dataclass(frozen=True)
@@ -513,13 +507,7 @@ def coverage_verdict(low: float, high: float, level: float = 0.9) -> str:
     >>> coverage_verdict(0.84, 0.93), coverage_verdict(0.70, 0.86)
     ('covers as asked', 'under-covers')
     """
-    if not (np.isfinite(low) and np.isfinite(high) and low <= high):
-        raise ValueError(f"need a finite interval low <= high, got [{low!r}, {high!r}]")
-    if high < level:
-        return "under-covers"
-    if low > level:
-        return "over-covers"
-    return "covers as asked"
+    return _interval_reading(low, high, level, "under-covers", "over-covers", "covers as asked")
 
 
 def score_table(

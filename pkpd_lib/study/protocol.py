@@ -557,7 +557,7 @@ def score(
         n_rep, tset.size, n_boot=n_boot, seed=sampling.named_seed(f"bootstrap/{test_set}")
     )
 
-    def stacked(key, regimen):
+    def stacked(key, regimen):  # (R, N, T): one prediction per replicate
         return np.asarray(preds[key][regimen])
 
     rows, diffs = {}, {}
