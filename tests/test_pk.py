@@ -181,3 +181,37 @@ def test_kernels_before_and_at_the_dose():
     assert pk.transit_absorption(1.0, 15.0, 50.0, 100.0, t)[0] == 0.0
     assert pk.iv_infusion(15.0, 50.0, 100.0, t, duration_h=1.0)[0] == 0.0
     assert pk.iv_bolus(15.0, 50.0, 100.0, t)[0] == 2.0
+
+
+@pytest.mark.parametrize(
+    "ktr, ka, cl, v",
+    [
+        (1.1, 0.92, 0.13, 7.9),  # nlmixr's warfarin estimates: two close rates
+        (0.5, 2.0, 1.0, 2.0),  # ke equals ktr
+        (1.0, 1.0, 7.0, 7.0),  # all three rates equal
+        (1.0, 1.0 + 1e-7, 1.0, 1.0),  # nearly equal: where a plain formula cancels
+        (3.0, 1.0, 0.13, 7.9),
+    ],
+)
+def test_chain_absorption_is_the_three_compartment_chain(ktr, ka, cl, v):
+    t = np.array([0.0, 0.1, 0.5, 1.0, 2.0, 5.0, 24.0, 60.0])
+
+    def chain(_, a):
+        return [-ktr * a[0], ktr * a[0] - ka * a[1], ka * a[1] - cl / v * a[2]]
+
+    ode = solve_ivp(chain, (0, 60), [100.0, 0, 0], t_eval=t, rtol=1e-11, atol=1e-14)
+    closed = pk.chain_absorption(ktr, ka, cl, v, 100.0, t)
+    np.testing.assert_allclose(closed, ode.y[2] / v, rtol=1e-7, atol=1e-12)
+    # symmetric in the two absorption rates after one dose
+    np.testing.assert_allclose(pk.chain_absorption(ka, ktr, cl, v, 100.0, t), closed)
+
+
+def test_chain_absorption_with_one_rate_is_transit_absorption():
+    t = np.linspace(0.0, 144.0, 289)
+    ka = np.array([[0.3], [1.0], [2.5]])
+    np.testing.assert_allclose(
+        pk.chain_absorption(ka, ka, 0.14, 7.4, 100.0, t),
+        pk.transit_absorption(ka, 0.14, 7.4, 100.0, t),
+        rtol=1e-12,
+        atol=1e-15,
+    )

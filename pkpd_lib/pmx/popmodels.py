@@ -259,14 +259,8 @@ def transit_turnover_grid(
         PD (biomarker units) at 0, step_h, ..., G step_h: (N, R, G+1) for (N, R)
         parameters, starting at ``R0``.
     """
-    c = np.asarray(conc_mid, float)[:, None, :]
-    emax, ec50, gam = (np.asarray(p[k], float)[..., None] for k in ("Emax", "EC50", "gam"))
-    cg = np.power(np.maximum(c, 0.0), gam)
-    drive = emax * cg / (np.power(ec50, gam) + cg)  # (N, R, G)
+    drive = _transit_drive(p, conc_mid, n_transit, step_h)
     r0, kout = np.asarray(p["R0"], float), np.asarray(p["kout"], float)
-    if n_transit:
-        a = np.exp(-n_transit / np.asarray(p["MTT"], float) * step_h)
-        drive = _transit_chain(drive, a, n_transit)
     b = np.exp(-kout * step_h)
     gain = (1.0 - b) * r0
     out = np.empty((*drive.shape[:-1], drive.shape[-1] + 1))
@@ -276,6 +270,20 @@ def transit_turnover_grid(
         r = r * b + gain * (1.0 + drive[..., n])
         out[..., n + 1] = r
     return out
+
+
+def _transit_drive(p: Mapping[str, np.ndarray], conc_mid, n_transit: int, step_h: float):
+    """The sigmoid Emax drive ``Emax C^gam / (EC50^gam + C^gam)`` (N, R, G) from mid-step
+    concentrations (N, G), after ``n_transit`` transit steps of mean transit time
+    ``MTT`` (h)."""
+    c = np.asarray(conc_mid, float)[:, None, :]
+    emax, ec50, gam = (np.asarray(p[k], float)[..., None] for k in ("Emax", "EC50", "gam"))
+    cg = np.power(np.maximum(c, 0.0), gam)
+    drive = emax * cg / (np.power(ec50, gam) + cg)  # (N, R, G)
+    if n_transit:
+        a = np.exp(-n_transit / np.asarray(p["MTT"], float) * step_h)
+        drive = _transit_chain(drive, a, n_transit)
+    return drive
 
 
 def _transit_chain(drive, a, n_transit: int) -> np.ndarray:
@@ -483,3 +491,140 @@ def generating_values(extra_eta_sd: Mapping[str, float] | None = None) -> dict[s
     out["sigma_prop"] = RESIDUAL_CV["conc"]
     out["sigma_prop (PD)"] = RESIDUAL_CV["pd"]
     return out
+
+
+# --- the population-model search (protocol version 2) ------------------------------------
+
+#: The indirect-response mechanisms the search compares (Dayneka, Garg and Jusko 1993),
+#: by name, with their type: the drive stimulates the production (type III, the book's
+#: true structure) or inhibits the loss (type II). Both raise the biomarker; types I and
+#: IV lower it.
+MECHANISMS = {"stimulated production": "III", "inhibited loss": "II"}
+#: The random effects of the search's base model (those of :func:`pd_model`).
+BASE_RANDOM = ("R0", "EC50", "kout")
+
+
+def inhibited_loss_grid(
+    p: Mapping[str, np.ndarray], conc_mid, n_transit: int, step_h: float = PD_STEP_H
+) -> np.ndarray:
+    """PD on the grid 0, step_h, ... of a turnover whose loss the drive inhibits
+    (indirect response type II): ``dR/dt = kout R0 - kout (1 - I) R``, ``R(0) = R0``,
+    ``I`` the drive of :func:`transit_turnover_grid` with ``Emax`` a fraction (< 1).
+    Each step is solved exactly for the drive held at its mid-step value.
+
+    Parameters
+    ----------
+    p : mapping
+        ``Emax`` (a fraction), ``EC50`` (mg/L), ``gam``, ``R0`` (biomarker units),
+        ``kout`` (1/h) and, with transit steps, ``MTT`` (h): arrays (N, R).
+    conc_mid : array_like
+        Concentrations (mg/L) at the middle of each step, (N, G).
+    n_transit : int
+        Transit steps between the drug effect and the turnover (0: none).
+    step_h : float
+        The grid's step (h), default :data:`PD_STEP_H`.
+
+    Returns
+    -------
+    numpy.ndarray
+        PD (biomarker units) at 0, step_h, ..., G step_h, (N, R, G+1), from ``R0``.
+    """
+    drive = _transit_drive(p, conc_mid, n_transit, step_h)
+    r0 = np.asarray(p["R0"], float)
+    kout = np.asarray(p["kout"], float)[..., None]
+    kept = 1.0 - drive  # the share of the loss left, > 0
+    fade = -np.expm1(-kout * kept * step_h)  # 1 - exp(-k_eff h)
+    target = r0[..., None] / kept  # the steady state for the drive of the step
+    out = np.empty((*drive.shape[:-1], drive.shape[-1] + 1))
+    r = np.broadcast_to(r0, out.shape[:-1]).astype(float)
+    out[..., 0] = r
+    for n in range(drive.shape[-1]):
+        r = r + (target[..., n] - r) * fade[..., n]
+        out[..., n + 1] = r
+    return out
+
+
+def search_model(
+    n_transit: int,
+    mechanism: str = "stimulated production",
+    random: tuple[str, ...] = BASE_RANDOM,
+    covariates: Mapping[str, tuple[str, ...]] | None = None,
+) -> NLMEModel:
+    """A candidate of the population-model search: ``mechanism`` through ``n_transit``
+    transit steps, random effects on ``random``, covariate relations ``covariates``.
+
+    Parameters
+    ----------
+    n_transit : int
+        Transit steps between the drug effect and the turnover (0 to 5 in the search; 0:
+        no ``MTT``).
+    mechanism : str
+        A key of :data:`MECHANISMS`: ``"stimulated production"``
+        (:func:`transit_turnover_grid`, ``Emax`` > 0 on the log scale) or ``"inhibited
+        loss"`` (:func:`inhibited_loss_grid`, ``Emax`` a fraction on the logit scale).
+    random : tuple of str
+        The parameters with a random effect (default :data:`BASE_RANDOM`).
+    covariates : mapping, optional
+        Covariate columns of :func:`covariate_columns` (``lwt``, ``lage``, ``sex``) per
+        parameter, each log-linear on the parameter's scale (power models for ``lwt``
+        and ``lage``); None: none.
+
+    Returns
+    -------
+    NLMEModel
+        Parameters ``R0``, ``Emax``, ``EC50``, ``gam``, ``MTT`` (with transit steps) and
+        ``kout``; proportional error; data from :func:`pd_observations` or
+        :func:`pd_data`. ``search_model(3, random=BASE_RANDOM, covariates={"Emax":
+        ("lage",), "EC50": ("sex",)})`` predicts as :func:`pd_model` ``(3)``.
+
+    Raises
+    ------
+    ValueError
+        An unknown mechanism, a negative or non-integer ``n_transit``, or random effects
+        or covariates on a parameter the model lacks (naming it).
+
+    Examples
+    --------
+    >>> m = search_model(2, "inhibited loss", random=("R0", "kout"))
+    >>> m.params, m.transforms["Emax"], m.random
+    (('R0', 'Emax', 'EC50', 'gam', 'MTT', 'kout'), 'logit', ('R0', 'kout'))
+    """
+    if mechanism not in MECHANISMS:
+        raise ValueError(f"unknown mechanism {mechanism!r}; expected one of {list(MECHANISMS)}")
+    if isinstance(n_transit, bool) or not isinstance(n_transit, int | np.integer) or n_transit < 0:
+        raise ValueError(f"n_transit must be a whole number >= 0, got {n_transit!r}")
+    n_transit = int(n_transit)
+    params = ("R0", "Emax", "EC50", "gam", *(("MTT",) if n_transit else ()), "kout")
+    covariates = {k: tuple(v) for k, v in (covariates or {}).items()}
+    lacking = sorted((set(random) | set(covariates)) - set(params))
+    if lacking:
+        raise ValueError(
+            f"random effects or covariates on {lacking}, which a model of {n_transit} "
+            f"transit steps lacks (its parameters: {params})"
+        )
+    inhibits = mechanism == "inhibited loss"
+
+    def predict(p, d: Observations) -> np.ndarray:
+        grid_of = inhibited_loss_grid if inhibits else transit_turnover_grid
+        grid = grid_of(p, d.extra["conc_mid"], n_transit)
+        return values_at(grid, d.extra["grid_index"])
+
+    effects = "; ".join(f"{k}~{'+'.join(v)}" for k, v in covariates.items() if v)
+    return NLMEModel(
+        f"{mechanism}, {n_transit} transit, eta {'/'.join(random)}"
+        + (f", {effects}" if effects else ""),
+        params,
+        {**dict.fromkeys(params, "log"), **({"Emax": "logit"} if inhibits else {})},
+        tuple(random),
+        predict,
+        error=("prop",),
+        covariates={k: v for k, v in covariates.items() if v},
+        units={
+            "R0": "biomarker units",
+            "Emax": "-",
+            "EC50": "mg/L",
+            "gam": "-",
+            "MTT": "h",
+            "kout": "1/h",
+        },
+    )
