@@ -27,7 +27,7 @@ from ..pmx import nlme, sampling
 from ..pmx import popmodels as pm
 from ..pmx import regimens as reg
 from ..pmx.population import sample_population
-from . import datasets, metrics, realistic
+from . import datasets, metrics, realistic, search
 from .experiments import NEURAL_ODE
 
 #: The headline information settings of the protocol.
@@ -114,6 +114,16 @@ def kept_pd_structure() -> int:
     once and applied to every replicate."""
     fits = population_pd_fits(0)
     return min(fits, key=lambda steps: fits[steps].ofv)
+
+
+def population_model_search(progress=None) -> search.Search:
+    """Protocol version 2's population-model search (:func:`pkpd_lib.study.search.run`)
+    on replicate 0's training data in the realistic setting: the first 100 patients'
+    PD every 4 h, driven by their PK under the replicate's population PK fit."""
+    info = SETTINGS["realistic"]
+    train = training_sets(0, info.extra_eta_sd)[0]
+    data, start = realistic.population_pd_data(train, realistic.population_pk_fit(train))
+    return search.run(data, start, progress=progress)
 
 
 @dataclass

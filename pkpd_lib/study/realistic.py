@@ -380,6 +380,28 @@ POPULATION_PD_EVERY_H = 4
 POPULATION_PD_TRANSIT_STEPS = (3, 2)
 
 
+def population_pd_data(
+    train: datasets.Dataset,
+    pk_fit: nlme.NLMEFit,
+    n_patients: int = POPULATION_PK_PATIENTS,
+) -> tuple[nlme.Observations, dict[str, float]]:
+    """The data of the population PD fits and their starting values: the first
+    ``n_patients`` training patients' observed PD every :data:`POPULATION_PD_EVERY_H` h
+    (biomarker units), driven by their individual PK under ``pk_fit``
+    (:func:`population_pk_fit` of the same patients); :data:`~pkpd_lib.pmx.popmodels.PD_START`
+    with ``R0`` the mean observed baseline."""
+    n = n_patients
+    pd_obs = train.pd_obs[:n, ::POPULATION_PD_EVERY_H]
+    data = pm.pd_data(
+        regimens=train.regimens[:n],
+        times_h=train.times_h[::POPULATION_PD_EVERY_H],
+        pk_params=pk_fit.individual,
+        covariates=train.population.covariates.iloc[:n],
+        pd_obs=pd_obs,
+    )
+    return data, {**pm.PD_START, "R0": float(np.mean(pd_obs[:, 0]))}
+
+
 def population_pd_fits(
     train: datasets.Dataset,
     pk_fit: nlme.NLMEFit,
@@ -390,17 +412,7 @@ def population_pd_fits(
     observed PD every :data:`POPULATION_PD_EVERY_H` h, driven by their individual PK
     under ``pk_fit`` (:func:`population_pk_fit` of the same patients), by transit steps;
     the sequential PK-then-PD fit of chapters 16 and 17, from and to the store."""
-    n = n_patients
-    times = train.times_h[::POPULATION_PD_EVERY_H]
-    pd_obs = train.pd_obs[:n, ::POPULATION_PD_EVERY_H]
-    data = pm.pd_data(
-        regimens=train.regimens[:n],
-        times_h=times,
-        pk_params=pk_fit.individual,
-        covariates=train.population.covariates.iloc[:n],
-        pd_obs=pd_obs,
-    )
-    start = {**pm.PD_START, "R0": float(np.mean(pd_obs[:, 0]))}
+    data, start = population_pd_data(train, pk_fit, n_patients)
     return {
         k: nlme.fit_foce(pm.pd_model(k), data, start, standard_errors=k == 3, cache_dir="default")
         for k in POPULATION_PD_TRANSIT_STEPS
