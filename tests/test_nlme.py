@@ -180,8 +180,11 @@ def test_observations_from_lists_are_arrays_and_arrays_are_kept_as_given():
 
 def test_warfarin_reference_is_the_fixtures_estimation_scale_values_transformed():
     """posologyr's tests/testthat/test_multi_outputs.R records nlmixr's estimates as
-    tcl -2.03, tv 2.07, temax 3.4, tec50 0.00724, tkout -2.9, te0 4.57."""
+    tktr 0.106, tka -0.087, tcl -2.03, tv 2.07, temax 3.4, tec50 0.00724, tkout -2.9,
+    te0 4.57, and the residual SDs prop.err 0.15, pkadd.err 0.144, pdadd.err 3.91."""
     assert w.REFERENCE_ESTIMATION_SCALE == {
+        "ktr": 0.106,
+        "ka": -0.087,
         "CL": -2.03,
         "V": 2.07,
         "Emax": 3.4,
@@ -189,10 +192,25 @@ def test_warfarin_reference_is_the_fixtures_estimation_scale_values_transformed(
         "kout": -2.9,
         "E0": 4.57,
     }
-    natural = {"CL": 0.131, "V": 7.92, "Emax": 0.968, "EC50": 1.007, "kout": 0.055, "E0": 96.5}
+    natural = {
+        "ktr": 1.112,
+        "ka": 0.917,
+        "CL": 0.131,
+        "V": 7.92,
+        "Emax": 0.968,
+        "EC50": 1.007,
+        "kout": 0.055,
+        "E0": 96.5,
+    }
     for name, value in natural.items():
         assert w.REFERENCE[name] == pytest.approx(value, rel=5e-3), name  # 3 digits
     assert "posologyr" in w.REFERENCE_SOURCE and "test_multi_outputs.R" in w.REFERENCE_SOURCE
+    assert w.REFERENCE_SIGMA == {
+        "sigma_conc_add": 0.144,
+        "sigma_conc_prop": 0.15,
+        "sigma_pca_add": 3.91,
+    }
+    assert set(w.REFERENCE_OMEGA_RECORDED) == set(w.JOINT_MODEL.random)
 
 
 def test_warfarin_goes_through_the_strict_reader():

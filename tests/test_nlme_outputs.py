@@ -214,3 +214,56 @@ def test_warfarin_concentrations_and_pca_as_two_outputs():
     observed = ~np.isnan(both.dv)
     assert (observed & (both.output == 0)).sum() == 251
     assert (observed & (both.output == 1)).sum() == 232
+
+
+# --- warfarin's joint model (nlmixr2's pk.turnover.emax3) ------------------------------
+
+
+def test_warfarin_joint_data_tag_each_endpoint():
+    table = w.load()
+    joint = w.joint_observations(table)
+    conc = w.observations(table, nonmem.CMT_CENTRAL)
+    pca = w.observations(table, nonmem.CMT_RESPONSE)
+    assert joint.n_observations == conc.n_observations + pca.n_observations
+    observed = ~np.isnan(joint.dv)
+    assert (joint.output[observed] == 0).sum() == conc.n_observations
+    np.testing.assert_array_equal(joint.dv[:, conc.dv.shape[1] :], pca.dv)
+    # PCA values sit on the half-hour grid
+    k = conc.dv.shape[1]
+    index = joint.extra["grid_index"][:, k:]
+    np.testing.assert_array_equal(index * w.PD_STEP_H, pca.times_h)
+
+
+def test_warfarin_joint_model_with_one_rate_predicts_the_sequential_models():
+    """With ktr == ka the joint model's concentrations are PK_MODEL's and its PCA is
+    PD_MODEL's driven by the same concentrations: one model, not two that drift."""
+    table = w.load()
+    joint = w.joint_observations(table)
+    n = joint.n_subjects
+    rng = np.random.default_rng(3)
+    p = {
+        "ka": 0.8 * np.exp(0.3 * rng.normal(size=(n, 2))),
+        "CL": 0.13 * np.exp(0.2 * rng.normal(size=(n, 2))),
+        "V": np.full((n, 2), 8.0),
+        "E0": np.full((n, 2), 96.0),
+        "Emax": np.full((n, 2), 0.95),
+        "EC50": np.full((n, 2), 1.0),
+        "kout": np.full((n, 2), 0.055),
+    }
+    out = w.JOINT_MODEL.predict({**p, "ktr": p["ka"]}, joint)
+    conc = w.observations(table, nonmem.CMT_CENTRAL)
+    k = conc.dv.shape[1]
+    np.testing.assert_allclose(out["conc"][..., :k], w.PK_MODEL.predict(p, conc), rtol=1e-10)
+    # PD_MODEL reads one PK per subject: take the first copy's
+    first = {name: v[:, 0] for name, v in p.items() if name in ("ka", "CL", "V")}
+    pca = w.pd_observations(table, first)
+    pd_pred = w.PD_MODEL.predict({name: v[:, :1] for name, v in p.items()}, pca)
+    np.testing.assert_allclose(out["pca"][:, :1, k:], pd_pred, rtol=1e-10)
+
+
+def test_warfarin_joint_data_refuse_off_grid_pca_times():
+    table = w.load()
+    pca_row = table.index[(table["CMT"] == nonmem.CMT_RESPONSE) & (table["EVID"] == 0)][0]
+    table.loc[pca_row, "TIME"] = table.loc[pca_row, "TIME"] + 0.2
+    with pytest.raises(ValueError, match="multiples of 0.5 h"):
+        w.joint_observations(table)

@@ -27,7 +27,7 @@ import pandas as pd
 
 from . import nonmem
 from .nlme import NLMEFit, NLMEModel, Observations, values_at
-from .pk import superpose
+from .pk import chain_absorption, superpose
 
 # transit_conc: the name _pk_predict calls; a fit's store key holds the predict function's
 # bytecode and names (pkpd_lib.pmx.nlme), so renaming it would orphan the stored fits
@@ -41,17 +41,18 @@ CMT_OF_DVID = {"cp": nonmem.CMT_CENTRAL, "pca": nonmem.CMT_RESPONSE}
 SEX_CODES = {"male": 0, "female": 1}
 
 #: nlmixr's estimates for these data under the model ``pk.turnover.emax3`` (nlmixr2's
-#: "multiple endpoints" example), as the R package posologyr records them in a test
-#: fixture: ``tests/testthat/test_multi_outputs.R`` ("## estimates from nlmixr", an
-#: ``ini`` block; github.com/levenc/posologyr, commit 093162118a9b). The fixture gives
-#: them on the estimation scale (``tcl -2.03``, ``tv 2.07``, ``temax 3.4`` logit,
-#: ``tec50 0.00724``, ``tkout -2.9``, ``te0 4.57``; three significant digits, so the
-#: natural values below carry about 0.5%); it does not say which estimation method
-#: produced them. That model differs from :data:`PK_MODEL` and :data:`PD_MODEL`:
-#: separate transit (``ktr``, ``tktr 0.106``) and absorption (``tka -0.087``) rates,
-#: random effects on all eight parameters (Emax and ktr included), and PK and PCA
-#: estimated jointly.
+#: "multiple endpoints" example, :data:`JOINT_MODEL`'s structure), as the R package
+#: posologyr records them in a test fixture: ``tests/testthat/test_multi_outputs.R``
+#: ("## estimates from nlmixr", an ``ini`` block; github.com/levenc/posologyr, commit
+#: 093162118a9b). The fixture gives them on the estimation scale (``tktr 0.106``,
+#: ``tka -0.087``, ``tcl -2.03``, ``tv 2.07``, ``temax 3.4`` logit, ``tec50 0.00724``,
+#: ``tkout -2.9``, ``te0 4.57``; three significant digits, so the natural values below
+#: carry about 0.5%); its last lines call nlmixr's ``"focei"`` with no outer iteration
+#: (individual estimates at these values), but it does not say which method estimated
+#: them. The sequential models :data:`PK_MODEL` and :data:`PD_MODEL` share six of them.
 REFERENCE_ESTIMATION_SCALE = {
+    "ktr": 0.106,
+    "ka": -0.087,
     "CL": -2.03,
     "V": 2.07,
     "Emax": 3.4,
@@ -59,11 +60,29 @@ REFERENCE_ESTIMATION_SCALE = {
     "kout": -2.9,
     "E0": 4.57,
 }
-#: :data:`REFERENCE_ESTIMATION_SCALE` on the natural scale (:data:`UNITS`): CL 0.131
-#: L/h, V 7.92 L, Emax 0.968, EC50 1.007 mg/L, kout 0.055 1/h, E0 96.5 %.
+#: :data:`REFERENCE_ESTIMATION_SCALE` on the natural scale (:data:`UNITS`): ktr 1.112
+#: 1/h, ka 0.917 1/h, CL 0.131 L/h, V 7.92 L, Emax 0.968, EC50 1.007 mg/L, kout 0.055
+#: 1/h, E0 96.5 %.
 REFERENCE = {
     name: float(1.0 / (1.0 + np.exp(-value)) if name == "Emax" else np.exp(value))
     for name, value in REFERENCE_ESTIMATION_SCALE.items()
+}
+#: The fixture's residual error SDs, named as :data:`JOINT_MODEL`'s fits name them:
+#: ``pkadd.err 0.144`` (mg/L), ``prop.err 0.15``, ``pdadd.err 3.91`` (% of normal).
+REFERENCE_SIGMA = {"sigma_conc_add": 0.144, "sigma_conc_prop": 0.15, "sigma_pca_add": 3.91}
+#: The fixture's between-subject variability, as it writes it (``eta.ktr ~ sqrt(1.05)``,
+#: ...): the numbers under the square root, most likely the variances nlmixr estimated
+#: (an ``ini`` block's ``eta ~ v`` sets a variance, so the fixture as written sets
+#: their square roots; which was meant it does not say).
+REFERENCE_OMEGA_RECORDED = {
+    "ktr": 1.05,
+    "ka": 0.906,
+    "CL": 0.281,
+    "V": 0.229,
+    "Emax": 0.509,
+    "EC50": 0.519,
+    "kout": 0.127,
+    "E0": 0.0708,
 }
 #: Where :data:`REFERENCE` comes from, in words.
 REFERENCE_SOURCE = (
@@ -355,11 +374,122 @@ PD_MODEL = NLMEModel(
     units=UNITS,
 )
 
+
+def joint_observations(table: pd.DataFrame) -> Observations:
+    """Every subject's concentrations and PCA values together, tagged by output (0
+    warfarin, mg/L; 1 PCA, % of normal), for :data:`JOINT_MODEL`.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        The NONMEM table of :func:`load`.
+
+    Returns
+    -------
+    Observations
+        Per subject (sorted by ID) the concentrations then the PCA values (each padded
+        as :func:`observations` pads them), ``output`` 0 or 1; ``covariates`` WT, AGE,
+        SEX; ``extra``: ``"dose_mg"`` (N,), ``"mid_h"`` (the middle of each step of
+        :data:`PD_STEP_H` up to the last PCA sample, h, (G,)) and ``"grid_index"`` (each
+        PCA value's grid position, 0 for the concentrations, (N, K)).
+
+    Raises
+    ------
+    ValueError
+        Subjects without both endpoints, PCA times that are not multiples of
+        :data:`PD_STEP_H`, or as :func:`observations`.
+    """
+    conc = observations(table, nonmem.CMT_CENTRAL)
+    pca = observations(table, nonmem.CMT_RESPONSE)
+    if not np.array_equal(conc.ids, pca.ids):
+        lacking = sorted(set(conc.ids) ^ set(pca.ids))
+        raise ValueError(f"subject(s) {lacking} lack one of the two endpoints")
+    index = np.rint(pca.times_h / PD_STEP_H).astype(int)
+    if not np.allclose(index * PD_STEP_H, pca.times_h):
+        raise ValueError(f"PCA sampling times must be multiples of {PD_STEP_H} h")
+    width = conc.times_h.shape[1]
+    return Observations(
+        conc.ids,
+        np.hstack([conc.times_h, pca.times_h]),
+        np.hstack([conc.dv, pca.dv]),
+        conc.covariates,
+        extra={
+            "dose_mg": conc.extra["dose_mg"],
+            "mid_h": np.arange(PD_STEP_H / 2, pca.times_h.max(), PD_STEP_H),
+            "grid_index": np.hstack([np.zeros_like(conc.times_h, int), index]),
+        },
+        output=np.hstack(
+            [np.zeros((conc.n_subjects, width), int), np.ones(pca.times_h.shape, int)]
+        ),
+    )
+
+
+def _joint_predict(p, data: Observations) -> dict[str, np.ndarray]:
+    q = {k: v[..., None] for k, v in p.items()}
+    dose = np.asarray(data.extra["dose_mg"], float)[:, None, None]
+
+    def conc_at(times_h):
+        return chain_absorption(q["ktr"], q["ka"], q["CL"], q["V"], dose, times_h)
+
+    grid = turnover_pca(
+        p["E0"], p["Emax"], p["EC50"], p["kout"], conc_at(data.extra["mid_h"][None, None])
+    )
+    return {
+        "conc": conc_at(data.times_h[:, None, :]),
+        "pca": values_at(grid, data.extra["grid_index"]),
+    }
+
+
+#: nlmixr2's model ``pk.turnover.emax3``: the dose passes a transit step (``ktr``, 1/h)
+#: and absorption (``ka``, 1/h) into one compartment (:func:`pkpd_lib.pmx.pk.chain_absorption`),
+#: PCA follows the turnover model of :data:`PD_MODEL`, a random effect on every
+#: parameter, concentrations (additive + proportional error) and PCA (additive) fitted
+#: together (:func:`joint_observations`).
+JOINT_MODEL = NLMEModel(
+    "warfarin PK and PCA jointly (transit and absorption rates, turnover)",
+    ("ktr", "ka", "CL", "V", "E0", "Emax", "EC50", "kout"),
+    {
+        **dict.fromkeys(("ktr", "ka", "CL", "V", "E0", "EC50", "kout"), "log"),
+        "Emax": "logit",
+    },
+    ("ktr", "ka", "CL", "V", "E0", "Emax", "EC50", "kout"),
+    _joint_predict,
+    error={"conc": ("add", "prop"), "pca": ("add",)},
+    units={**UNITS, "ktr": "1/h"},
+)
+
 #: Starting values: the initial estimates in the published example's ``ini`` block (not
 #: its results).
 PK_START = {"ka": 1.0, "CL": 0.1, "V": 10.0}
 #: The same for the PCA model.
 PD_START = {"E0": 100.0, "Emax": 0.8, "EC50": 0.5, "kout": 0.05}
+
+#: Starting values of :data:`JOINT_MODEL`: the ``ini`` block of nlmixr2's
+#: ``pk.turnover.emax3`` (not its results), but for ``ktr`` and ``ka``, which it starts
+#: both at 1 1/h: there the model is symmetric in the two rates (so is every gradient),
+#: and a gradient-based fit cannot leave the line ``ktr == ka``. They start a factor of 2
+#: either side of it instead.
+JOINT_START = {
+    "ktr": 2.0,
+    "ka": 0.5,
+    "CL": 0.1,
+    "V": 10.0,
+    "E0": 100.0,
+    "Emax": 0.8,
+    "EC50": 0.5,
+    "kout": 0.05,
+}
+#: Starting SDs of the random effects (the ``ini`` block's variances 1, 1, 2, 1 and 0.5).
+JOINT_OMEGA_START = {
+    "ktr": 1.0,
+    "ka": 1.0,
+    "CL": float(np.sqrt(2.0)),
+    "V": 1.0,
+    **dict.fromkeys(("E0", "Emax", "EC50", "kout"), float(np.sqrt(0.5))),
+}
+#: Starting residual SDs (the ``ini`` block's): mg/L and a fraction for the
+#: concentrations, % of normal for PCA.
+JOINT_SIGMA_START = {"conc": {"add": 0.1, "prop": 0.1}, "pca": {"add": 10.0}}
 
 
 #: The hourly grid (h) on which the networks read concentrations and predict PCA.
