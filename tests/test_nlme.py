@@ -877,3 +877,16 @@ def test_a_subject_whose_search_failed_is_searched_again_in_small_steps(monkeypa
     monkeypatch.setattr(nlme._Problem, "conditional_modes", first_search_fails_for([2]))
     with pytest.raises(ValueError, match=r"predictions fail .* 1 subject\(s\) \[2\]"):
         nlme.conditional_modes(fit, new)
+
+
+def test_objective_function_reproduces_the_fits_ofv_and_reads_any_point():
+    from nlme_models import DECAY_START, decay_data, decay_model
+
+    data = decay_data()
+    fit = nlme.fit_foce(decay_model(), data, DECAY_START, standard_errors=False)
+    assert nlme.objective_function(fit, data) == pytest.approx(fit.ofv, abs=1e-6)
+    away = np.array(fit.x, float)
+    away[0] += 0.2  # log C0 moved from the optimum: the OFV rises
+    assert nlme.objective_function(fit, data, away) > fit.ofv + 1.0
+    with pytest.raises(ValueError, match=r"x must have the fit's \d+ values"):
+        nlme.objective_function(fit, data, away[:-1])

@@ -186,3 +186,18 @@ def test_a_regimen_filed_under_another_name_is_refused():
         protocol.scenario_case(dev, realistic.ORACLE, "S0", {"QD": reg.qd(), "TID": reg.bid()})
     with pytest.raises(ValueError, match="must be QD"):
         protocol.scenario_case(dev, realistic.ORACLE, "S0", {"QD": reg.qd(50.0)})
+
+
+def test_learning_curve_subsets_keep_the_validation_patients():
+    x = {"conc": np.arange(40.0).reshape(10, 4), "BASE_PD": np.arange(10.0)}
+    data = protocol.TrainingData(x, np.ones((10, 4)), {"conc": np.zeros((3, 4))}, None, None)
+    first = protocol.first_patients(data, 4)
+    np.testing.assert_array_equal(first.train_x["conc"], x["conc"][:4])
+    assert first.train_y.shape == (4, 4) and first.val_x is data.val_x
+    whole = protocol.first_patients(data, 10)
+    np.testing.assert_array_equal(whole.train_x["BASE_PD"], x["BASE_PD"])
+    for bad in (0, 11, 2.5, True):
+        with pytest.raises(ValueError, match="whole number from 1 to 10"):
+            protocol.first_patients(data, bad)
+    assert protocol.LEARNING_CURVE_SIZES[-1] == 1000  # the bench's networks
+    assert protocol.LEARNING_CURVE_SETTING in protocol.SETTINGS

@@ -2789,6 +2789,43 @@ def _is_log(model: NLMEModel, name: str) -> bool:
     return kind == "theta" and model.transforms[what] == "log"
 
 
+def objective_function(fit: NLMEFit, data: Observations, x=None) -> float:
+    """The OFV (-2 log-likelihood by FOCE-I, as :attr:`NLMEFit.ofv`) of ``fit``'s model
+    on ``data`` at the packed vector ``x``, each subject's conditional mode searched
+    from eta = 0: the OFV at a point the fit did not reach (a reparameterised estimate,
+    a profile), by the fit's own approximation.
+
+    Parameters
+    ----------
+    fit : NLMEFit
+        The fit whose model (and fixed values) to use.
+    data : Observations
+        The observations (usually the fit's).
+    x : array_like, optional
+        A packed vector in the order of ``fit.estimates`` (estimation scale); default
+        the fit's estimate.
+
+    Returns
+    -------
+    float
+        The OFV.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` has another length than the fit's estimate, or the OFV is not finite
+        there (its predictions fail).
+    """
+    x = np.asarray(fit.x if x is None else x, float)
+    if x.shape != np.shape(fit.x):
+        raise ValueError(f"x must have the fit's {np.size(fit.x)} values, got shape {x.shape}")
+    problem = _Problem(fit.model, data, fit.fixed)
+    value = problem.ofv(x)
+    if value == NOT_FINITE_OFV or problem.failed.any():
+        raise ValueError(f"the OFV of {fit.model.name!r} is not finite at this x")
+    return value
+
+
 def population_predictions(fit: NLMEFit, data: Observations) -> np.ndarray:
     """Predictions (N, K) of the typical subject (all eta = 0) with each subject's
     covariates (PRED).

@@ -193,6 +193,42 @@ def neural_ode(replicate: int, info: realistic.Information, data: TrainingData |
     )
 
 
+#: Protocol version 2's learning curve: the training-set sizes (the first ``n`` patients
+#: of each replicate's training set; 1000, the whole set, is the bench's networks) and
+#: the setting it is drawn in.
+LEARNING_CURVE_SIZES = (100, 250, 500, 1000)
+LEARNING_CURVE_SETTING = "realistic + early PD"
+
+
+def first_patients(data: TrainingData, n: int) -> TrainingData:
+    """``data`` with only its first ``n`` training patients (every validation patient
+    kept: early stopping sees the same 200 at every size).
+
+    Raises
+    ------
+    ValueError
+        If ``n`` is not a whole number from 1 to the number of training patients.
+    """
+    total = data.train_y.shape[0]
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or not 1 <= n <= total:
+        raise ValueError(f"n must be a whole number from 1 to {total}, got {n!r}")
+    return replace(
+        data,
+        train_x={k: v[:n] for k, v in data.train_x.items()},
+        train_y=data.train_y[:n],
+    )
+
+
+def learning_curve_networks(replicate: int, n: int, data: TrainingData | None = None):
+    """The replicate's LSTM ensemble and neural ODE in
+    :data:`LEARNING_CURVE_SETTING`, trained on its first ``n`` training patients (from
+    and to the store): ``(ensemble, node)``."""
+    info = SETTINGS[LEARNING_CURVE_SETTING]
+    data = training_data(replicate, info) if data is None else data
+    subset = first_patients(data, n)
+    return lstm_ensemble(replicate, info, subset), neural_ode(replicate, info, subset)
+
+
 @dataclass(frozen=True)
 class TestSet:
     """A named test population: ``size`` patients from ``first_id``, sampled with
