@@ -86,3 +86,26 @@ def test_candidates_differ_in_the_store_key_by_mechanism_and_steps():
     assert len(names) == 3
     closures = {tuple(repr(x.cell_contents) for x in m.predict.__closure__) for m in (a, b, c)}
     assert len(closures) == 3
+
+
+def test_inhibited_loss_with_no_loss_left_accumulates_instead_of_nan():
+    """Imax at 1 and concentrations far above EC50 leave no loss: the biomarker grows by
+    kout R0 per hour (production unopposed), finite, not NaN."""
+    p = {**P, "Emax": 1.0, "EC50": 1e-9, "gam": 1.0}
+    grid = pm.inhibited_loss_grid(
+        {k: np.array([[v]]) for k, v in p.items()}, np.full((1, 8), 1e3), 0
+    )
+    expected = P["R0"] + P["kout"] * P["R0"] * pm.PD_STEP_H * np.arange(9)
+    np.testing.assert_allclose(grid[0, 0], expected, rtol=1e-9)
+
+
+def test_inhibited_loss_takes_a_transit_time_per_patient():
+    """With a random effect on MTT each row has its own transit rate (the scan path):
+    each row equals the same row computed alone (the filter path)."""
+    rows = {**{k: np.full((1, 2), v) for k, v in P.items()}, "MTT": np.array([[10.0, 40.0]])}
+    conc = np.abs(np.sin(np.arange(200) / 15.0))[None] * 4.0
+    both = pm.inhibited_loss_grid(rows, conc, 2)
+    for j in range(2):
+        alone = pm.inhibited_loss_grid({k: v[:, j : j + 1] for k, v in rows.items()}, conc, 2)
+        np.testing.assert_allclose(both[:, j], alone[:, 0], rtol=1e-12)
+    assert not np.allclose(both[0, 0], both[0, 1])

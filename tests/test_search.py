@@ -14,9 +14,12 @@ from pkpd_lib.study import search
 
 
 def fake(ofv, n=10, converged=True, at_bound=(), etas=None, model=None, shrink=10.0):
+    """A fit with the numbers the rules read; ``shrink``: every random effect's shrinkage
+    (%)."""
     table = pd.DataFrame({"shrinkage %": shrink}, index=[f"omega_{p}" for p in "ABCDEFG"])
     if model is not None:
         table = pd.DataFrame({"shrinkage %": shrink}, index=[f"omega_{p}" for p in model.random])
+    names = [*table.index, "sigma_prop"]
     return SimpleNamespace(
         ofv=ofv,
         x=np.zeros(n),
@@ -26,6 +29,9 @@ def fake(ofv, n=10, converged=True, at_bound=(), etas=None, model=None, shrink=1
         etas=etas,
         model=model,
         table=lambda: table,
+        covariance_step=None,
+        typical=lambda name: 1.0,
+        estimates=pd.DataFrame({"estimate": 0.3}, index=names),
     )
 
 
@@ -48,8 +54,11 @@ def test_forward_and_backward_thresholds_are_the_protocols():
     assert search.best_addition(100.0, {"x": fake(97.0), "y": fake(95.0)}) == "y"
     assert search.best_addition(100.0, {"x": fake(96.5)}) is None
     assert search.best_addition(100.0, {"x": fake(90.0, converged=False)}) is None
+    # the best addition is refused (e.g. its shrinkage): the search stops there, it does
+    # not fall back on the next best
     shrunk = {"x": fake(90.0), "y": fake(95.0)}
-    assert search.best_addition(100.0, shrunk, accept=lambda k, f: k != "x") == "y"
+    assert search.best_addition(100.0, shrunk, accept=lambda k, f: k != "x") is None
+    assert search.best_addition(100.0, shrunk, accept=lambda k, f: k != "y") == "x"
     # backward: the smallest rise, only if it is below 6.63
     assert search.best_removal(100.0, {"x": fake(108.0), "y": fake(105.0)}) == "y"
     assert search.best_removal(100.0, {"x": fake(107.0)}) is None
@@ -79,18 +88,24 @@ def small_data():
 
 
 def test_the_search_loop_applies_each_step_in_order(monkeypatch, small_data):
-    """FOCE-I replaced by fits whose OFV the test writes: stimulated production with 3
-    transit steps wins step 1, a random effect on MTT is added, EC50~sex survives the
-    backward step and R0~lwt does not."""
+    """FOCE-I replaced by fits whose OFV the test writes. Step 1 keeps inhibited loss
+    without transit steps: a higher OFV than stimulated production with 3 steps, but one
+    parameter fewer, so the lower AIC. Step 2: a random effect on Emax lowers the OFV
+    most but shrinks 60%, so none is added (the next best is not tried). Step 3 tries
+    exactly the screened relations; EC50~sex survives the backward step, R0~lwt not."""
     data, pop = small_data
     rng = np.random.default_rng(2)
     sex = data.covariates["sex"]
 
     def ofv_of(model):
         name = model.name
-        base = 1000.0 if name.startswith("stimulated production, 3 transit") else 1100.0
-        base -= 20.0 if "MTT" in model.random else 0.0
-        base -= 2.0 if "gam" in model.random else 0.0  # too small a drop to keep
+        base = 1100.0
+        if name.startswith("stimulated production, 3 transit"):
+            base = 1000.0  # AIC 1000 + 2 x 10
+        if name.startswith("inhibited loss, 0 transit"):
+            base = 1001.5  # AIC 1001.5 + 2 x 9: lower
+        base -= 25.0 if "Emax" in model.random else 0.0  # the best, but shrunk
+        base -= 4.0 if "gam" in model.random else 0.0  # enough, but not the best
         covariates = dict(model.covariates)
         base -= 30.0 if "sex" in covariates.get("EC50", ()) else 0.0
         base -= 5.0 if "lwt" in covariates.get("R0", ()) else 0.0  # kept forward, not backward
@@ -104,24 +119,32 @@ def test_the_search_loop_applies_each_step_in_order(monkeypatch, small_data):
         if "R0" in model.random and "lwt" not in dict(model.covariates).get("R0", ()):
             etas[:, model.random.index("R0")] += 3.0 * data.covariates["lwt"]
         n = len(model.params) + q + len(model.coefficient_names) + 1
-        return fake(ofv_of(model), n=n, etas=etas, model=model)
+        shrink = 60.0 if "Emax" in model.random else 10.0
+        return fake(ofv_of(model), n=n, etas=etas, model=model, shrink=shrink)
 
     monkeypatch.setattr(nlme, "fit_foce", fake_fit)
     messages = []
     result = search.run(data, pm.PD_START, progress=messages.append)
-    assert (result.final.mechanism, result.final.n_transit) == ("stimulated production", 3)
-    assert result.final.random == (*pm.BASE_RANDOM, "MTT")
+    assert (result.final.mechanism, result.final.n_transit) == ("inhibited loss", 0)
+    assert result.final.random == pm.BASE_RANDOM
     assert result.final.covariates == (("EC50", "sex"),)
-    steps = result.table["step"].unique().tolist()
-    assert steps == [
+    table = result.table
+    assert table["step"].unique().tolist() == [
         "1 structure",
         "2 random effects",
         "3 covariates, forward",
         "3 covariates, backward",
         "final (covariance step)",
     ]
-    assert (result.table["step"] == "1 structure").sum() == 12
-    assert len(messages) == len(result.table)
+    assert (table["step"] == "1 structure").sum() == 12
+    assert (table["step"] == "2 random effects").sum() == 2  # Emax and gam; no MTT
+    screened = result.screen[result.screen["passes"]]
+    first_round = table[table["step"] == "3 covariates, forward"].head(len(screened))
+    tried = {m.rsplit("covariates ", 1)[1] for m in first_round["model"]}
+    assert tried == {
+        f"{p}~{c}" for p, c in zip(screened["parameter"], screened["covariate"], strict=True)
+    }
+    assert len(messages) == len(table) + 1  # and the direction check
     assert (result.direction > 0).all()
 
 
@@ -132,3 +155,13 @@ def test_the_search_refuses_a_biomarker_that_falls(small_data):
     )
     with pytest.raises(NotImplementedError, match="types I and IV"):
         search.run(falling, pm.PD_START)
+
+
+def test_the_search_refuses_a_biomarker_that_falls_at_one_time(small_data):
+    data, pop = small_data
+    dv = data.dv.copy()
+    dv[:, 3] = dv[:, 0] - 5.0  # below baseline at one sampling time only
+    dipped = nlme.Observations(data.ids, data.times_h, dv, data.covariates, data.extra)
+    assert (search.rises(dipped) > 0).sum() == search.rises(dipped).size - 1
+    with pytest.raises(NotImplementedError, match="types I and IV"):
+        search.run(dipped, pm.PD_START)

@@ -23,7 +23,7 @@ import dataclasses
 from collections.abc import Mapping
 
 import numpy as np
-from scipy import signal
+from scipy import signal, special
 
 from .model import TYPICAL_PARAMS
 from .nlme import NLMEModel, Observations, values_at
@@ -532,14 +532,15 @@ def inhibited_loss_grid(
     drive = _transit_drive(p, conc_mid, n_transit, step_h)
     r0 = np.asarray(p["R0"], float)
     kout = np.asarray(p["kout"], float)[..., None]
-    kept = 1.0 - drive  # the share of the loss left, > 0
-    fade = -np.expm1(-kout * kept * step_h)  # 1 - exp(-k_eff h)
-    target = r0[..., None] / kept  # the steady state for the drive of the step
+    kept = 1.0 - drive  # the share of the loss left, in [0, 1]
+    # over a step: r += (kin - k r) h exprel(-k h), k = kout kept, kin = kout R0; finite
+    # as kept -> 0 (no loss left: the production accumulates)
+    gain = kout * step_h * special.exprel(-kout * kept * step_h)
     out = np.empty((*drive.shape[:-1], drive.shape[-1] + 1))
     r = np.broadcast_to(r0, out.shape[:-1]).astype(float)
     out[..., 0] = r
     for n in range(drive.shape[-1]):
-        r = r + (target[..., n] - r) * fade[..., n]
+        r = r + (r0 - kept[..., n] * r) * gain[..., n]
         out[..., n + 1] = r
     return out
 

@@ -212,6 +212,9 @@ def first_patients(data: TrainingData, n: int) -> TrainingData:
     total = data.train_y.shape[0]
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or not 1 <= n <= total:
         raise ValueError(f"n must be a whole number from 1 to {total}, got {n!r}")
+    shared = sorted(k for k, v in data.train_x.items() if np.shape(v)[:1] != (total,))
+    if shared:
+        raise ValueError(f"train_x {shared} do not have one row per training patient ({total})")
     return replace(
         data,
         train_x={k: v[:n] for k, v in data.train_x.items()},

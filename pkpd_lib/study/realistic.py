@@ -399,7 +399,7 @@ def population_pd_data(
         covariates=train.population.covariates.iloc[:n],
         pd_obs=pd_obs,
     )
-    return data, {**pm.PD_START, "R0": float(np.mean(pd_obs[:, 0]))}
+    return data, {**pm.PD_START, "R0": float(np.nanmean(pd_obs[:, 0]))}
 
 
 def population_pd_fits(

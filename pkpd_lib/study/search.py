@@ -112,13 +112,16 @@ def best_addition(
     threshold: float = ADD_OFV,
     accept: Callable[[object, nlme.NLMEFit], bool] | None = None,
 ) -> object | None:
-    """The forward rule: among :func:`usable` trials that ``accept`` allows, the one of
-    lowest OFV, if it lies more than ``threshold`` below ``base_ofv``; else None."""
-    ok = {k: f.ofv for k, f in trials.items() if usable(f) and (accept is None or accept(k, f))}
+    """The forward rule: the :func:`usable` trial of lowest OFV, kept if it lies more
+    than ``threshold`` below ``base_ofv`` and ``accept`` (if given) allows it; else
+    None (the next best is not tried: the search stops)."""
+    ok = {k: f.ofv for k, f in trials.items() if usable(f)}
     if not ok:
         return None
     best = min(ok, key=ok.get)
-    return best if base_ofv - ok[best] > threshold else None
+    if base_ofv - ok[best] <= threshold:
+        return None
+    return best if accept is None or accept(best, trials[best]) else None
 
 
 def best_removal(
@@ -181,6 +184,19 @@ class Search:
     direction: pd.Series = field(default_factory=pd.Series)
 
 
+def _start_from(kept, model: nlme.NLMEModel, start: Mapping[str, float]):
+    """Starting values of a fit: ``start`` (the default SDs) for a new candidate, or the
+    estimates of ``kept``, a fit of the same model (the final fit, which then only adds
+    the covariance step)."""
+    if kept is None:
+        return {k: v for k, v in start.items() if k in model.params}, 0.5, None
+    typical = {k: kept.typical(k) for k in (*model.params, *model.coefficient_names)}
+    est = kept.estimates["estimate"]
+    omega = {p: float(est[f"omega_{p}"]) for p in model.random}
+    sigma = {t: float(est[f"sigma_{t}"]) for t in model.error}
+    return typical, omega, sigma
+
+
 def rises(data: nlme.Observations) -> pd.Series:
     """The training patients' median change from baseline (first sample) at every later
     sampling time: the protocol keeps to mechanisms that raise the biomarker (types II
@@ -211,6 +227,10 @@ def run(
     """
     say = progress or (lambda message: None)
     direction = rises(data)
+    say(
+        "median change from baseline (biomarker units) at "
+        + ", ".join(f"{t:g} h {v:+.1f}" for t, v in direction.items())
+    )
     if not (direction > 0).all():
         raise NotImplementedError(
             "the median change from baseline is not positive at every time "
@@ -218,25 +238,34 @@ def run(
         )
     rows: list[dict] = []
 
-    def fit(candidate: Candidate, step: str, standard_errors: bool = False) -> nlme.NLMEFit:
+    def fit(
+        candidate: Candidate, step: str, standard_errors: bool = False, kept=None
+    ) -> nlme.NLMEFit:
         say(f"{step}: {candidate.label()}")
         model = candidate.model()
+        typical, omega, sigma = _start_from(kept, model, start)
         result = nlme.fit_foce(
             model,
             data,
-            {k: v for k, v in start.items() if k in model.params},
+            typical,
+            omega_sd=omega,
+            sigma=sigma,
             standard_errors=standard_errors,
             cache_dir=cache_dir,
         )
+        covariance = result.covariance_step
         rows.append(
             {
                 "step": step,
+                "mechanism": candidate.mechanism,
+                "transit steps": candidate.n_transit,
                 "model": candidate.label(),
                 "parameters": n_estimated(result),
                 "OFV": result.ofv,
                 "AIC": aic(result),
                 "converged": result.converged,
                 "at bound": ", ".join(result.at_bound),
+                "condition number": (np.nan if covariance is None else covariance.condition_number),
                 "kept": False,
             }
         )
@@ -318,5 +347,5 @@ def run(
         current_fit = trials[dropped]
         mark_kept(current.label())
 
-    final_fit = fit(current, "final (covariance step)", standard_errors=True)
+    final_fit = fit(current, "final (covariance step)", standard_errors=True, kept=current_fit)
     return Search(pd.DataFrame(rows), screened, current, final_fit, direction)
