@@ -84,6 +84,38 @@ REFERENCE_OMEGA_RECORDED = {
     "kout": 0.127,
     "E0": 0.0708,
 }
+
+
+def reference_start() -> tuple[dict, dict, dict]:
+    """The fixture's estimates as a starting point of :data:`JOINT_MODEL`.
+
+    Returns
+    -------
+    typical : dict
+        :data:`REFERENCE`, the typical values (natural scale).
+    omega_sd : dict
+        SDs of the random effects: the square roots of :data:`REFERENCE_OMEGA_RECORDED`,
+        read as variances.
+    sigma : dict
+        Residual SDs per output (:data:`REFERENCE_SIGMA`).
+
+    Examples
+    --------
+    >>> typical, omega_sd, sigma = reference_start()
+    >>> round(typical["CL"], 3), round(omega_sd["CL"], 3), sigma["pca"]
+    (0.131, 0.53, {'add': 3.91})
+    """
+    omega = {p: float(np.sqrt(v)) for p, v in REFERENCE_OMEGA_RECORDED.items()}
+    sigma = {
+        "conc": {
+            "add": REFERENCE_SIGMA["sigma_conc_add"],
+            "prop": REFERENCE_SIGMA["sigma_conc_prop"],
+        },
+        "pca": {"add": REFERENCE_SIGMA["sigma_pca_add"]},
+    }
+    return dict(REFERENCE), omega, sigma
+
+
 #: Where :data:`REFERENCE` comes from, in words.
 REFERENCE_SOURCE = (
     "nlmixr's estimates for pk.turnover.emax3 as recorded in posologyr's test fixture "
