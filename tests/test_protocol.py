@@ -201,3 +201,20 @@ def test_learning_curve_subsets_keep_the_validation_patients():
             protocol.first_patients(data, bad)
     assert protocol.LEARNING_CURVE_SIZES[-1] == 1000  # the bench's networks
     assert protocol.LEARNING_CURVE_SETTING in protocol.SETTINGS
+
+
+def test_population_model_in_the_oracle_setting_reads_true_pk_and_true_baseline():
+    """Protocol version 2's full grid: with observed concentrations (no PK estimate) the
+    population model is driven by the true PK, and with the true baseline its R0 is
+    each patient's, the other random effects 0. Uses version 1's stored PD fit."""
+    dev = protocol.TEST_SETS["development"]
+    regimens = {"QD": reg.qd(), "BID": reg.bid()}
+    case = protocol.scenario_case(dev, realistic.ORACLE, "S0", regimens)
+    assert case.pk is None
+    fit = protocol.population_pd_fits(0)[3]
+    pred = protocol.population_model_predictions(fit, case, False, true_baseline=True)
+    np.testing.assert_allclose(pred["QD"][:, 0], case.true_r0, rtol=1e-12)
+    assert not np.allclose(pred["BID"], pred["QD"])
+    # from the screening samples instead: R0 is estimated, not the truth
+    screened = protocol.population_model_predictions(fit, case, False)
+    assert not np.allclose(screened["QD"][:, 0], case.true_r0)

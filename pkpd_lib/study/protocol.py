@@ -116,14 +116,47 @@ def kept_pd_structure() -> int:
     return min(fits, key=lambda steps: fits[steps].ofv)
 
 
+def population_pd_data(replicate: int, setting: str):
+    """The population PD fits' data and starting values for a replicate and a setting
+    (:func:`pkpd_lib.study.realistic.population_pd_data`): the first 100 training
+    patients' PD every 4 h (with the setting's PD variability), driven by their PK
+    under the replicate's population PK fit, or by their true PK where the setting
+    observes concentrations (the oracle)."""
+    _check_replicate(replicate)
+    info = SETTINGS[setting]
+    train = training_sets(replicate, info.extra_eta_sd)[0]
+    if info.conc == "observed":
+        pk = train.population.params.as_dict()
+    else:
+        pk = realistic.population_pk_fit(train)
+    return realistic.population_pd_data(train, pk)
+
+
 def population_model_search(progress=None) -> search.Search:
     """Protocol version 2's population-model search (:func:`pkpd_lib.study.search.run`)
     on replicate 0's training data in the realistic setting: the first 100 patients'
     PD every 4 h, driven by their PK under the replicate's population PK fit."""
-    info = SETTINGS["realistic"]
-    train = training_sets(0, info.extra_eta_sd)[0]
-    data, start = realistic.population_pd_data(train, realistic.population_pk_fit(train))
+    data, start = population_pd_data(0, "realistic")
     return search.run(data, start, progress=progress)
+
+
+def searched_model_fit(candidate: search.Candidate, replicate: int, setting: str) -> nlme.NLMEFit:
+    """The search's final model (``candidate``) fitted to a replicate's training data in
+    a setting (:func:`population_pd_data`), from the protocol's start, without a new
+    search (from and to the store). The realistic settings share their training data,
+    so they share this fit."""
+    data, start = population_pd_data(replicate, setting)
+    model = candidate.model()
+    typical, omega, sigma = search.start_values(None, model, start)
+    return nlme.fit_foce(
+        model,
+        data,
+        typical,
+        omega_sd=omega,
+        sigma=sigma,
+        standard_errors=False,
+        cache_dir="default",
+    )
 
 
 @dataclass
@@ -375,17 +408,20 @@ def scenario_case(
 
 
 def population_model_predictions(
-    pd_fit: nlme.NLMEFit, case: Case, early_pd: bool
+    pd_fit: nlme.NLMEFit, case: Case, early_pd: bool, true_baseline: bool = False
 ) -> dict[str, np.ndarray]:
-    """The population model's individual predictions (N, T) by regimen: each patient's
-    PD random effects are its empirical Bayes estimates from what the setting knows
-    (three screening samples at 0 h, and with ``early_pd`` the QD PD at
-    :data:`pkpd_lib.nets.features.EARLY_PD_TIMES_H`), its PK the case's estimate."""
-    if case.pk is None:
-        raise ValueError(
-            "the population model needs estimated PK (a setting with conc='predicted')"
-        )
+    """The population model's individual predictions (N, T) by regimen.
+
+    Each patient's PK is the case's estimate, or, where the setting observes the
+    concentrations (the oracle, ``case.pk`` None), its true PK. Its PD random effects
+    are the empirical Bayes estimates from what the setting knows (three screening
+    samples at 0 h, and with ``early_pd`` the QD PD at
+    :data:`pkpd_lib.nets.features.EARLY_PD_TIMES_H`); with ``true_baseline`` (the
+    oracle, whose networks read each patient's true R0) they are 0 but R0's, set so that
+    R0 is the patient's true baseline (``case.true_r0``).
+    """
     qd, covs = case.qd, case.qd.population.covariates
+    pk = qd.population.params.as_dict() if case.pk is None else case.pk
     times = [0.0] * qd.screening_pd.shape[1]
     values = [qd.screening_pd]
     if early_pd:
@@ -394,18 +430,26 @@ def population_model_predictions(
     known = pm.pd_data(
         regimens=qd.regimens,
         times_h=np.array(times),
-        pk_params=case.pk,
+        pk_params=pk,
         covariates=covs,
         pd_obs=np.column_stack(values),
     )
-    etas = nlme.conditional_modes(pd_fit, known)
     n = qd.n_patients
+    if true_baseline:
+        random = pd_fit.model.random
+        if "R0" not in random:
+            raise ValueError("a true baseline needs a model with a random effect on R0")
+        etas = np.zeros((n, len(random)))
+        typical_r0 = nlme.individual_parameters(pd_fit, known, etas)["R0"]
+        etas[:, random.index("R0")] = np.log(case.true_r0 / typical_r0)
+    else:
+        etas = nlme.conditional_modes(pd_fit, known)
     out = {}
     for name, schedule in case.schedules.items():
         data = pm.pd_data(
             regimens=reg.per_patient(schedule, n),
             times_h=qd.times_h,
-            pk_params=case.pk,
+            pk_params=pk,
             covariates=covs,
         )
         out[name] = nlme.individual_predictions(pd_fit, data, etas)

@@ -382,20 +382,29 @@ POPULATION_PD_TRANSIT_STEPS = (3, 2)
 
 def population_pd_data(
     train: datasets.Dataset,
-    pk_fit: nlme.NLMEFit,
+    pk,
     n_patients: int = POPULATION_PK_PATIENTS,
 ) -> tuple[nlme.Observations, dict[str, float]]:
     """The data of the population PD fits and their starting values: the first
     ``n_patients`` training patients' observed PD every :data:`POPULATION_PD_EVERY_H` h
-    (biomarker units), driven by their individual PK under ``pk_fit``
-    (:func:`population_pk_fit` of the same patients); :data:`~pkpd_lib.pmx.popmodels.PD_START`
-    with ``R0`` the mean observed baseline."""
+    (biomarker units), driven by their PK; :data:`~pkpd_lib.pmx.popmodels.PD_START` with
+    ``R0`` the mean observed baseline.
+
+    ``pk``: the population PK fit of the same patients (:func:`population_pk_fit`; its
+    individual estimates drive the PD, as a modeller's would), or a mapping of each
+    training patient's ``ka`` (1/h), ``CL`` (L/h) and ``V`` (L) (the oracle setting's
+    true PK, ``train.population.params.as_dict()``; the first ``n_patients`` are read).
+    """
     n = n_patients
+    if isinstance(pk, nlme.NLMEFit):
+        pk_params = pk.individual
+    else:
+        pk_params = {k: np.asarray(pk[k], float)[:n] for k in ("ka", "CL", "V")}
     pd_obs = train.pd_obs[:n, ::POPULATION_PD_EVERY_H]
     data = pm.pd_data(
         regimens=train.regimens[:n],
         times_h=train.times_h[::POPULATION_PD_EVERY_H],
-        pk_params=pk_fit.individual,
+        pk_params=pk_params,
         covariates=train.population.covariates.iloc[:n],
         pd_obs=pd_obs,
     )

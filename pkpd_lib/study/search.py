@@ -184,7 +184,7 @@ class Search:
     direction: pd.Series = field(default_factory=pd.Series)
 
 
-def _start_from(kept, model: nlme.NLMEModel, start: Mapping[str, float]):
+def start_values(kept, model: nlme.NLMEModel, start: Mapping[str, float]):
     """Starting values of a fit: ``start`` (the default SDs) for a new candidate, or the
     estimates of ``kept``, a fit of the same model (the final fit, which then only adds
     the covariance step)."""
@@ -243,7 +243,7 @@ def run(
     ) -> nlme.NLMEFit:
         say(f"{step}: {candidate.label()}")
         model = candidate.model()
-        typical, omega, sigma = _start_from(kept, model, start)
+        typical, omega, sigma = start_values(kept, model, start)
         result = nlme.fit_foce(
             model,
             data,
