@@ -138,6 +138,8 @@ def test_the_search_loop_applies_each_step_in_order(monkeypatch, small_data):
     ]
     assert (table["step"] == "1 structure").sum() == 12
     assert (table["step"] == "2 random effects").sum() == 2  # Emax and gam; no MTT
+    refused = table[table["model"].str.contains("kout, Emax;")]
+    assert refused["shrinkage %"].str.endswith("Emax 60").all()  # why it was refused
     screened = result.screen[result.screen["passes"]]
     first_round = table[table["step"] == "3 covariates, forward"].head(len(screened))
     tried = {m.rsplit("covariates ", 1)[1] for m in first_round["model"]}

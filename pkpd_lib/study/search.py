@@ -266,6 +266,9 @@ def run(
                 "converged": result.converged,
                 "at bound": ", ".join(result.at_bound),
                 "condition number": (np.nan if covariance is None else covariance.condition_number),
+                "shrinkage %": ", ".join(
+                    f"{p} {shrinkage_pct(result, p):.0f}" for p in model.random
+                ),
                 "kept": False,
             }
         )
