@@ -626,6 +626,40 @@ def to_transformed(transform: str, value):
     return logit(value)
 
 
+def grid_positions(times_h, step_h: float, what: str = "sampling times") -> np.ndarray:
+    """Each time's position on a grid of ``step_h`` from 0 h (for :func:`values_at`).
+
+    Parameters
+    ----------
+    times_h : array_like
+        Times (h), any shape, each a multiple of ``step_h``.
+    step_h : float
+        The grid's step (h).
+    what : str
+        What the times are, for the error message.
+
+    Returns
+    -------
+    numpy.ndarray
+        The positions (ints), the shape of ``times_h``.
+
+    Raises
+    ------
+    ValueError
+        A time that is not a multiple of ``step_h``.
+
+    Examples
+    --------
+    >>> grid_positions([0.0, 1.5, 24.0], 0.5).tolist()
+    [0, 3, 48]
+    """
+    t = np.asarray(times_h, float)
+    index = np.rint(t / step_h).astype(int)
+    if not np.allclose(index * step_h, t):
+        raise ValueError(f"{what} must be multiples of {step_h} h")
+    return index
+
+
 def values_at(grid, index) -> np.ndarray:
     """Gather predictions at the observed times from values on a time grid. For models
     integrated on a grid (turnover PD).

@@ -26,7 +26,7 @@ import numpy as np
 from scipy import signal, special
 
 from .model import TYPICAL_PARAMS
-from .nlme import NLMEModel, Observations, values_at
+from .nlme import NLMEModel, Observations, grid_positions, values_at
 
 # _superposed_conc: the name _pk_predict calls; a fit's store key holds the predict
 # function's bytecode and names (pkpd_lib.pmx.nlme), so renaming it would orphan the
@@ -340,9 +340,7 @@ def pd_observations(
     """
     y = np.asarray(pd_obs, float)
     t = np.broadcast_to(np.asarray(times_h, float), y.shape)
-    index = np.rint(t / step_h).astype(int)
-    if not np.allclose(index * step_h, t):
-        raise ValueError(f"PD times must be multiples of {step_h} h")
+    index = grid_positions(t, step_h, "PD times")
     return Observations(
         np.arange(y.shape[0]),
         t,

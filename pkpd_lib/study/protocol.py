@@ -146,17 +146,7 @@ def searched_model_fit(candidate: search.Candidate, replicate: int, setting: str
     search (from and to the store). The realistic settings share their training data,
     so they share this fit."""
     data, start = population_pd_data(replicate, setting)
-    model = candidate.model()
-    typical, omega, sigma = search.start_values(None, model, start)
-    return nlme.fit_foce(
-        model,
-        data,
-        typical,
-        omega_sd=omega,
-        sigma=sigma,
-        standard_errors=False,
-        cache_dir="default",
-    )
+    return search.fit_candidate(candidate, data, start)
 
 
 @dataclass

@@ -22,7 +22,7 @@ one table.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -197,6 +197,31 @@ def start_values(kept, model: nlme.NLMEModel, start: Mapping[str, float]):
     return typical, omega, sigma
 
 
+def fit_candidate(
+    candidate: Candidate,
+    data: nlme.Observations,
+    start: Mapping[str, float],
+    *,
+    kept: nlme.NLMEFit | None = None,
+    standard_errors: bool = False,
+    cache_dir="default",
+) -> nlme.NLMEFit:
+    """A candidate's FOCE-I fit to ``data`` from ``start`` (or from ``kept``, a fit of the
+    same model: :func:`start_values`), from and to ``cache_dir``: how the search fits
+    every candidate, and how its final model is refitted to other data."""
+    model = candidate.model()
+    typical, omega, sigma = start_values(kept, model, start)
+    return nlme.fit_foce(
+        model,
+        data,
+        typical,
+        omega_sd=omega,
+        sigma=sigma,
+        standard_errors=standard_errors,
+        cache_dir=cache_dir,
+    )
+
+
 def rises(data: nlme.Observations) -> pd.Series:
     """The training patients' median change from baseline (first sample) at every later
     sampling time: the protocol keeps to mechanisms that raise the biomarker (types II
@@ -242,14 +267,11 @@ def run(
         candidate: Candidate, step: str, standard_errors: bool = False, kept=None
     ) -> nlme.NLMEFit:
         say(f"{step}: {candidate.label()}")
-        model = candidate.model()
-        typical, omega, sigma = start_values(kept, model, start)
-        result = nlme.fit_foce(
-            model,
+        result = fit_candidate(
+            candidate,
             data,
-            typical,
-            omega_sd=omega,
-            sigma=sigma,
+            start,
+            kept=kept,
             standard_errors=standard_errors,
             cache_dir=cache_dir,
         )
@@ -267,7 +289,7 @@ def run(
                 "at bound": ", ".join(result.at_bound),
                 "condition number": (np.nan if covariance is None else covariance.condition_number),
                 "shrinkage %": ", ".join(
-                    f"{p} {shrinkage_pct(result, p):.0f}" for p in model.random
+                    f"{p} {shrinkage_pct(result, p):.0f}" for p in result.model.random
                 ),
                 "kept": False,
             }
@@ -292,7 +314,7 @@ def run(
         options = [p for p in RANDOM_CANDIDATES if p in current.model().params]
         options = [p for p in options if p not in current.random]
         trials = {
-            p: fit(Candidate(mechanism, n_transit, (*current.random, p)), "2 random effects")
+            p: fit(replace(current, random=(*current.random, p)), "2 random effects")
             for p in options
         }
         added = best_addition(
@@ -302,7 +324,7 @@ def run(
         )
         if added is None:
             break
-        current = Candidate(mechanism, n_transit, (*current.random, added))
+        current = replace(current, random=(*current.random, added))
         current_fit = trials[added]
         mark_kept(current.label())
 
@@ -313,7 +335,7 @@ def run(
     while pending:
         trials = {
             rel: fit(
-                Candidate(mechanism, n_transit, current.random, (*current.covariates, rel)),
+                replace(current, covariates=(*current.covariates, rel)),
                 "3 covariates, forward",
             )
             for rel in pending
@@ -321,19 +343,14 @@ def run(
         added = best_addition(current_fit.ofv, trials)
         if added is None:
             break
-        current = Candidate(mechanism, n_transit, current.random, (*current.covariates, added))
+        current = replace(current, covariates=(*current.covariates, added))
         current_fit = trials[added]
         mark_kept(current.label())
         pending.remove(added)
     while len(current.covariates) > 0:
         trials = {
             rel: fit(
-                Candidate(
-                    mechanism,
-                    n_transit,
-                    current.random,
-                    tuple(r for r in current.covariates if r != rel),
-                ),
+                replace(current, covariates=tuple(r for r in current.covariates if r != rel)),
                 "3 covariates, backward",
             )
             for rel in current.covariates
@@ -341,12 +358,7 @@ def run(
         dropped = best_removal(current_fit.ofv, trials)
         if dropped is None:
             break
-        current = Candidate(
-            mechanism,
-            n_transit,
-            current.random,
-            tuple(r for r in current.covariates if r != dropped),
-        )
+        current = replace(current, covariates=tuple(r for r in current.covariates if r != dropped))
         current_fit = trials[dropped]
         mark_kept(current.label())
 
