@@ -29,6 +29,9 @@ One module per concept, in three floors; each floor imports only from the ones b
 * :mod:`~pkpd_lib.study.experiments`: chosen networks, evaluation, sparse methods
 * :mod:`~pkpd_lib.study.realistic`: information settings, the development and
   calibration sets, the switch at 48 h, the population fits' references
+* :mod:`~pkpd_lib.study.protocol`: the protocol's replicates, test sets, scenarios and
+  scoring
+* :mod:`~pkpd_lib.study.search`: protocol version 2's population-model search
 * :mod:`~pkpd_lib.study.metrics`: errors and intervals
 * :mod:`~pkpd_lib.study.classical`: sequential PK/PD fits
 * :mod:`~pkpd_lib.study.plots`: figure helpers
