@@ -218,3 +218,66 @@ def test_population_model_in_the_oracle_setting_reads_true_pk_and_true_baseline(
     # from the screening samples instead: R0 is estimated, not the truth
     screened = protocol.population_model_predictions(fit, case, False)
     assert not np.allclose(screened["QD"][:, 0], case.true_r0)
+
+
+def _curve_scores(verdicts):
+    """Scores holding only a learning curve whose LSTM verdicts are ``verdicts``:
+    {n: (BID's, TID's)}."""
+    import pandas as pd
+
+    rows = {
+        (protocol.LSTM, n, g): {"is": v}
+        for n, pair in verdicts.items()
+        for g, v in zip(("BID", "TID"), pair, strict=True)
+    }
+    table = pd.DataFrame(rows).T.rename_axis(["method", "patients", "regimen"])
+    return protocol.Scores("x", None, None, None, {}, {}, 2, table)
+
+
+def test_learning_curve_verdict_needs_bid_and_tid_and_takes_the_smallest_size():
+    lower, tie = "lower", "no difference shown"
+    wins = _curve_scores(
+        {100: (tie, tie), 250: (lower, tie), 500: (lower, lower), 1000: (lower, lower)}
+    )
+    assert protocol.learning_curve_verdict(wins) == 500
+    # not monotone: the smallest size that wins under both is the verdict
+    early = _curve_scores({100: (lower, lower), 250: (tie, lower), 1000: (lower, lower)})
+    assert protocol.learning_curve_verdict(early) == 100
+    never = _curve_scores({100: ("higher", "higher"), 1000: (lower, "higher")})
+    assert protocol.learning_curve_verdict(never) is None
+    v1 = protocol.Scores("x", None, None, None, {}, {})
+    with pytest.raises(ValueError, match="version 1: no learning curve"):
+        protocol.learning_curve_verdict(v1)
+
+
+def test_learning_curve_table_pairs_each_size_with_the_population_model():
+    """Each row's difference is its regimen-effect error minus the population model's on
+    the same patients and draws; a perfect method is lower, the model itself ties."""
+    rng = np.random.default_rng(5)
+    truth = {g: rng.normal(size=(30, 6)) + k for k, g in enumerate(("QD", "BID", "TID"))}
+    key = ("S48", protocol.LEARNING_CURVE_SETTING)
+    model = {g: [y + rng.normal(0, 0.5, y.shape)] for g, y in truth.items()}
+    curve = {
+        (protocol.LSTM, 100): {g: [y] for g, y in truth.items()},  # exact
+        (protocol.LSTM, 1000): model,  # the model's own predictions
+    }
+    boot = metrics.NestedBootstrap(1, 30, n_boot=200, seed=0)
+    table = protocol._learning_curve_table(
+        boot, curve, {(*key, protocol.MODEL): model}, {key: truth}
+    )
+    exact = table.loc[(protocol.LSTM, 100)]
+    assert (exact["regimen-effect error"] == 0).all() and (exact["is"] == "lower").all()
+    same = table.loc[(protocol.LSTM, 1000)]
+    assert (same["minus population model"] == 0).all()
+    assert (same["is"] == "no difference shown").all()
+    expected = metrics.regimen_effect_error(
+        model["TID"][0], model["QD"][0], truth["TID"], truth["QD"]
+    )
+    assert same.loc["TID", "regimen-effect error"] == pytest.approx(expected)
+
+
+def test_version_2_compares_the_true_structure_with_the_searched_model():
+    assert protocol._compared_with(protocol.TRUE_STRUCTURE, 2) == (protocol.LSTM, protocol.MODEL)
+    assert protocol._compared_with(protocol.MODEL, 2) == (protocol.LSTM, protocol.NODE)
+    assert protocol._compared_with(protocol.COMPETITOR, 1) == (protocol.LSTM,)
+    assert protocol._compared_with(protocol.LSTM, 2) == ()

@@ -15,6 +15,7 @@ protocol fixed every choice). Every seed is found by a name
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, replace
 
@@ -140,6 +141,13 @@ def population_model_search(progress=None) -> search.Search:
     return search.run(data, start, progress=progress)
 
 
+@functools.cache
+def searched_model() -> search.Candidate:
+    """The final model of :func:`population_model_search` (from the store; the search
+    is read once per session)."""
+    return population_model_search().final
+
+
 def searched_model_fit(candidate: search.Candidate, replicate: int, setting: str) -> nlme.NLMEFit:
     """The search's final model (``candidate``) fitted to a replicate's training data in
     a setting (:func:`population_pd_data`), from the protocol's start, without a new
@@ -259,13 +267,17 @@ def learning_curve_networks(replicate: int, n: int, data: TrainingData | None = 
 class TestSet:
     """A named test population: ``size`` patients from ``first_id``, sampled with
     ``population_seed``, observed under QD with ``qd_seed``; under any other schedule
-    with ``named_seed("<name>/observations/<schedule name>")``."""
+    with ``named_seed("<name>/observations/<schedule name>")``; scored by protocol
+    ``version``."""
 
     name: str
     size: int
     first_id: int
     population_seed: int
     qd_seed: int
+    #: The protocol version that scores the set (:func:`score`): 1 (chapter 18's bench)
+    #: or 2 (the searched population model, the full grid and the learning curve).
+    version: int = 1
 
     def observation_seed(self, schedule_name: str) -> int:
         """The observation seed of the set under the schedule named ``schedule_name``."""
@@ -458,6 +470,9 @@ MODEL, COMPETITOR, TYPICAL = (
     "population model, competitor",
     "population-typical",
 )
+#: Protocol version 2's reference that reads an oracle: version 1's population model,
+#: handed the true structure (3 transit steps, the true covariate relations).
+TRUE_STRUCTURE = "population model, true structure (oracle)"
 
 
 @dataclass
@@ -481,7 +496,12 @@ class Scores:
     and :func:`pkpd_lib.study.metrics.coverage_verdict`. ``structures``: per replicate, the
     population PD structure (transit steps) with the lower OFV on that replicate's
     training data; the model scored is replicate 0's pick in every replicate
-    (:func:`kept_pd_structure`)."""
+    (:func:`kept_pd_structure`). ``version``: the protocol that scored the set.
+    ``learning_curve`` (version 2): per method (:data:`LSTM`, :data:`NODE`), training
+    patients ``n`` (:data:`LEARNING_CURVE_SIZES`) and regimen (BID, TID), in S48 and
+    :data:`LEARNING_CURVE_SETTING`, the regimen-effect error with its interval and the
+    paired interval of it minus the population model's (:func:`learning_curve_verdict`
+    reads it)."""
 
     test_set: str
     table: pd.DataFrame
@@ -489,6 +509,8 @@ class Scores:
     coverage: pd.DataFrame
     replicates: dict[str, tuple[int, ...]]
     structures: dict[int, int]
+    version: int = 1
+    learning_curve: pd.DataFrame | None = None
 
 
 def _with_interval(table: pd.DataFrame, column: str, digits: int) -> pd.Series:
@@ -577,11 +599,14 @@ def score(
     for r in replicates:
         _check_replicate(r)
     tset = TEST_SETS[test_set]
+    version = tset.version
     regimens = scored_regimens()
     preds: dict[tuple, dict[str, list]] = {}
     truths: dict[tuple, dict[str, np.ndarray]] = {}
     true_r0: dict[tuple, np.ndarray] = {}
+    curve: dict[tuple, dict[str, list]] = {}  # version 2: (method, n) -> regimen -> (N, T)
     kept = kept_pd_structure()
+    searched = searched_model() if version == 2 else None
     structures, covered, multipliers = {}, {}, {}
     started = time.time()
     for k, r in enumerate(replicates):
@@ -590,6 +615,10 @@ def score(
         (other,) = (steps for steps in pd_fits if steps != kept)
         rivals = {MODEL: pd_fits[kept], COMPETITOR: pd_fits[other]}
         for name, info in SETTINGS.items():
+            if version == 2:
+                rivals = {MODEL: searched_model_fit(searched, r, name)}
+                if info.conc != "observed":
+                    rivals[TRUE_STRUCTURE] = pd_fits[kept]
             data = training_data(r, info)
             lstm = lstm_ensemble(r, info, data)
             node = neural_ode(r, info, data)
@@ -615,6 +644,15 @@ def score(
                         <= multiplier
                     )
                     covered.setdefault((*key, g), []).append(inside.astype(float))
+                if version == 2 and case.pk is None:
+                    # the oracle: true concentrations and true baseline, the other random
+                    # effects 0, which is the typical curve given what the oracle knows
+                    out[MODEL] = population_model_predictions(
+                        rivals[MODEL], case, info.early_pd, true_baseline=True
+                    )
+                    out[TYPICAL] = out[MODEL]
+                if version == 2 and scenario == "S48" and name == LEARNING_CURVE_SETTING:
+                    _learning_curve_predictions(curve, r, data, case, out)
                 if case.pk is not None:
                     for m, fit in rivals.items():
                         out[m] = population_model_predictions(fit, case, info.early_pd)
@@ -661,7 +699,7 @@ def score(
                     boot.regimen_effect(pred, qd_pred, truth[g], truth["QD"]),
                 )
                 row["QD floor"] = boot.qd_floor(qd_pred, truth["QD"], truth[g]).estimate
-                for versus in _compared_with(method):
+                for versus in _compared_with(method, version):
                     other = (scenario, name, versus)
                     if other not in preds:
                         continue
@@ -693,15 +731,80 @@ def score(
     )
     coverage = pd.DataFrame(coverage).T.rename_axis(["scenario", "setting", "regimen"])
     used = {m: replicates for (_, _, m) in preds}
-    return Scores(test_set, table, differences, coverage, used, structures)
+    learning = None
+    if version == 2:
+        learning = _learning_curve_table(boot, curve, preds, truths)
+    return Scores(test_set, table, differences, coverage, used, structures, version, learning)
 
 
-def _compared_with(method: str) -> tuple[str, ...]:
+def _compared_with(method: str, version: int = 1) -> tuple[str, ...]:
     """The methods a method's paired differences are taken against: every method against
-    the LSTM ensemble, and the population model against the neural ODE too."""
+    the LSTM ensemble, the population model against the neural ODE too, and (version 2)
+    the true-structure model against the searched one."""
     if method == LSTM:
         return ()
-    return (LSTM, NODE) if method == MODEL else (LSTM,)
+    if method == MODEL:
+        return (LSTM, NODE)
+    if version == 2 and method == TRUE_STRUCTURE:
+        return (LSTM, MODEL)
+    return (LSTM,)
+
+
+def _learning_curve_predictions(curve, replicate, data, case, full) -> None:
+    """Add to ``curve`` the replicate's learning-curve networks' predictions (every size
+    but the whole training set, whose networks are ``full``'s LSTM and NODE rows)."""
+    total = data.train_y.shape[0]
+    if LEARNING_CURVE_SIZES[-1] != total:
+        raise ValueError(
+            f"the learning curve ends at {LEARNING_CURVE_SIZES[-1]} patients, "
+            f"the training set has {total}"
+        )
+    for n in LEARNING_CURVE_SIZES:
+        if n == total:
+            by_method = {LSTM: full[LSTM], NODE: full[NODE]}
+        else:
+            ensemble, node = learning_curve_networks(replicate, n, data)
+            by_method = {
+                LSTM: {g: _members(ensemble, x).mean(axis=0) for g, x in case.inputs.items()},
+                NODE: {g: nw.predict_pd(node.model, x) for g, x in case.inputs.items()},
+            }
+        for method, by_regimen in by_method.items():
+            slot = curve.setdefault((method, n), {})
+            for g, p in by_regimen.items():
+                slot.setdefault(g, []).append(p[:, case.window])
+
+
+def _learning_curve_table(boot, curve, preds, truths) -> pd.DataFrame:
+    """The learning curve's rows: per method, size and regimen (BID, TID), the
+    regimen-effect error and the paired interval of it minus the population model's."""
+    key = ("S48", LEARNING_CURVE_SETTING)
+    truth = truths[key]
+    model = {g: np.asarray(p) for g, p in preds[(*key, MODEL)].items()}
+    rows = {}
+    for (method, n), by_regimen in curve.items():
+        qd = np.asarray(by_regimen["QD"])
+        for g in ("BID", "TID"):
+            pred = np.asarray(by_regimen[g])
+            e = boot.regimen_effect(pred, qd, truth[g], truth["QD"])
+            d = _effect_difference(boot, (pred, qd), (model[g], model["QD"]), truth[g], truth["QD"])
+            rows[method, n, g] = {
+                **_interval_columns("regimen-effect error", e),
+                **_interval_columns("minus population model", d),
+                "is": metrics.difference_verdict(d.low, d.high),
+            }
+    return pd.DataFrame(rows).T.rename_axis(["method", "patients", "regimen"])
+
+
+def learning_curve_verdict(scores: Scores, method: str = LSTM) -> int | None:
+    """Protocol version 2's verdict: the smallest number of training patients from which
+    ``method``'s regimen-effect error is lower than the population model's (the paired
+    95% interval of the difference below 0) under both BID and TID; None if there is
+    none ("not within 1000 patients")."""
+    if scores.learning_curve is None:
+        raise ValueError(f"{scores.test_set!r} was scored by protocol version 1: no learning curve")
+    rows = scores.learning_curve.xs(method, level="method")["is"].unstack("regimen")
+    wins = rows.index[(rows[["BID", "TID"]] == "lower").all(axis=1)]
+    return int(min(wins)) if len(wins) else None
 
 
 def _multiplier(info, scenario: str, lstm, pk_fit) -> float:
