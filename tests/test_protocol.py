@@ -281,3 +281,19 @@ def test_version_2_compares_the_true_structure_with_the_searched_model():
     assert protocol._compared_with(protocol.MODEL, 2) == (protocol.LSTM, protocol.NODE)
     assert protocol._compared_with(protocol.COMPETITOR, 1) == (protocol.LSTM,)
     assert protocol._compared_with(protocol.LSTM, 2) == ()
+
+
+def test_locked_v2_has_the_ids_and_seeds_protocol_version_2_fixed():
+    locked = protocol.TEST_SETS[protocol.LOCKED_V2]
+    assert (locked.name, locked.size, locked.first_id, locked.version) == (
+        "locked-v2",
+        200,
+        70001,
+        2,
+    )
+    assert locked.population_seed == named_seed("locked-v2/population")
+    assert locked.qd_seed == named_seed("locked-v2/observations/QD")
+    assert locked.observation_seed("TID from 48 h") == named_seed(
+        "locked-v2/observations/TID from 48 h"
+    )
+    assert protocol.TEST_SETS[protocol.LOCKED].version == 1

@@ -8,8 +8,9 @@ LSTMs, seeds ``5r`` to ``5r + 4``; one neural ODE, seed ``r``). Everything train
 fitted goes to, and comes from, the store, like the chapters' models.
 
 A *test set* is named (:data:`TEST_SETS`): ``"development"`` (the old locked set, seen
-while the methods were designed) or ``"locked-2026-12"`` (drawn once, after the
-protocol fixed every choice). Every seed is found by a name
+while the methods were designed), ``"locked-2026-12"`` (drawn once, after the
+protocol fixed every choice) or ``"locked-v2"`` (protocol version 2's: the searched
+population model, the full grid and the learning curve). Every seed is found by a name
 (:func:`pkpd_lib.pmx.sampling.named_seed`), never by a position in a list.
 """
 
@@ -296,8 +297,10 @@ class TestSet:
 
 #: The locked test set's name (the protocol's; its seeds follow from it).
 LOCKED = "locked-2026-12"
+#: Protocol version 2's locked test set (page "Study protocol, version 2").
+LOCKED_V2 = "locked-v2"
 #: The protocol's test sets: the development set (the old locked set's seeds and IDs)
-#: and the locked set, drawn once.
+#: and the locked sets of versions 1 and 2, each drawn once.
 TEST_SETS = {
     "development": TestSet(
         "development", 200, realistic.LOCKED_FIRST_ID, *realistic.LOCKED_TEST_SEEDS
@@ -308,6 +311,14 @@ TEST_SETS = {
         50001,
         sampling.named_seed(f"{LOCKED}/population"),
         sampling.named_seed(f"{LOCKED}/observations/QD"),
+    ),
+    LOCKED_V2: TestSet(
+        LOCKED_V2,
+        200,
+        70001,
+        sampling.named_seed(f"{LOCKED_V2}/population"),
+        sampling.named_seed(f"{LOCKED_V2}/observations/QD"),
+        version=2,
     ),
 }
 
