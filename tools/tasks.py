@@ -128,6 +128,8 @@ def pytest_args(*paths: str | Path, workers: int = WORKERS) -> list:
         "-p",
         "no:cacheprovider",
         "--doctest-modules",
+        # the slowest items, for the time budget (a notebook is one item per cell)
+        "--durations=15",
         # a notebook's cells share one kernel, so each file stays on one worker
         *(("-n", str(workers), "--dist", "loadfile") if workers > 1 else ()),
     ]
