@@ -151,6 +151,18 @@ def test_prediction_takes_a_numpy_integer_batch_size(trained, small):
     )
 
 
+@pytest.mark.parametrize("batch_size", [256, 64, 24])
+def test_prediction_is_keras_predict_bit_for_bit(trained, small, batch_size):
+    """predict_pd batches through the compiled predict step (no tf.data pipeline): the
+    same numbers as model.predict with the same batches, a partial last batch too."""
+    x = small[0]
+    keras_pred = trained.model.predict(
+        nw.check_inputs(trained.model, x), batch_size=batch_size, verbose=0
+    )
+    ours = nw.predict_pd(trained.model, x, batch_size=batch_size)
+    np.testing.assert_array_equal(ours, np.asarray(keras_pred, float))
+
+
 def test_training_names_a_missing_feature_before_building(small):
     """Before: a bare KeyError: 'AGE' (from the scaling) or 'time_h' (from the building)."""
     x, y, vx, vy = small
