@@ -163,6 +163,14 @@ def test_prediction_is_keras_predict_bit_for_bit(trained, small, batch_size):
     np.testing.assert_array_equal(ours, np.asarray(keras_pred, float))
 
 
+def test_prediction_refuses_a_model_with_two_outputs(trained, small):
+    """Before: batch outputs of a two-output model were concatenated into a wrong shape."""
+    m = trained.model
+    two = nw.keras.Model(m.inputs, [m.output, m.output], name="two_heads")
+    with pytest.raises(ValueError, match="one PD output; model 'two_heads' has 2 outputs"):
+        nw.predict_pd(two, small[0])
+
+
 def test_training_names_a_missing_feature_before_building(small):
     """Before: a bare KeyError: 'AGE' (from the scaling) or 'time_h' (from the building)."""
     x, y, vx, vy = small

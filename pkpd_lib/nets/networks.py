@@ -656,8 +656,8 @@ def predict_pd(model: keras.Model, x: Mapping[str, object], batch_size: int = 25
     Raises
     ------
     ValueError
-        If ``batch_size`` is not an integer >= 1 (a ``bool`` is not one), or from
-        :func:`check_inputs`.
+        If ``batch_size`` is not an integer >= 1 (a ``bool`` is not one), if the model
+        has more than one output, or from :func:`check_inputs`.
     TypeError
         From :func:`check_inputs`, if ``x`` is not a mapping.
 
@@ -687,6 +687,11 @@ def predict_pd(model: keras.Model, x: Mapping[str, object], batch_size: int = 25
         or batch_size < 1
     ):
         raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+    if len(model.outputs) != 1:
+        raise ValueError(
+            f"predict_pd predicts one PD output; model {model.name!r} has "
+            f"{len(model.outputs)} outputs"
+        )
     checked = check_inputs(model, x)
     warn_far_outside(model, checked)
     # batch by batch through the model's compiled predict step: the same batches and

@@ -484,6 +484,8 @@ MODEL, COMPETITOR, TYPICAL = (
 #: Protocol version 2's reference that reads an oracle: version 1's population model,
 #: handed the true structure (3 transit steps, the true covariate relations).
 TRUE_STRUCTURE = "population model, true structure (oracle)"
+#: The transit steps of the structure that generated the data (the book's drug).
+TRUE_TRANSIT_STEPS = 3
 
 
 @dataclass
@@ -629,7 +631,7 @@ def score(
             if version == 2:
                 rivals = {MODEL: searched_model_fit(searched, r, name)}
                 if info.conc != "observed":
-                    rivals[TRUE_STRUCTURE] = pd_fits[kept]
+                    rivals[TRUE_STRUCTURE] = pd_fits[TRUE_TRANSIT_STEPS]
             data = training_data(r, info)
             lstm = lstm_ensemble(r, info, data)
             node = neural_ode(r, info, data)
