@@ -470,3 +470,131 @@ def signature_name(signature: Mapping) -> str:
     """A short name for one signature (8 hex digits), to tell stored results apart."""
     text = json.dumps(signature, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+# --- the retrain tier, in shards ---------------------------------------------------------
+
+#: Environment variable: ``"k/n"`` (1 <= k <= n) makes this process shard ``k`` of ``n``
+#: of the retrain tier (:func:`retrain_shard`). The default store is then the committed
+#: one, read as in the test command; each stored result that :func:`shard_plan` gives to
+#: shard ``k`` is computed again from the same inputs, compared with the stored one
+#: (:func:`report_retrained`), and the stored one is what the caller gets, so that every
+#: result downstream of it has the key it was stored under.
+SHARD_ENV = "PKPD_RETRAIN_SHARD"
+
+#: Environment variable naming the folder where a shard writes the results it computed
+#: again, and its report (:data:`REPORT_NAME`), one JSON object per line.
+RETRAIN_DIR_ENV = "PKPD_RETRAIN_DIR"
+
+#: The report file a shard writes in ``$PKPD_RETRAIN_DIR``.
+REPORT_NAME = "retrained.jsonl"
+
+
+def retrain_shard() -> tuple[int, int] | None:
+    """This process's shard of the retrain tier, ``(k, n)`` from ``$PKPD_RETRAIN_SHARD``
+    (``"k/n"``), or None outside the retrain tier's shards.
+
+    Examples
+    --------
+    >>> import os
+    >>> from unittest import mock
+    >>> with mock.patch.dict(os.environ, {SHARD_ENV: "3/10"}):
+    ...     retrain_shard()
+    (3, 10)
+    >>> with mock.patch.dict(os.environ, {SHARD_ENV: "11/10"}):
+    ...     retrain_shard()
+    Traceback (most recent call last):
+    ...
+    ValueError: $PKPD_RETRAIN_SHARD must be 'k/n' with 1 <= k <= n, got '11/10'
+    """
+    value = os.environ.get(SHARD_ENV, "").strip()
+    if not value:
+        return None
+    try:
+        k, n = (int(part) for part in value.split("/"))
+    except ValueError:
+        k, n = 0, 0
+    if not 1 <= k <= n:
+        raise ValueError(f"${SHARD_ENV} must be 'k/n' with 1 <= k <= n, got {value!r}")
+    return k, n
+
+
+def stored_records(store: str | Path) -> dict[str, float]:
+    """Every result in the store: its record (``.json``, relative to ``store``, with
+    ``/``) and the seconds it took to compute (recorded when it was computed)."""
+    store = Path(store)
+    records = {}
+    for record in sorted([*store.glob("*.json"), *store.glob("fits/*.json")]):
+        try:
+            seconds = float(json.loads(record.read_text()).get("seconds") or 0.0)
+        except (ValueError, OSError, AttributeError) as err:
+            raise DamagedFileError(f"{record} is a damaged stored record ({err})") from None
+        records[record.relative_to(store).as_posix()] = seconds
+    return records
+
+
+def shard_plan(records: Mapping[str, float], n: int) -> dict[str, int]:
+    """The shard (1 to ``n``) of each stored result: longest first to the shard with the
+    least work so far (by the seconds each took to compute), ties to the lower shard.
+    The same store gives the same plan on every machine, and every result is in exactly
+    one shard.
+
+    Examples
+    --------
+    >>> shard_plan({"a.json": 30.0, "b.json": 20.0, "c.json": 15.0, "d.json": 10.0}, 2)
+    {'a.json': 1, 'b.json': 2, 'c.json': 2, 'd.json': 1}
+    """
+    if n < 1:
+        raise ValueError(f"the retrain tier needs at least one shard, got {n}")
+    loads = [0.0] * n
+    plan = {}
+    for name, seconds in sorted(records.items(), key=lambda item: (-item[1], item[0])):
+        shard = loads.index(min(loads))
+        plan[name] = shard + 1
+        loads[shard] += seconds
+    return plan
+
+
+_PLANS: dict[tuple[str, int], dict[str, int]] = {}
+
+
+def retrain_here(record: Path) -> Path | None:
+    """In shard ``k`` of the retrain tier (:func:`retrain_shard`), for a ``record`` of
+    the default store that :func:`shard_plan` gives to shard ``k`` and that this shard
+    has not computed yet: the path (in ``$PKPD_RETRAIN_DIR``) where the result computed
+    again goes. Otherwise None: the stored result is used as it is."""
+    shard = retrain_shard()
+    if shard is None:
+        return None
+    store = default_cache_dir().resolve()
+    try:
+        name = Path(record).resolve().relative_to(store).as_posix()
+    except ValueError:
+        return None  # not the default store
+    key = (str(store), shard[1])
+    if key not in _PLANS:
+        _PLANS[key] = shard_plan(stored_records(store), shard[1])
+    if _PLANS[key].get(name) != shard[0]:
+        return None
+    folder = os.environ.get(RETRAIN_DIR_ENV, "").strip()
+    if not folder:
+        raise ValueError(f"${SHARD_ENV} is set, so ${RETRAIN_DIR_ENV} must name a folder")
+    return Path(folder) / name
+
+
+def report_retrained(record: Path, kind: str, seconds: float, **comparison) -> None:
+    """Add one line to the shard's report (:data:`REPORT_NAME` in ``$PKPD_RETRAIN_DIR``):
+    the stored ``record`` (relative to the store), its ``kind``, the ``seconds`` that
+    computing it again took, and the ``comparison`` with the stored result (each a
+    difference, its tolerance and whether it is within, see the callers)."""
+    store = default_cache_dir().resolve()
+    line = {
+        "record": Path(record).resolve().relative_to(store).as_posix(),
+        "kind": kind,
+        "seconds": round(float(seconds), 1),
+        **comparison,
+    }
+    report = Path(os.environ[RETRAIN_DIR_ENV]) / REPORT_NAME
+    report.parent.mkdir(parents=True, exist_ok=True)
+    with open(report, "a") as handle:  # one short line per append: no interleaving
+        handle.write(json.dumps(line) + "\n")

@@ -10,7 +10,10 @@
                                      # and every population model refitted from scratch
     python3 tools/tasks.py execute   # re-execute every notebook from its text twin,
                                      # training into (and reading from) data/trained
-    python3 tools/tasks.py portability [--retrain] [notebooks]
+    python3 tools/tasks.py test --retrain --shard K/N  # shard K of the retrain tier
+                                     # (N = 10 in CI): its share of the store
+                                     # computed again and compared
+    python3 tools/tasks.py portability [--retrain [--shard K/N]] [notebooks]
                                      # the test command (or retrain tier) on emulated
                                      # CPUs: oneDNN held to SSE4.1 and AVX2, one core
     python3 tools/tasks.py bench     # run the benchmarks
@@ -163,6 +166,36 @@ def retrain_env(cache: str) -> dict[str, str]:
     }
 
 
+#: Shards of the retrain tier (``test --retrain --shard K/N``): each computes again the
+#: stored results :func:`pkpd_lib.files.shard_plan` gives it (a tenth of the store's 7.2
+#: hours of recorded computing) and re-executes every notebook; the GitHub workflow runs
+#: them as parallel jobs, each within CI's limit.
+RETRAIN_SHARDS = 10
+
+
+def shard_env(folder: Path, shard: str) -> dict[str, str]:
+    """A retrain shard's environment: the committed store, read as the test command reads
+    it; the results of shard ``shard`` computed again into ``folder``."""
+    return {**stored_only(), "PKPD_RETRAIN_SHARD": shard, "PKPD_RETRAIN_DIR": str(folder)}
+
+
+def retrain_shard(shard: str) -> None:
+    """Shard ``K/N`` of the retrain tier: every notebook re-executed from the committed
+    store and compared as in the test command, and each stored result of the shard
+    computed again from the inputs it was stored with and compared with the stored one
+    (:mod:`tools.retrain_report`). The shard's results and report go to
+    ``_build/retrain/shard-K-of-N``."""
+    k, n = shard.split("/")
+    folder = ROOT / "_build" / "retrain" / f"shard-{k}-of-{n}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    t0 = time.perf_counter()
+    notebooks = [str(p) for p in sorted(CHAPTERS.glob("*.ipynb"))]
+    run(*pytest_args(*notebooks), env=shard_env(folder, shard))
+    run(PY, ROOT / "tools" / "retrain_report.py", folder, shard, env=env())
+    print(f"retrain shard {shard} passed in {time.perf_counter() - t0:.0f} s", flush=True)
+
+
 def test() -> None:
     """Lint, build the book, then pytest: unit, property, browser and nbval tests, the
     notebooks re-executed from the committed networks and fits.
@@ -185,6 +218,9 @@ def test() -> None:
             *extra,
             env=stored_only(),
         )
+        return
+    if "--retrain" in sys.argv[2:] and "--shard" in extra:
+        retrain_shard(extra[extra.index("--shard") + 1])
         return
     if "--retrain" in sys.argv[2:]:
         notebooks = extra or [str(p) for p in sorted(CHAPTERS.glob("*.ipynb"))]
@@ -223,16 +259,24 @@ def portability() -> None:
     own core, from an empty user cache; each machine's log goes to
     ``_build/portability/``."""
     setup()
-    retrain = "--retrain" in sys.argv[2:]
-    targets = [a for a in sys.argv[2:] if a != "--retrain"]
+    args = sys.argv[2:]
+    retrain = "--retrain" in args
+    shard = args[args.index("--shard") + 1] if retrain and "--shard" in args else None
+    targets = [a for a in args if a not in ("--retrain", "--shard", shard)]
     targets = targets or [str(p) for p in sorted(CHAPTERS.glob("*.ipynb"))]
     logs = ROOT / "_build" / "portability"
     logs.mkdir(parents=True, exist_ok=True)
+    folders = {}
     with contextlib.ExitStack() as stack:
         running = {}
         for name, (variables, core) in MACHINES.items():
             cache = stack.enter_context(tempfile.TemporaryDirectory())
-            base = retrain_env(cache) if retrain else stored_only()
+            if shard:  # the shard's results and report, per machine
+                folders[name] = logs / f"shard-{shard.replace('/', '-of-')}-core{core}"
+                shutil.rmtree(folders[name], ignore_errors=True)
+                base = shard_env(folders[name], shard)
+            else:
+                base = retrain_env(cache) if retrain else stored_only()
             cmd = ["taskset", "-c", core, *map(str, pytest_args(*targets, workers=1))]
             log = logs / f"{'retrain-' if retrain else ''}core{core}.log"
             print(f"== {name}{' (retrain)' if retrain else ''}: {log}", flush=True)
@@ -247,6 +291,9 @@ def portability() -> None:
             code = process.wait()
             tail = log.read_text().strip().splitlines()[-1:]
             print(f"== {name}: exit {code} after {time.perf_counter() - t0:.0f} s: {tail}")
+            if shard and not code:
+                report = [PY, ROOT / "tools" / "retrain_report.py", folders[name], shard]
+                code = subprocess.run([str(c) for c in report], cwd=ROOT).returncode
             failed += [name] if code else []
     if failed:
         sys.exit(f"portability failed on {failed}")

@@ -57,9 +57,12 @@ from ..files import (  # CACHE_ENV, default_cache_dir re-exported: the store's n
     exclusive_lock,
     locate_stored,
     note_use,
+    report_retrained,
+    retrain_here,
     signature_structure,
     write_text_atomic,
 )
+from ..reproducibility import RETRAIN_RTOL
 from .features import CONC, DOSE_FEATURES, FEATURES, STATIC_FEATURES, TIME, check_values
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -1246,7 +1249,7 @@ def train_or_load(
     note_use(path)
     if _stored(path):  # complete files (written atomically): no lock needed to read them
         try:
-            return _load_stored(path, config, seed, report_every, label)
+            stored = _load_stored(path, config, seed, report_every, label)
         except DamagedFileError as err:
             if strict:
                 raise DamagedFileError(
@@ -1254,6 +1257,10 @@ def train_or_load(
                     f"{config.label} (seed {seed}) again: restore the store's file (git "
                     "checkout) or re-execute the chapters (python3 tools/tasks.py execute)"
                 ) from err
+        else:
+            xy = (train_x, train_y, val_x, val_y)
+            _retrain_and_compare(path, stored, config, xy, seed, report_every, label, signature)
+            return stored
     elif strict:
         raise StoreMissError(
             f"{label}network {config.label} (seed {seed}) is not in the store "
@@ -1265,6 +1272,39 @@ def train_or_load(
         return _train_or_load_locked(
             path, config, train_x, train_y, val_x, val_y, seed, report_every, label, signature
         )
+
+
+def _retrain_and_compare(path, stored, config, xy, seed, report_every, label, signature):
+    """In a shard of the retrain tier (:func:`pkpd_lib.files.retrain_here`), train the
+    stored network ``path`` again from the same data and seed, store it in the shard's
+    folder and report how far its predictions on the validation inputs are from the
+    stored network's: the largest difference as a fraction of the stored predictions'
+    RMS, within :data:`~pkpd_lib.reproducibility.RETRAIN_RTOL`."""
+    fresh_path = retrain_here(path.with_suffix(".json"))
+    if fresh_path is None:
+        return
+    fresh_path = fresh_path.with_suffix(".keras")
+    fresh_path.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(fresh_path.with_suffix(".lock")):
+        if _stored(fresh_path):
+            return  # another notebook of this shard trained it already
+        fresh = _train_or_load_locked(fresh_path, config, *xy, seed, report_every, label, signature)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InputRangeWarning)
+        before = predict_pd(stored.model, xy[2])
+        after = predict_pd(fresh.model, xy[2])
+    scale = float(np.sqrt(np.nanmean(before**2))) or 1.0
+    difference = float(np.nanmax(np.abs(after - before))) / scale
+    report_retrained(
+        path.with_suffix(".json"),
+        "network",
+        fresh.seconds,
+        statistic="largest change of the validation predictions / their RMS",
+        difference=difference,
+        tolerance=RETRAIN_RTOL,
+        within=bool(difference <= RETRAIN_RTOL),
+        best_epoch=[stored.best_epoch, fresh.best_epoch],
+    )
 
 
 def _stored(path: Path) -> bool:

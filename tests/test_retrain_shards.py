@@ -1,0 +1,140 @@
+"""The retrain tier in shards: each stored result computed again in exactly one shard,
+from the inputs it was stored with, and compared with the stored one."""
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from nlme_models import DECAY_START, decay_data, decay_model
+
+from pkpd_lib import files
+from pkpd_lib.nets import networks as nw
+from pkpd_lib.pmx import nlme
+from pkpd_lib.pmx import regimens as reg
+from pkpd_lib.pmx.population import sample_population
+from pkpd_lib.study import datasets
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = nw.NetworkConfig(
+    units=(4,), block=4, batch_size=16, learning_rate=1e-2, max_epochs=3, patience=2
+)
+
+
+def _report_tool():
+    spec = importlib.util.spec_from_file_location(
+        "retrain_report", ROOT / "tools" / "retrain_report.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def small():
+    times = np.arange(0.0, 49.0)
+    train = datasets.simulate_dataset(sample_population(48, seed=1), reg.qd(), times, obs_seed=1)
+    val = datasets.simulate_dataset(sample_population(16, seed=2), reg.qd(), times, obs_seed=2)
+    return datasets.network_inputs(train), train.pd_obs, datasets.network_inputs(val), val.pd_obs
+
+
+def test_every_stored_result_is_in_exactly_one_shard_and_the_shards_balance():
+    rng = np.random.default_rng(0)
+    records = {f"r{i}.json": float(s) for i, s in enumerate(rng.exponential(60.0, 200))}
+    plan = files.shard_plan(records, 7)
+    assert set(plan) == set(records) and set(plan.values()) == set(range(1, 8))
+    loads = [sum(s for r, s in records.items() if plan[r] == k) for k in range(1, 8)]
+    assert max(loads) - min(loads) <= max(records.values())
+    assert files.shard_plan(dict(reversed(records.items())), 7) == plan  # order-free
+    with pytest.raises(ValueError, match="at least one shard"):
+        files.shard_plan(records, 0)
+
+
+def test_each_of_the_ci_shards_of_the_committed_store_fits_the_ci_limit():
+    """CI gives each shard 90 minutes on 2 cores; the notebooks' own execution takes
+    about 10 of them. A shard's share of the committed store, as recorded when it was
+    computed, must leave room for a slower machine: at most 50 minutes."""
+    spec = importlib.util.spec_from_file_location("tasks", ROOT / "tools" / "tasks.py")
+    tasks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tasks)
+    records = files.stored_records(ROOT / "data" / "trained")
+    plan = files.shard_plan(records, tasks.RETRAIN_SHARDS)
+    loads = [sum(s for r, s in records.items() if plan[r] == k) / 60 for k in set(plan.values())]
+    assert len(loads) == tasks.RETRAIN_SHARDS
+    assert max(loads) <= 50, loads
+
+
+def _shard(monkeypatch, store, folder, shard):
+    monkeypatch.setenv(files.CACHE_ENV, str(store))
+    monkeypatch.setenv(files.MISS_ENV, "error")
+    monkeypatch.setenv(files.SHARD_ENV, shard)
+    monkeypatch.setenv(files.RETRAIN_DIR_ENV, str(folder))
+    files._PLANS.clear()
+
+
+def _report(folder):
+    return [json.loads(line) for line in (folder / files.REPORT_NAME).read_text().splitlines()]
+
+
+def test_a_shard_trains_its_own_networks_again_and_loads_the_others(small, tmp_path, monkeypatch):
+    store, folder = tmp_path / "store", tmp_path / "shard"
+    stored = {
+        seed: nw.train_or_load(CONFIG, *small, seed=seed, cache_dir=store, report_every=None)
+        for seed in (5, 6)
+    }
+    plan = files.shard_plan(files.stored_records(store), 2)
+    mine = next(name for name, k in plan.items() if k == 1)
+    _shard(monkeypatch, store, folder, "1/2")
+    for seed in (5, 6):  # twice: the second time nothing is trained or reported again
+        for _ in range(2):
+            got = nw.train_or_load(CONFIG, *small, seed=seed, report_every=None)
+            assert got.history == stored[seed].history  # the stored network, as stored
+    (line,) = _report(folder)
+    assert line["record"] == mine and line["within"] and line["difference"] == 0.0
+    assert sorted(p.name for p in folder.glob("*.keras")) == [Path(mine).with_suffix(".keras").name]
+    assert _report_tool().check(folder, 1, 2, store) == []
+    assert "not computed again" in _report_tool().check(folder, 2, 2, store)[0]
+
+
+def test_a_stored_network_that_training_no_longer_gives_is_reported(small, tmp_path, monkeypatch):
+    store, folder = tmp_path / "store", tmp_path / "shard"
+    for seed in (5, 6):
+        nw.train_or_load(CONFIG, *small, seed=seed, cache_dir=store, report_every=None)
+    five, six = (next(store.glob(f"*seed{s}_*.keras")) for s in (5, 6))
+    shutil.copyfile(six, five)  # seed 5's file now holds other weights
+    _shard(monkeypatch, store, folder, "1/1")
+    nw.train_or_load(CONFIG, *small, seed=5, report_every=None)
+    (line,) = _report(folder)
+    assert not line["within"] and line["difference"] > 0.05
+    problems = _report_tool().check(folder, 1, 1, store)
+    assert f"{five.with_suffix('.json').name}: moved beyond" in "\n".join(problems)
+
+
+@pytest.mark.parametrize("moved", [0.0, 0.05])
+def test_a_shard_estimates_its_fits_again_and_a_moved_estimate_is_reported(
+    tmp_path, monkeypatch, moved
+):
+    store, folder = tmp_path / "store", tmp_path / "shard"
+    model, data = decay_model(), decay_data()
+    first = nlme.fit_foce(model, data, DECAY_START, cache_dir=store / "fits")
+    (record,) = (store / "fits").glob("*.json")
+    stored = json.loads(record.read_text())
+    stored["x"][0] += moved * max(1.0, abs(stored["x"][0]))  # log C0: C0 moved by ~5%
+    record.write_text(json.dumps(stored))
+    _shard(monkeypatch, store, folder, "1/1")
+    fit = nlme.fit_foce(model, data, DECAY_START, cache_dir="default")
+    np.testing.assert_array_equal(fit.x, stored["x"])  # what the notebook gets: the stored fit
+    (line,) = _report(folder)
+    assert line["kind"] == "fit" and line["within"] is (moved == 0.0)
+    assert line["ofv_difference"] == 0.0 or moved
+    assert first.ofv == pytest.approx(stored["ofv"])
+
+
+def test_a_shard_needs_a_folder_for_what_it_computes_again(small, tmp_path, monkeypatch):
+    nw.train_or_load(CONFIG, *small, seed=5, cache_dir=tmp_path, report_every=None)
+    _shard(monkeypatch, tmp_path, "", "1/1")
+    monkeypatch.setenv(files.RETRAIN_DIR_ENV, " ")
+    with pytest.raises(ValueError, match="PKPD_RETRAIN_DIR must name a folder"):
+        nw.train_or_load(CONFIG, *small, seed=5, report_every=None)

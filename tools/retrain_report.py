@@ -1,0 +1,61 @@
+"""The report of one shard of the retrain tier: every stored result that the shard plan
+gives to the shard was computed again, and each within its tolerance.
+
+    python tools/retrain_report.py FOLDER K/N
+
+FOLDER is the shard's folder (``$PKPD_RETRAIN_DIR``); exits non-zero, naming them, if a
+result of the shard was not computed again or moved beyond its tolerance.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pkpd_lib.files import REPORT_NAME, shard_plan, stored_records  # noqa: E402
+
+STORE = ROOT / "data" / "trained"
+
+
+def check(folder: Path, k: int, n: int, store: Path = STORE) -> list[str]:
+    """The problems of shard ``k`` of ``n`` (empty: it passed), after printing its
+    report: one line per result, its time, and the change against the stored one."""
+    records = stored_records(store)
+    plan = shard_plan(records, n)
+    mine = sorted((name for name, shard in plan.items() if shard == k), key=records.get)
+    report = folder / REPORT_NAME
+    text = report.read_text() if report.exists() else ""
+    lines = [json.loads(line) for line in text.splitlines()]
+    done = {line["record"]: line for line in lines}
+    print(
+        f"shard {k}/{n}: {len(mine)} stored results, {sum(records[m] for m in mine) / 60:.0f}"
+        " min to compute when stored"
+    )
+    problems = []
+    for name in reversed(mine):
+        line = done.get(name)
+        if line is None:
+            problems.append(f"{name}: not computed again (no chapter asked for it)")
+            print(f"  MISSING   {name}")
+            continue
+        extra = f", OFV {line['ofv_difference']:.3g}" if "ofv_difference" in line else ""
+        verdict = "ok" if line["within"] else "MOVED"
+        print(
+            f"  {verdict:<9} {name}: {line['seconds']:.0f} s (stored {records[name]:.0f} s),"
+            f" change {line['difference']:.2g} (tolerance {line['tolerance']:.2g}){extra}"
+        )
+        if not line["within"]:
+            problems.append(f"{name}: moved beyond its tolerance ({line})")
+    return problems
+
+
+if __name__ == "__main__":
+    folder, shard = Path(sys.argv[1]), sys.argv[2]
+    k, n = (int(part) for part in shard.split("/"))
+    problems = check(folder, k, n)
+    if problems:
+        sys.exit("retrain shard failed:\n" + "\n".join(problems))
