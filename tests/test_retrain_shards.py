@@ -23,13 +23,16 @@ CONFIG = nw.NetworkConfig(
 )
 
 
-def _report_tool():
-    spec = importlib.util.spec_from_file_location(
-        "retrain_report", ROOT / "tools" / "retrain_report.py"
-    )
+def _tool(name):
+    """The script ``tools/<name>.py`` as a module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _report_tool():
+    return _tool("retrain_report")
 
 
 @pytest.fixture(scope="module")
@@ -56,14 +59,23 @@ def test_each_of_the_ci_shards_of_the_committed_store_fits_the_ci_limit():
     """CI gives each shard 90 minutes on 2 cores; the notebooks' own execution takes
     about 10 of them. A shard's share of the committed store, as recorded when it was
     computed, must leave room for a slower machine: at most 50 minutes."""
-    spec = importlib.util.spec_from_file_location("tasks", ROOT / "tools" / "tasks.py")
-    tasks = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tasks)
+    tasks = _tool("tasks")
     records = files.stored_records(ROOT / "data" / "trained")
     plan = files.shard_plan(records, tasks.RETRAIN_SHARDS)
     loads = [sum(s for r, s in records.items() if plan[r] == k) / 60 for k in set(plan.values())]
     assert len(loads) == tasks.RETRAIN_SHARDS
     assert max(loads) <= 50, loads
+
+
+def test_the_workflow_runs_every_shard():
+    import yaml
+
+    tasks = _tool("tasks")
+    job = yaml.safe_load((ROOT / ".github" / "workflows" / "ci.yml").read_text())["jobs"]
+    retrain = job["retrain"]
+    assert retrain["strategy"]["matrix"]["shard"] == list(range(1, tasks.RETRAIN_SHARDS + 1))
+    commands = [step.get("run", "") for step in retrain["steps"]]
+    assert f"--shard ${{{{ matrix.shard }}}}/{tasks.RETRAIN_SHARDS}" in " ".join(commands)
 
 
 def _shard(monkeypatch, store, folder, shard):
