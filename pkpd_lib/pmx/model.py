@@ -18,8 +18,9 @@ Every model structure of the book lives here, each a :class:`Structure` (paramet
 states, a right-hand side, the initial state and how PD is read from the states)
 simulated by the one dosed integrator, :func:`simulate_structure`: the default
 (:data:`TRANSIT_TURNOVER`), the richer-PD variant with a second turnover
-(:data:`SECOND_TURNOVER`) and the effect-compartment model of the classical comparison
-(:data:`EFFECT_COMPARTMENT`). To add one, build a :class:`Structure` and pass it to
+(:data:`SECOND_TURNOVER`), the effect-compartment model of the classical comparison
+(:data:`EFFECT_COMPARTMENT`) and two interacting biomarkers, a response and its
+moderator (:data:`FEEDBACK_TOLERANCE`). To add one, build a :class:`Structure` and pass it to
 :func:`add_structure`.
 """
 
@@ -325,6 +326,10 @@ class Simulation:
     states : dict of str to numpy.ndarray
         Each state name in :data:`STATE_NAMES` (for :func:`simulate_structure`: the
         structure's states) mapped to an (N, T) array, as integrated (not clipped).
+    biomarkers : dict of str to numpy.ndarray
+        Every observed biomarker by name, each (N, T) (biomarker units), the first
+        ``pd`` itself: ``{"PD": pd}`` for a structure with one (see
+        :attr:`Structure.outputs`).
 
     Examples
     --------
@@ -338,6 +343,11 @@ class Simulation:
     conc_mg_L: np.ndarray
     pd: np.ndarray
     states: dict[str, np.ndarray]
+    biomarkers: dict[str, np.ndarray] | None = None
+
+    def __post_init__(self):
+        if self.biomarkers is None:
+            object.__setattr__(self, "biomarkers", {"PD": self.pd})
 
 
 def _transit_turnover_rhs(p: Mapping[str, np.ndarray]):
@@ -600,11 +610,15 @@ class Structure:
         ``dAc/dt = ka Ag - CL/V Ac``, both 0 at 0 h), so a patient stiff only through
         ``ka`` or ``CL/V`` gets them in closed form and only the other states are
         integrated (see :func:`simulate_structure`).
+    outputs : callable, optional
+        ``outputs(states, p)``: every observed biomarker by name, each (N, T), the first
+        the one ``pd`` gives; for a structure with more than one observed biomarker
+        (:data:`FEEDBACK_TOLERANCE`). None: ``pd`` alone, named ``"PD"``.
 
     Examples
     --------
     >>> sorted(STRUCTURES)
-    ['effect_compartment', 'second_turnover', 'transit_turnover']
+    ['effect_compartment', 'feedback_tolerance', 'second_turnover', 'transit_turnover']
     >>> EFFECT_COMPARTMENT.states
     ('Ag', 'Ac', 'Ce')
     """
@@ -618,6 +632,7 @@ class Structure:
     rates: Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
     description: str = ""
     linear_pk: bool = False
+    outputs: Callable[[Mapping[str, np.ndarray], Mapping[str, np.ndarray]], dict] | None = None
 
 
 #: Every model structure by name (see :func:`add_structure`).
@@ -748,6 +763,99 @@ EFFECT_COMPARTMENT = add_structure(
         rates=lambda p: {**_pk_rates(p), "ke0": p["ke0"]},
         description="effect compartment and direct sigmoid Emax on the biomarker",
         linear_pk=True,
+    )
+)
+
+
+#: Units of the parameters of :data:`FEEDBACK_TOLERANCE` beyond the PK ones.
+FEEDBACK_UNITS = {
+    "Imax": "-",
+    "IC50": "mg/L",
+    "gam": "-",
+    "kout": "1/h",
+    "R0": "biomarker units",
+    "ktol": "1/h",
+}
+
+#: Typical values of :data:`FEEDBACK_TOLERANCE`: the default drug's PK, a drug that
+#: inhibits at most 90% of the response's production (IC50 0.3 mg/L, Hill 2), the
+#: response's turnover as the default model's (kout 0.1/h, a 7 h half-life, baseline
+#: 100) and a slower moderator (ktol 0.03/h, a 23 h half-life): tolerance builds over
+#: days, and differently under QD, BID and TID (100 mg a day: on day 7 the response
+#: averages 86, 81 and 78, and rebounds to 108, 111 and 112 after the last dose).
+FEEDBACK_TYPICAL = {
+    "ka": 1.0,
+    "CL": 15.0,
+    "V": 50.0,
+    "Imax": 0.9,
+    "IC50": 0.3,
+    "gam": 2.0,
+    "kout": 0.1,
+    "R0": 100.0,
+    "ktol": 0.03,
+}
+
+
+def _feedback_rhs(p):
+    imax = p["Imax"]
+    if np.any(imax >= 1.0):
+        bad = np.flatnonzero(imax >= 1.0)
+        raise ValueError(
+            f"Imax must be < 1 (the fraction of production the drug can inhibit), got "
+            f"{imax[bad[0]]:.6g} for patient(s) {bad[:5].tolist()}"
+        )
+    ka, ke, inv_v = p["ka"], p["CL"] / p["V"], 1.0 / p["V"]
+    ic50_g, gam, kout, r0, ktol = p["IC50"] ** p["gam"], p["gam"], p["kout"], p["R0"], p["ktol"]
+    kin = kout * r0
+    n = ka.size
+
+    def rhs(_t: float, y: np.ndarray) -> np.ndarray:
+        ag, ac, r, m = y.reshape(4, n)
+        c_g = np.maximum(ac * inv_v, 0.0) ** gam
+        inhibition = imax * c_g / (ic50_g + c_g)
+        return np.concatenate(
+            (
+                -ka * ag,
+                ka * ag - ke * ac,
+                kin * (1.0 - inhibition) * r0 / m - kout * r,
+                ktol * (r - m),
+            )
+        )
+
+    return rhs
+
+
+def _feedback_initial(p) -> np.ndarray:
+    y0 = np.zeros((4, p["ka"].size))
+    y0[2] = y0[3] = p["R0"]
+    return y0
+
+
+#: Interacting biomarkers: a response ``R`` and its moderator ``M``, both observed, that
+#: act on each other (a tolerance / moderator model after Gabrielsson and Peletier). The
+#: drug inhibits the production of ``R``; ``M`` follows ``R`` and divides its
+#: production, so as ``R`` falls, ``M`` falls after it and production recovers
+#: (tolerance)::
+#:
+#:     I      = Imax*C^gam / (IC50^gam + C^gam)            (0 < Imax < 1)
+#:     dR/dt  = kout*R0*(1 - I)*R0/M - kout*R,  R(0) = R0
+#:     dM/dt  = ktol*(R - M),                   M(0) = R0
+#:
+#: Under a constant concentration both settle at ``R0*sqrt(1 - I)`` (without the
+#: moderator ``R`` would settle at ``R0*(1 - I)``); after the last dose ``M`` is still
+#: low, so ``R`` rises above its baseline (rebound) before both return to ``R0``.
+FEEDBACK_TOLERANCE = add_structure(
+    Structure(
+        name="feedback_tolerance",
+        parameters=tuple(("ka", "CL", "V", *FEEDBACK_UNITS)),
+        states=("Ag", "Ac", "R", "M"),
+        make_rhs=_feedback_rhs,
+        initial=_feedback_initial,
+        pd=lambda states, p: states["R"],
+        rates=lambda p: {**_pk_rates(p), "kout": p["kout"], "ktol": p["ktol"]},
+        description="inhibited production of R, divided by its moderator M (both observed)",
+        linear_pk=True,
+        outputs=lambda states, p: {"R": states["R"], "M": states["M"]},
     )
 )
 
@@ -936,17 +1044,19 @@ def simulate_structure(
                 ) from err
     states = {name: out[i] for i, name in enumerate(structure.states)}
     total_dose_mg = np.array([r.total_mg for r in regimens])
+    pd_ = structure.pd(states, p)
     return Simulation(
         times_h=times,
         conc_mg_L=_clip_solver_noise(states["Ac"] / p["V"][:, None], total_dose_mg, p),
-        pd=structure.pd(states, p),
+        pd=pd_,
         states=states,
+        biomarkers=None if structure.outputs is None else structure.outputs(states, p),
     )
 
 
 def _describe_patients(p: Mapping[str, np.ndarray], index: np.ndarray) -> str:
     """``"patient(s) [i, ...]; patient i has ka = ... 1/h, ..."`` for error messages."""
-    units = {**PARAM_UNITS, "kout2": "1/h", "ke0": "1/h"}
+    units = {**PARAM_UNITS, **FEEDBACK_UNITS, "kout2": "1/h", "ke0": "1/h"}
     text = f"patient(s) {index[:5].tolist()}" + (f" (of {index.size})" if index.size > 5 else "")
     if index.size:
         i = index[0]
