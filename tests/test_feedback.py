@@ -100,3 +100,76 @@ def test_a_drug_that_would_inhibit_all_production_or_more_is_refused(imax):
         ValueError, match=rf"Imax must be < 1 .* got {imax:g} for patient\(s\) \[1\]"
     ):
         _simulate(reg.named("QD", 100.0), params)
+
+
+# --- two observed biomarkers through the data sets and the NONMEM tables ---------------
+
+
+@pytest.fixture(scope="module")
+def two_biomarkers():
+    from pkpd_lib.pmx.population import sample_population
+    from pkpd_lib.study import datasets
+
+    pop = sample_population(4, seed=3)
+    return datasets.simulate_dataset(
+        pop, reg.named("BID", 100.0), [0.0, 2.0, 24.0, 170.0], 5, model.simulate_feedback
+    )
+
+
+def test_feedback_parameters_carry_the_populations_variability_and_covariates():
+    from pkpd_lib.pmx.population import sample_population
+
+    pop = sample_population(50, seed=1, extra_eta_sd={"MTT": 0.3})
+    p = model.feedback_params(pop.params)
+    np.testing.assert_array_equal(p["CL"], pop.params.CL)
+    np.testing.assert_allclose(p["IC50"], 0.6 * pop.params.EC50)  # women more sensitive
+    np.testing.assert_allclose(p["ktol"], 0.36 / pop.params.MTT)
+    assert np.std(np.log(p["ktol"])) > 0.2 and np.all(p["Imax"] == 0.9)
+
+
+def test_each_biomarker_is_observed_with_its_own_error(two_biomarkers):
+    from pkpd_lib.pmx import sampling
+
+    d = two_biomarkers
+    assert list(d.biomarkers_obs) == ["R", "M"] and d.biomarkers_obs["R"] is d.pd_obs
+    # the first biomarker's error is the one a single-output data set gets
+    _, pd_obs = sampling.observe(d.truth.conc_mg_L, d.truth.pd, seed=5)
+    np.testing.assert_array_equal(d.pd_obs, pd_obs)
+    m_error = d.biomarkers_obs["M"] / d.truth.biomarkers["M"] - 1
+    r_error = d.pd_obs / d.truth.pd - 1
+    assert 0 < np.std(m_error) < 0.2 and not np.allclose(m_error, r_error)
+    later = d.at_times([24.0, 170.0])
+    assert later.biomarkers_obs["R"] is later.pd_obs
+    np.testing.assert_array_equal(later.biomarkers_obs["M"], d.biomarkers_obs["M"][:, 2:])
+    np.testing.assert_array_equal(later.truth.biomarkers["M"], d.truth.biomarkers["M"][:, 2:])
+
+
+def test_observed_biomarkers_must_be_the_simulated_ones(two_biomarkers):
+    from dataclasses import replace
+
+    d = two_biomarkers
+    with pytest.raises(ValueError, match=r"observed biomarkers \['R'\] are not the simulated"):
+        replace(d, biomarkers_obs={"R": d.pd_obs})
+    with pytest.raises(ValueError, match="'M' has shape"):
+        replace(d, biomarkers_obs={"R": d.pd_obs, "M": d.pd_obs[:, :2]})
+
+
+def test_the_nonmem_table_has_a_compartment_and_dvid_per_biomarker(two_biomarkers):
+    from pkpd_lib.pmx import nonmem
+
+    d = two_biomarkers
+    table = nonmem.to_nonmem(d)
+    assert list(table.columns[:7]) == ["ID", "TIME", "AMT", "EVID", "MDV", "CMT", "DVID"]
+    observed = table[table["EVID"] == 0]
+    assert sorted(set(zip(observed["CMT"], observed["DVID"], strict=True))) == [
+        (2, 1.0),
+        (3, 2.0),
+        (4, 3.0),
+    ]
+    assert (table.loc[table["EVID"] == 1, "DVID"] == 0).all()
+    nonmem.check_nonmem(table)
+    back = nonmem.observations(table, dvid=(2, 3))
+    for k, name in enumerate(("R", "M")):
+        got = np.where(back.output == k, back.dv, np.nan)[:, :]
+        got = np.array([row[~np.isnan(row)] for row in got])
+        np.testing.assert_array_equal(got, d.biomarkers_obs[name])

@@ -1209,6 +1209,71 @@ def simulate_second_turnover(
     return simulate_structure(SECOND_TURNOVER, {**p, "kout2": kout2}, regimen, times_h)
 
 
+def feedback_params(params: Params | Mapping[str, object]) -> dict[str, np.ndarray]:
+    """The parameters of :data:`FEEDBACK_TOLERANCE` for patients of the default model's
+    population, so that its covariate model and variability carry over.
+
+    ``ka``, ``CL``, ``V``, ``gam``, ``kout`` and ``R0`` are the patients' own (with the
+    default model's variability and covariate effects); the potency follows theirs,
+    ``IC50 = EC50 * 0.3 / 0.5`` (the default model's effect of sex); the moderator's
+    turnover time follows the default model's delay, ``ktol = 0.03 * 12 / MTT`` (1/h), so
+    a variability given to ``MTT`` (``extra_eta_sd``) is one of ``ktol``; ``Imax`` is
+    0.9 for everyone (see :data:`FEEDBACK_TYPICAL`).
+
+    Parameters
+    ----------
+    params : Params or mapping
+        Individual parameters of the default model, N patients (see :class:`Params`).
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        The parameters :data:`FEEDBACK_TOLERANCE` reads, each (N,).
+
+    Examples
+    --------
+    >>> {k: float(v[0]) for k, v in feedback_params(typical_params()).items()} == (
+    ...     FEEDBACK_TYPICAL)
+    True
+    """
+    p = as_params(params).as_dict()
+    n = p["ka"].size
+    scale = {
+        "IC50": p["EC50"] / TYPICAL_PARAMS["EC50"],
+        "ktol": TYPICAL_PARAMS["MTT"] / p["MTT"],
+    }
+    out = {}
+    for name in FEEDBACK_TOLERANCE.parameters:
+        if name in scale:
+            out[name] = FEEDBACK_TYPICAL[name] * scale[name]
+        elif name == "Imax":
+            out[name] = np.full(n, FEEDBACK_TYPICAL["Imax"])
+        else:
+            out[name] = np.asarray(p[name], float)
+    return out
+
+
+def simulate_feedback(
+    params: Params | Mapping[str, object],
+    regimen: Regimen | Sequence[Regimen],
+    times_h,
+) -> Simulation:
+    """Interacting biomarkers (:data:`FEEDBACK_TOLERANCE`) for patients of the default
+    model's population (:func:`feedback_params`): ``pd`` is the response ``R``, and
+    ``biomarkers`` holds ``R`` and its moderator ``M`` (biomarker units).
+
+    It takes :func:`simulate`'s three arguments, so data sets can be built with it.
+
+    Examples
+    --------
+    >>> from pkpd_lib.pmx import regimens
+    >>> sim = simulate_feedback(typical_params(), regimens.qd(), [0.0, 4.0, 24.0])
+    >>> {k: v.round(1).tolist() for k, v in sim.biomarkers.items()}
+    {'R': [[100.0, 73.8, 98.6]], 'M': [[100.0, 98.5, 90.6]]}
+    """
+    return simulate_structure(FEEDBACK_TOLERANCE, feedback_params(params), regimen, times_h)
+
+
 def stiff_patients(rates: Mapping[str, np.ndarray]) -> np.ndarray:
     """Boolean mask (N,) of patients too stiff for the explicit integrator: any of their
     first-order ``rates`` above :data:`STIFF_RATE_PER_H`.

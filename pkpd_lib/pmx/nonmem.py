@@ -111,9 +111,16 @@ def to_nonmem(data) -> pd.DataFrame:
         The columns of :data:`NONMEM_COLUMNS`: a dose record (CMT :data:`CMT_DEPOT`, AMT
         mg, DV 0) for each dose, and observation records of the concentration (CMT
         :data:`CMT_CENTRAL`, mg/L) and the PD (CMT :data:`CMT_RESPONSE`, biomarker units)
-        at every sampling time; not checked (:func:`check_nonmem`).
+        at every sampling time; not checked (:func:`check_nonmem`). A data set with
+        several observed biomarkers (``data.biomarkers_obs``) has a record of each, in
+        the compartment of its state (its position in the model's states, from 1: ``R``
+        3 and ``M`` 4 for :data:`~pkpd_lib.pmx.model.FEEDBACK_TOLERANCE`), and a ``DVID``
+        column after CMT: 1 for the concentration, 2, 3, ... for the biomarkers in
+        their order, 0 on dose records (read them back with
+        :func:`observations`'s ``dvid``).
     """
     pop, n, t = data.population, data.n_patients, data.times_h
+    several = len(data.biomarkers_obs) > 1
     cov = pop.covariates.reset_index(drop=True)
     regs = data.regimens
     counts = [len(r) for r in regs]
@@ -142,13 +149,36 @@ def to_nonmem(data) -> pd.DataFrame:
                 "_patient": np.repeat(np.arange(n), t.size),
             }
         )
-        for cmt, dv in ((CMT_CENTRAL, data.conc_obs), (CMT_RESPONSE, data.pd_obs))
+        for cmt, dv in _observed_compartments(data)
     ]
     df = pd.concat([doses, *obs], ignore_index=True)
     df = df.sort_values(["_patient", "TIME", "EVID", "CMT"], kind="stable", ignore_index=True)
     for name in COVARIATE_NAMES:
         df[name] = cov[name].to_numpy()[df["_patient"].to_numpy()]
-    return _with_dtypes(df.drop(columns="_patient")[list(NONMEM_COLUMNS)])
+    columns = list(NONMEM_COLUMNS)
+    if several:
+        codes = {cmt: k for k, (cmt, _) in enumerate(_observed_compartments(data), start=1)}
+        df["DVID"] = np.where(df["EVID"] == 0, df["CMT"].map(codes), 0)
+        columns.insert(columns.index("CMT") + 1, "DVID")
+    return _with_dtypes(df.drop(columns="_patient")[columns])
+
+
+def _observed_compartments(data) -> list[tuple[int, np.ndarray]]:
+    """The compartment and observations (N, T) of each observed quantity of a data set:
+    the concentration, then each biomarker (:data:`CMT_RESPONSE` for a model with one,
+    else the position of its state, from 1)."""
+    biomarkers = data.biomarkers_obs
+    if len(biomarkers) == 1:
+        return [(CMT_CENTRAL, data.conc_obs), (CMT_RESPONSE, data.pd_obs)]
+    states = list(data.truth.states)
+    unknown = [name for name in biomarkers if name not in states]
+    if unknown:
+        raise ValueError(
+            f"biomarkers {unknown} are not states of the model ({states}): no compartment"
+        )
+    return [(CMT_CENTRAL, data.conc_obs)] + [
+        (states.index(name) + 1, values) for name, values in biomarkers.items()
+    ]
 
 
 def _with_dtypes(df: pd.DataFrame) -> pd.DataFrame:

@@ -58,7 +58,9 @@ class Dataset:
     (mg/L) and ``pd_obs`` (biomarker units) are the observations with residual error,
     each (N, T). ``screening_pd`` (N, :data:`SCREENING_SAMPLES`): pre-dose PD
     measurements of each patient before the study (3% error each), the same for a
-    patient under every regimen.
+    patient under every regimen. ``biomarkers_obs``: every observed biomarker by name
+    (the names of ``truth.biomarkers``), each (N, T), the first ``pd_obs`` itself;
+    ``{"PD": pd_obs}`` for a model with one (the default).
 
     Examples
     --------
@@ -73,6 +75,22 @@ class Dataset:
     conc_obs: np.ndarray
     pd_obs: np.ndarray
     screening_pd: np.ndarray | None = None
+    biomarkers_obs: dict[str, np.ndarray] | None = None
+
+    def __post_init__(self):
+        if self.biomarkers_obs is None:
+            object.__setattr__(self, "biomarkers_obs", {"PD": self.pd_obs})
+        names, true_names = list(self.biomarkers_obs), list(self.truth.biomarkers)
+        if names != true_names:
+            raise ValueError(f"observed biomarkers {names} are not the simulated {true_names}")
+        if self.biomarkers_obs[names[0]] is not self.pd_obs:
+            raise ValueError(f"the first observed biomarker ({names[0]!r}) must be pd_obs")
+        for name, values in self.biomarkers_obs.items():
+            if np.shape(values) != np.shape(self.pd_obs):
+                raise ValueError(
+                    f"observed biomarker {name!r} has shape {np.shape(values)}, pd_obs "
+                    f"{np.shape(self.pd_obs)}"
+                )
 
     @property
     def n_patients(self) -> int:
@@ -87,18 +105,22 @@ class Dataset:
         """The same patients and observations restricted to a subset of the sampling times."""
         times_h = np.asarray(times_h, dtype=float)
         idx = grid_index(self.times_h, times_h)
+        true = {k: v[:, idx] for k, v in self.truth.biomarkers.items()}
         truth = Simulation(
             times_h=times_h,
             conc_mg_L=self.truth.conc_mg_L[:, idx],
-            pd=self.truth.pd[:, idx],
+            pd=next(iter(true.values())),
             states={k: v[:, idx] for k, v in self.truth.states.items()},
+            biomarkers=true,
         )
+        observed = {k: v[:, idx] for k, v in self.biomarkers_obs.items()}
         return replace(
             self,
             times_h=times_h,
             truth=truth,
             conc_obs=self.conc_obs[:, idx],
-            pd_obs=self.pd_obs[:, idx],
+            pd_obs=next(iter(observed.values())),
+            biomarkers_obs=observed,
         )
 
 
@@ -111,7 +133,10 @@ def simulate_dataset(
 ) -> Dataset:
     """Simulate ``population`` under ``regimen`` (one, or one per patient) and add
     residual error from ``obs_seed``. ``simulator`` is the default model's
-    :func:`~pkpd_lib.pmx.model.simulate` or a variant with its signature.
+    :func:`~pkpd_lib.pmx.model.simulate` or a variant with its signature. A model with
+    several observed biomarkers (e.g. :func:`~pkpd_lib.pmx.model.simulate_feedback`)
+    gets the PD error on each: the first's as for one, each other's from a generator of
+    its own (``[obs_seed, k]`` for the k-th), so adding one changes none of the others.
 
     Examples
     --------
@@ -123,8 +148,20 @@ def simulate_dataset(
         regimen = tuple(regimen)
     truth = simulator(population.params, regimen, times_h)
     conc_obs, pd_obs = observe(truth.conc_mg_L, truth.pd, seed=obs_seed)
+    (first, *others) = truth.biomarkers
+    observed = {first: pd_obs}
+    for k, name in enumerate(others, start=1):
+        rng = np.random.default_rng([obs_seed, k])
+        observed[name] = add_proportional_error(truth.biomarkers[name], RESIDUAL_CV["pd"], rng)
     return Dataset(
-        population, regimen, truth.times_h, truth, conc_obs, pd_obs, screening(population)
+        population,
+        regimen,
+        truth.times_h,
+        truth,
+        conc_obs,
+        pd_obs,
+        screening(population),
+        biomarkers_obs=observed,
     )
 
 
