@@ -173,3 +173,53 @@ def test_the_nonmem_table_has_a_compartment_and_dvid_per_biomarker(two_biomarker
         got = np.where(back.output == k, back.dv, np.nan)[:, :]
         got = np.array([row[~np.isnan(row)] for row in got])
         np.testing.assert_array_equal(got, d.biomarkers_obs[name])
+
+
+# --- the population model of the two biomarkers ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def patients():
+    from pkpd_lib.pmx.population import sample_population
+
+    pop = sample_population(6, seed=4, extra_eta_sd={"MTT": 0.3})
+    return pop, model.feedback_params(pop.params)
+
+
+def _grid_prediction(patients, regimen, times, feedback=True):
+    from pkpd_lib.pmx import popmodels as pm
+
+    pop, fp = patients
+    pk = {k: fp[k] for k in ("ka", "CL", "V")}
+    data = pm.feedback_data(regimen, times, pk, pop.covariates)
+    p = {k: fp[k][:, None] for k in pm.FEEDBACK_UNITS}
+    return data, pm.feedback_model(feedback).predict(p, data)
+
+
+def test_the_population_models_grid_matches_the_simulation_within_1e_3(patients):
+    times = np.arange(0.0, 24 * 9 + 1)
+    regimen = reg.named("TID", 100.0)
+    _, pred = _grid_prediction(patients, regimen, times)
+    sim = model.simulate_structure(model.FEEDBACK_TOLERANCE, patients[1], regimen, times)
+    k = times.size
+    np.testing.assert_allclose(pred["R"][:, 0, :k], sim.biomarkers["R"], rtol=1e-3)
+    np.testing.assert_allclose(pred["M"][:, 0, k:], sim.biomarkers["M"], rtol=1e-3)
+
+
+def test_without_feedback_the_response_ignores_its_moderator(patients):
+    """The competitor without feedback: R is the plain inhibited turnover (no tolerance,
+    no rebound), whatever ktol; M still follows R."""
+    times = np.arange(0.0, 24 * 9 + 1)
+    regimen = reg.named("QD", 100.0)
+    data, plain = _grid_prediction(patients, regimen, times, feedback=False)
+    from pkpd_lib.pmx import popmodels as pm
+
+    p = {k: patients[1][k][:, None] for k in pm.FEEDBACK_UNITS}
+    faster = pm.feedback_model(False).predict({**p, "ktol": p["ktol"] * 3}, data)
+    np.testing.assert_array_equal(faster["R"], plain["R"])
+    assert not np.allclose(faster["M"], plain["M"])
+    k = times.size
+    r = plain["R"][:, 0, :k]
+    assert r[:, 170:].max() <= r[:, 0].max() * 1.001  # no rebound above baseline
+    _, true = _grid_prediction(patients, regimen, times)
+    assert (true["R"][:, 0, 170:k].max(axis=1) > r[:, 0] * 1.02).all()  # the truth rebounds

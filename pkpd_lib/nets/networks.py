@@ -404,13 +404,16 @@ def build_network(
     -------
     keras.Model
         Uncompiled. Inputs named by feature: per step (N, T), static (N, 1); output the PD
-        (N, T) in biomarker units.
+        (N, T) in biomarker units, or (N, T, K) for K biomarkers (``stats`` from targets
+        (N, T, K)), each ``BASE_PD`` times one plus its fractional change.
 
     Raises
     ------
     KeyError
         If ``stats`` lacks the scaling of a per-step input of ``config`` (e.g.
         ``time_h`` with ``time_input=True``, when ``stats`` came from inputs without it).
+    ValueError
+        For several biomarkers with ``kind="ude"`` (its skeleton is one turnover).
 
     Examples
     --------
@@ -437,15 +440,21 @@ def build_network(
     )(static)
     steps.append(keras.layers.RepeatVector(n_steps, name="static_per_step")(static))
     x = keras.layers.Concatenate(name="per_step_features")(steps)
+    n_out = int(np.size(stats["frac_scale"])) if np.ndim(stats["frac_scale"]) else 0
     if config.kind == "lstm":
         for i, units in enumerate(config.units):
             x = keras.layers.LSTM(units, return_sequences=True, name=f"lstm_{i + 1}")(x)
-        x = keras.layers.Dense(block, name="readout")(x)
+        x = keras.layers.Dense(block * max(n_out, 1), name="readout")(x)
     elif config.kind == "node":
         from .node import NeuralODE
 
         x = NeuralODE(config.latent, config.units[0], name="neural_ode")(x)
-        x = keras.layers.Dense(1, name="readout")(x)
+        x = keras.layers.Dense(max(n_out, 1), name="readout")(x)
+    elif n_out:
+        raise ValueError(
+            f"a {config.kind!r} network predicts one biomarker (its skeleton is one "
+            f"turnover); the targets hold {n_out}"
+        )
     else:
         from .node import TurnoverUDE
 
@@ -456,14 +465,24 @@ def build_network(
             offset=-float(stats["frac_offset"]) / float(stats["frac_scale"]),
             name="r_scaled",
         )(x)
-    x = keras.layers.Reshape((n_steps * block, 1), name="unblock")(x)
+    x = keras.layers.Reshape((n_steps * block, max(n_out, 1)), name="unblock")(x)
     if pad:
         x = keras.layers.Cropping1D((pad, 0), name="unpad")(x)
-    x = keras.layers.Reshape((n_times,), name="frac_change_scaled")(x)
-    frac = keras.layers.Rescaling(
-        scale=float(stats["frac_scale"]), offset=float(stats["frac_offset"]), name="frac_change"
-    )(x)
     base = inputs["BASE_PD"]
+    if n_out:  # K biomarkers: (N, T, K), each scaled as its own fractional change
+        frac = keras.layers.Rescaling(
+            scale=[float(v) for v in stats["frac_scale"]],
+            offset=[float(v) for v in stats["frac_offset"]],
+            name="frac_change",
+        )(x)
+        base = keras.layers.Reshape((1, 1), name="base_per_biomarker")(base)
+    else:
+        x = keras.layers.Reshape((n_times,), name="frac_change_scaled")(x)
+        frac = keras.layers.Rescaling(
+            scale=float(stats["frac_scale"]),
+            offset=float(stats["frac_offset"]),
+            name="frac_change",
+        )(x)
     pd_out = keras.layers.Add(name="pd")([base, keras.layers.Multiply(name="change")([base, frac])])
     return keras.Model(inputs=inputs, outputs=pd_out, name=name or _default_name(config))
 
@@ -484,8 +503,9 @@ def scaling_stats(
     x : mapping of str to array_like
         Training inputs keyed by feature name: per step (N, T), static (N,) or (N, 1);
         must hold ``BASE_PD`` and every name in ``static_features``.
-    y_pd : array_like, (N, T)
-        Training PD (biomarker units); NaN where not observed.
+    y_pd : array_like, (N, T) or (N, T, K)
+        Training PD (biomarker units); NaN where not observed. (N, T, K): K biomarkers,
+        each a fractional change from ``BASE_PD``.
     static_features : sequence of str, default STATIC_FEATURES
         The static inputs, in the model's order.
 
@@ -496,7 +516,8 @@ def scaling_stats(
         ``"static_mean"`` and ``"static_var"``, (F,) arrays over patients (variance at
         least 1e-12); ``"ranges"``, the (min, max) of each per-step and static feature in
         ``x``; ``"frac_offset"`` and ``"frac_scale"``, the mean and standard deviation of
-        the fractional change ``y_pd / BASE_PD - 1`` over its observed entries.
+        the fractional change ``y_pd / BASE_PD - 1`` over its observed entries (floats;
+        for K biomarkers (K,) arrays, one per biomarker).
 
     Raises
     ------
@@ -520,6 +541,12 @@ def scaling_stats(
         for key in (*(f.name for f in FEATURES.values() if f.per_step), *static_features)
         if key in x
     }
+    y_pd = np.asarray(y_pd, float)
+    if y_pd.ndim == 3:  # several biomarkers (N, T, K): each its own scale, (K,)
+        frac = y_pd / np.asarray(x["BASE_PD"], float).reshape(-1, 1, 1) - 1.0
+        stats["frac_offset"] = np.nanmean(frac, axis=(0, 1))
+        stats["frac_scale"] = np.nanstd(frac, axis=(0, 1))
+        return stats
     frac = y_pd / np.asarray(x["BASE_PD"], float).reshape(-1, 1) - 1.0
     stats["frac_offset"] = float(np.nanmean(frac))
     stats["frac_scale"] = float(np.nanstd(frac))
@@ -654,7 +681,8 @@ def predict_pd(model: keras.Model, x: Mapping[str, object], batch_size: int = 25
     Returns
     -------
     numpy.ndarray, (N, T)
-        Predicted PD in biomarker units, float64.
+        Predicted PD in biomarker units, float64; (N, T, K) for a network of K
+        biomarkers (trained on targets (N, T, K)).
 
     Raises
     ------
@@ -836,6 +864,44 @@ class TrainingResult:
 
 
 @keras.saving.register_keras_serializable(package="pkpd_lib")
+def biomarker_mse(weights):
+    """The loss of a network of K biomarkers: over each patient's observed entries, the
+    mean of each biomarker's squared error times its weight (e.g. one over its training
+    variance, so that every biomarker counts alike whatever its unit).
+
+    Parameters
+    ----------
+    weights : array_like, (K,)
+        One weight per biomarker, > 0.
+
+    Returns
+    -------
+    callable
+        ``loss(y_true, y_pred)`` for (N, T, K) tensors (NaN in ``y_true`` where not
+        observed), returning (N,).
+
+    Examples
+    --------
+    >>> loss = biomarker_mse([1.0, 0.25])
+    >>> y = np.array([[[1.0, 2.0], [np.nan, 4.0]]])
+    >>> float(loss(y, np.array([[[2.0, 4.0], [0.0, 4.0]]]))[0])  # (1 + 0.25 * 4 + 0) / 3
+    0.6666666666666666
+    """
+    w = np.asarray(weights, "float32")
+    if w.ndim != 1 or not np.all(np.isfinite(w) & (w > 0)):
+        raise ValueError(f"weights must be one finite weight > 0 per biomarker, got {weights!r}")
+
+    def loss(y_true, y_pred):
+        ops = keras.ops
+        seen = ops.logical_not(ops.isnan(y_true))
+        err = ops.where(seen, y_pred - ops.where(seen, y_true, 0.0), 0.0)
+        n_seen = ops.maximum(ops.sum(ops.cast(seen, y_pred.dtype), axis=(-2, -1)), 1.0)
+        return ops.sum(err * err * ops.cast(w, y_pred.dtype), axis=(-2, -1)) / n_seen
+
+    loss.__name__ = "biomarker_mse"
+    return loss
+
+
 def masked_mse(y_true, y_pred):
     """Mean squared error over the entries of ``y_true`` that are not NaN (per patient).
 
@@ -885,13 +951,22 @@ def set_seed(seed: int) -> None:
 
 
 def _check_targets(name: str, y: np.ndarray, x_name: str, x: Mapping) -> None:
-    """``y`` must be (patients, times) with the patients and times of ``x``'s ``conc``."""
-    if y.ndim != 2:
-        raise ValueError(f"{name} must be (patients, times), got shape {y.shape}")
+    """``y`` must be (patients, times), or (patients, times, biomarkers) for two or
+    more, with the patients and times of ``x``'s ``conc``."""
+    if y.ndim == 3 and y.shape[2] < 2:
+        raise ValueError(
+            f"{name} has shape {y.shape}: give one biomarker as (patients, times), several "
+            "as (patients, times, biomarkers)"
+        )
+    if y.ndim not in (2, 3):
+        raise ValueError(
+            f"{name} must be (patients, times) or (patients, times, biomarkers), got shape "
+            f"{y.shape}"
+        )
     if (not isinstance(x, Mapping) and not hasattr(x, "columns")) or CONC_INPUT not in x:
         return  # check_inputs names what is wrong with x
     conc_shape = np.shape(x[CONC_INPUT])
-    if len(conc_shape) == 2 and y.shape != conc_shape:
+    if len(conc_shape) == 2 and y.shape[:2] != conc_shape:
         raise ValueError(
             f"{name} has shape {y.shape} (patients, times) but {x_name}[{CONC_INPUT!r}] has "
             f"{conc_shape}: {name} must hold the PD of the same patients at the same times"
@@ -911,7 +986,8 @@ def train_network(
     """Build and train a network reproducibly from ``seed``.
 
     The inputs are scaled by the training data's statistics (:func:`scaling_stats`). Loss:
-    mean squared error (:func:`masked_mse` if any target is NaN). Adam, learning rate
+    mean squared error (:func:`masked_mse` if any target is NaN); for several biomarkers
+    each one's squared error over its training variance (:func:`biomarker_mse`). Adam, learning rate
     halved after ``max(config.patience // 3, 1)`` epochs without improvement (down to
     1e-5), early stopping after ``config.patience`` epochs without a decrease of the
     validation loss of at least ``config.min_delta``, with the best weights restored. With
@@ -926,7 +1002,8 @@ def train_network(
         per step (N, T), static (N,).
     train_y, val_y : array_like, (N, T) and (M, T)
         Observed PD (biomarker units) of the same patients at the times of their inputs'
-        ``conc``; NaN marks a time point without a PD observation.
+        ``conc``; NaN marks a time point without a PD observation. (N, T, K) and (M, T,
+        K): K >= 2 biomarkers, one network for all (see :func:`build_network`).
     seed : int, default 0
         Seed of the weights and the shuffling (:func:`set_seed`).
     report_every : int or None, default 10
@@ -968,6 +1045,11 @@ def train_network(
             f"val_y has {val_y.shape[1]} time points and train_y {train_y.shape[1]}: the "
             "network has one time grid"
         )
+    if val_y.shape[2:] != train_y.shape[2:]:
+        raise ValueError(
+            f"val_y has shape {val_y.shape} and train_y {train_y.shape}: they must hold the "
+            "same biomarkers"
+        )
     for name, y in (("train_y", train_y), ("val_y", val_y)):
         if np.isinf(y).any() or np.isnan(y).all(axis=1).any():
             raise ValueError(f"{name} must be finite, with at least one observation per patient")
@@ -982,6 +1064,8 @@ def train_network(
     tx, vx = check_inputs(model, train_x), check_inputs(model, val_x)
     masked = bool(np.isnan(train_y).any() or np.isnan(val_y).any())
     loss = masked_mse if masked else "mse"
+    if train_y.ndim == 3:  # each biomarker's squared error over its training variance
+        loss = biomarker_mse(1.0 / np.maximum(np.nanvar(train_y, axis=(0, 1)), 1e-12))
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss)
     timer = _EpochTimer()
     callbacks = [

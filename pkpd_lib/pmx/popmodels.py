@@ -627,3 +627,187 @@ def search_model(
             "kout": "1/h",
         },
     )
+
+
+# --- interacting biomarkers: a response and its moderator ------------------------------
+
+#: Parameters of :func:`feedback_model`, with their units.
+FEEDBACK_UNITS = {
+    "R0": "biomarker units",
+    "Imax": "-",
+    "IC50": "mg/L",
+    "gam": "-",
+    "kout": "1/h",
+    "ktol": "1/h",
+}
+
+
+def feedback_grid(
+    p: Mapping[str, np.ndarray],
+    conc_mid,
+    conc_edge,
+    feedback: bool = True,
+    step_h: float = PD_STEP_H,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The response ``R`` and its moderator ``M`` on the grid 0, step_h, ... from
+    mid-step concentrations (see :data:`pkpd_lib.pmx.model.FEEDBACK_TOLERANCE`)::
+
+        I     = Imax C^gam / (IC50^gam + C^gam)
+        dR/dt = kout R0 (1 - I) (R0/M if feedback else 1) - kout R,   R(0) = R0
+        dM/dt = ktol (R - M),                                          M(0) = R0
+
+    Each step is one classical Runge-Kutta step (fourth order) of the two coupled
+    states, with ``I`` from the concentrations at the step's start, middle and end (the
+    concentration is smooth within a step: doses fall on the grid's edges).
+
+    Parameters
+    ----------
+    p : mapping
+        ``R0`` (biomarker units), ``Imax`` (0-1), ``IC50`` (mg/L), ``gam``, ``kout`` and
+        ``ktol`` (1/h): arrays (N, R) (or broadcastable).
+    conc_mid : array_like
+        Concentrations (mg/L) at the middle of each step, (N, G).
+    conc_edge : array_like
+        Concentrations (mg/L) at 0, step_h, ..., G step_h, (N, G+1).
+    feedback : bool
+        The moderator divides the production of ``R`` (the true structure); False: it
+        follows ``R`` without acting back on it (a structure without feedback).
+    step_h : float
+        The grid's step (h), default :data:`PD_STEP_H`.
+
+    Returns
+    -------
+    R, M : numpy.ndarray
+        Each (N, R, G+1) in biomarker units, starting at ``R0``.
+    """
+    imax, ic50, gam = (np.asarray(p[k], float)[..., None] for k in ("Imax", "IC50", "gam"))
+
+    def fraction_produced(conc):  # 1 - I, (N, R, G or G+1)
+        cg = np.power(np.maximum(np.asarray(conc, float), 0.0)[:, None, :], gam)
+        return 1.0 - imax * cg / (np.power(ic50, gam) + cg)
+
+    production, at_edge = fraction_produced(conc_mid), fraction_produced(conc_edge)
+    r0, kout, ktol = (np.asarray(p[k], float) for k in ("R0", "kout", "ktol"))
+    shape = np.broadcast_shapes(production.shape[:-1], r0.shape, kout.shape, ktol.shape)
+    kin = kout * r0
+
+    def rates(r, m, prod):
+        gain = prod * (r0 / m if feedback else 1.0)
+        return kin * gain - kout * r, ktol * (r - m)
+
+    r_out = np.empty((*shape, production.shape[-1] + 1))
+    m_out = np.empty_like(r_out)
+    r = m = np.broadcast_to(r0, shape).astype(float)
+    r_out[..., 0] = m_out[..., 0] = r
+    h = step_h
+    for n in range(production.shape[-1]):
+        mid = production[..., n]
+        k1 = rates(r, m, at_edge[..., n])
+        k2 = rates(r + 0.5 * h * k1[0], m + 0.5 * h * k1[1], mid)
+        k3 = rates(r + 0.5 * h * k2[0], m + 0.5 * h * k2[1], mid)
+        k4 = rates(r + h * k3[0], m + h * k3[1], at_edge[..., n + 1])
+        r = r + h / 6.0 * (k1[0] + 2.0 * k2[0] + 2.0 * k3[0] + k4[0])
+        m = m + h / 6.0 * (k1[1] + 2.0 * k2[1] + 2.0 * k3[1] + k4[1])
+        r_out[..., n + 1], m_out[..., n + 1] = r, m
+    return r_out, m_out
+
+
+def feedback_model(feedback: bool = True) -> NLMEModel:
+    """The population model of two interacting biomarkers, ``R`` and ``M`` fitted
+    together, each with its own proportional error (:func:`feedback_grid`).
+
+    Parameters
+    ----------
+    feedback : bool
+        The true structure (the moderator divides the production of ``R``), or the
+        structure without feedback (``M`` follows ``R`` and nothing else): the same
+        parameters, so the two OFVs compare directly.
+
+    Returns
+    -------
+    NLMEModel
+        Parameters :data:`FEEDBACK_UNITS` (``Imax`` on the logit scale, the others on
+        the log scale); random effects on ``R0``, ``IC50`` and ``ktol``; ``IC50`` on
+        ``sex``; outputs ``"R"`` and ``"M"``. Its data come from :func:`feedback_data`.
+    """
+    params = tuple(FEEDBACK_UNITS)
+
+    def predict(p, d: Observations) -> dict[str, np.ndarray]:
+        r, m = feedback_grid(p, d.extra["conc_mid"], d.extra["conc_edge"], feedback)
+        index = d.extra["grid_index"]
+        return {"R": values_at(r, index), "M": values_at(m, index)}
+
+    return NLMEModel(
+        f"response and moderator, {'with' if feedback else 'without'} feedback",
+        params,
+        {**dict.fromkeys(params, "log"), "Imax": "logit"},
+        ("R0", "IC50", "ktol"),
+        predict,
+        error={"R": ("prop",), "M": ("prop",)},
+        covariates={"IC50": ("sex",)},
+        units=FEEDBACK_UNITS,
+    )
+
+
+#: Starting values of :func:`feedback_model` (a modeller's guesses, not the generating
+#: values).
+FEEDBACK_START = {"R0": 90.0, "Imax": 0.5, "IC50": 1.0, "gam": 1.0, "kout": 0.05, "ktol": 0.05}
+
+
+def feedback_data(regimens, times_h, pk_params, covariates, r_obs=None, m_obs=None) -> Observations:
+    """Observations of both biomarkers of patients with individual PK parameters
+    ``pk_params`` under ``regimens``, for :func:`feedback_model`: per patient the
+    ``R`` samples (output 0) then the ``M`` samples (output 1).
+
+    Parameters
+    ----------
+    regimens : Regimen or sequence of Regimen
+        One regimen shared by the patients, or one each.
+    times_h : array_like
+        Sampling times (h), (K,) or (N, K), multiples of :data:`PD_STEP_H`; both
+        biomarkers are sampled at them.
+    pk_params : mapping
+        ``ka`` (1/h), ``CL`` (L/h) and ``V`` (L), each (N,).
+    covariates : mapping
+        ``WT``, ``AGE`` and ``SEX`` of the patients (see :func:`covariate_columns`).
+    r_obs, m_obs : array_like, optional
+        Observed ``R`` and ``M`` (biomarker units), (N, K) each; None: all missing (to
+        predict or simulate a regimen).
+
+    Returns
+    -------
+    Observations
+        IDs 0..N-1, times and DVs (N, 2K), ``output`` 0 or 1, the covariate columns of
+        :func:`covariate_columns`, and in ``extra`` ``"conc_mid"`` (N, G),
+        ``"conc_edge"`` (N, G+1) and ``"grid_index"`` (N, 2K).
+
+    Examples
+    --------
+    >>> from pkpd_lib.pmx import regimens
+    >>> d = feedback_data(regimens.qd(), [0.0, 24.0], {"ka": [1.0], "CL": [15.0], "V": [50.0]},
+    ...                   {"WT": [70.0], "AGE": [45.0], "SEX": [0]})
+    >>> d.output.tolist(), d.extra["grid_index"].tolist()
+    ([[0, 0, 1, 1]], [[0, 48, 0, 48]])
+    """
+    t = np.asarray(times_h, float)
+    mid = mid_grid(t.max())
+    conc_mid = individual_conc(pk_params, regimens, mid)
+    conc_edge = individual_conc(pk_params, regimens, np.arange(mid.size + 1) * PD_STEP_H)
+    n = conc_mid.shape[0]
+    t = np.broadcast_to(t, (n, t.shape[-1]))
+    missing = np.full(t.shape, np.nan)
+    r = missing if r_obs is None else np.asarray(r_obs, float)
+    m = missing if m_obs is None else np.asarray(m_obs, float)
+    both = np.hstack([t, t])
+    return Observations(
+        np.arange(n),
+        both,
+        np.hstack([r, m]),
+        covariate_columns(covariates),
+        {
+            "conc_mid": conc_mid,
+            "conc_edge": conc_edge,
+            "grid_index": grid_positions(both, PD_STEP_H, "PD times"),
+        },
+        output=np.hstack([np.zeros(t.shape, int), np.ones(t.shape, int)]),
+    )
