@@ -13,7 +13,10 @@ character.
 The retrain tier (``python3 tools/tasks.py test --retrain``) trains every network and
 refits every model from scratch and compares the tagged cells within
 :data:`RETRAIN_RTOL`, the measured reproducibility of retraining with the same seed and
-pinned library versions (see the book's appendix "Reproducibility").
+pinned library versions (see the book's appendix "Reproducibility"). In shards
+(``--shard K/N``, :func:`pkpd_lib.files.shard_plan`) each stored result is computed
+again from the inputs it was stored with and compared with it: a network's validation
+predictions, a fit's estimates, within the same :data:`RETRAIN_RTOL`.
 
 This module imports neither TensorFlow nor the rest of the package, so the test
 harness can read it cheaply.

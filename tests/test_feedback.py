@@ -162,10 +162,11 @@ def test_the_nonmem_table_has_a_compartment_and_dvid_per_biomarker(two_biomarker
     assert list(table.columns[:7]) == ["ID", "TIME", "AMT", "EVID", "MDV", "CMT", "DVID"]
     observed = table[table["EVID"] == 0]
     assert sorted(set(zip(observed["CMT"], observed["DVID"], strict=True))) == [
-        (2, 1.0),
-        (3, 2.0),
-        (4, 3.0),
+        (2, 1),
+        (3, 2),
+        (4, 3),
     ]
+    assert table["DVID"].dtype == np.int64
     assert (table.loc[table["EVID"] == 1, "DVID"] == 0).all()
     nonmem.check_nonmem(table)
     back = nonmem.observations(table, dvid=(2, 3))

@@ -6,13 +6,14 @@
                                      # property, browser and nbval)
     python3 tools/tasks.py test --quick   # the edit loop: lint, unit and property
                                      # tests, and the notebooks that train nothing
-    python3 tools/tasks.py test --retrain # every notebook with every network retrained
-                                     # and every population model refitted from scratch
+    python3 tools/tasks.py test --retrain --shard K/N  # shard K of the retrain tier
+                                     # (N = 10 in CI): its share of the stored
+                                     # networks and fits computed again and compared
+    python3 tools/tasks.py test --retrain # the whole retrain tier: every notebook with
+                                     # every network retrained and every population
+                                     # model refitted from scratch (hours)
     python3 tools/tasks.py execute   # re-execute every notebook from its text twin,
                                      # training into (and reading from) data/trained
-    python3 tools/tasks.py test --retrain --shard K/N  # shard K of the retrain tier
-                                     # (N = 10 in CI): its share of the store
-                                     # computed again and compared
     python3 tools/tasks.py portability [--retrain [--shard K/N]] [notebooks]
                                      # the test command (or retrain tier) on emulated
                                      # CPUs: oneDNN held to SSE4.1 and AVX2, one core

@@ -160,6 +160,7 @@ def to_nonmem(data) -> pd.DataFrame:
         codes = {cmt: k for k, (cmt, _) in enumerate(_observed_compartments(data), start=1)}
         df["DVID"] = np.where(df["EVID"] == 0, df["CMT"].map(codes), 0)
         columns.insert(columns.index("CMT") + 1, "DVID")
+        return _with_dtypes(df.drop(columns="_patient")[columns]).astype({"DVID": "int64"})
     return _with_dtypes(df.drop(columns="_patient")[columns])
 
 
