@@ -560,9 +560,10 @@ _PLANS: dict[tuple[str, int], dict[str, int]] = {}
 
 def retrain_here(record: Path) -> Path | None:
     """In shard ``k`` of the retrain tier (:func:`retrain_shard`), for a ``record`` of
-    the default store that :func:`shard_plan` gives to shard ``k`` and that this shard
-    has not computed yet: the path (in ``$PKPD_RETRAIN_DIR``) where the result computed
-    again goes. Otherwise None: the stored result is used as it is."""
+    the default store that :func:`shard_plan` gives to shard ``k``: the path (in
+    ``$PKPD_RETRAIN_DIR``) where the result computed again goes (the caller computes it
+    unless it is there already: notebooks of one shard share the folder). Otherwise
+    None: the stored result is used as it is."""
     shard = retrain_shard()
     if shard is None:
         return None
