@@ -10,18 +10,7 @@ import numpy as np
 import pytest
 
 from pkpd_lib.nets import networks as nw
-from pkpd_lib.pmx import regimens as reg
-from pkpd_lib.pmx.population import sample_population
-from pkpd_lib.study import datasets, experiments
-
-
-@pytest.fixture(scope="module")
-def small():
-    times = np.arange(0.0, 49.0)
-    train = datasets.simulate_dataset(sample_population(64, seed=1), reg.qd(), times, obs_seed=1)
-    val = datasets.simulate_dataset(sample_population(16, seed=2), reg.qd(), times, obs_seed=2)
-    return datasets.network_inputs(train), train.pd_obs, datasets.network_inputs(val), val.pd_obs
-
+from pkpd_lib.study import experiments
 
 CONFIG = nw.NetworkConfig(
     units=(4,), block=4, batch_size=16, learning_rate=1e-2, max_epochs=3, patience=2

@@ -13,9 +13,6 @@ from nlme_models import DECAY_START, decay_data, decay_model
 from pkpd_lib import files
 from pkpd_lib.nets import networks as nw
 from pkpd_lib.pmx import nlme
-from pkpd_lib.pmx import regimens as reg
-from pkpd_lib.pmx.population import sample_population
-from pkpd_lib.study import datasets
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = nw.NetworkConfig(
@@ -33,14 +30,6 @@ def _tool(name):
 
 def _report_tool():
     return _tool("retrain_report")
-
-
-@pytest.fixture(scope="module")
-def small():
-    times = np.arange(0.0, 49.0)
-    train = datasets.simulate_dataset(sample_population(48, seed=1), reg.qd(), times, obs_seed=1)
-    val = datasets.simulate_dataset(sample_population(16, seed=2), reg.qd(), times, obs_seed=2)
-    return datasets.network_inputs(train), train.pd_obs, datasets.network_inputs(val), val.pd_obs
 
 
 def test_every_stored_result_is_in_exactly_one_shard_and_the_shards_balance():
