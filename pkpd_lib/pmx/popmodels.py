@@ -656,9 +656,14 @@ def feedback_grid(
         dR/dt = kout R0 (1 - I) (R0/M if feedback else 1) - kout R,   R(0) = R0
         dM/dt = ktol (R - M),                                          M(0) = R0
 
-    Each step is one classical Runge-Kutta step (fourth order) of the two coupled
-    states, with ``I`` from the concentrations at the step's start, middle and end (the
-    concentration is smooth within a step: doses fall on the grid's edges).
+    Each step of ``step_h`` takes the fraction produced, ``1 - I``, as its average over
+    the step (Simpson's rule from the concentrations at the step's start, middle and
+    end: the concentration is smooth within a step, as doses fall on the grid's edges)
+    and splits the coupling: ``M`` over half the step with ``R`` held, ``R`` over the
+    step with ``M`` held at that half-step value, ``M`` over the step with ``R`` at its
+    mean over the step, each of these linear stages solved exactly. Within 1e-3 of the
+    simulation (:func:`pkpd_lib.pmx.model.simulate_feedback`, tested), at a few numpy
+    operations per step.
 
     Parameters
     ----------
@@ -686,28 +691,25 @@ def feedback_grid(
         cg = np.power(np.maximum(np.asarray(conc, float), 0.0)[:, None, :], gam)
         return 1.0 - imax * cg / (np.power(ic50, gam) + cg)
 
-    production, at_edge = fraction_produced(conc_mid), fraction_produced(conc_edge)
+    at_edge = fraction_produced(conc_edge)
+    production = (at_edge[..., :-1] + 4.0 * fraction_produced(conc_mid) + at_edge[..., 1:]) / 6
     r0, kout, ktol = (np.asarray(p[k], float) for k in ("R0", "kout", "ktol"))
     shape = np.broadcast_shapes(production.shape[:-1], r0.shape, kout.shape, ktol.shape)
-    kin = kout * r0
-
-    def rates(r, m, prod):
-        gain = prod * (r0 / m if feedback else 1.0)
-        return kin * gain - kout * r, ktol * (r - m)
-
+    b = np.exp(-kout * step_h)  # R's decay over a step
+    half, whole = np.exp(-0.5 * ktol * step_h), np.exp(-ktol * step_h)  # M's
+    gain = (1.0 - b) * r0 * (r0 if feedback else 1.0)
     r_out = np.empty((*shape, production.shape[-1] + 1))
     m_out = np.empty_like(r_out)
     r = m = np.broadcast_to(r0, shape).astype(float)
     r_out[..., 0] = m_out[..., 0] = r
-    h = step_h
     for n in range(production.shape[-1]):
-        mid = production[..., n]
-        k1 = rates(r, m, at_edge[..., n])
-        k2 = rates(r + 0.5 * h * k1[0], m + 0.5 * h * k1[1], mid)
-        k3 = rates(r + 0.5 * h * k2[0], m + 0.5 * h * k2[1], mid)
-        k4 = rates(r + h * k3[0], m + h * k3[1], at_edge[..., n + 1])
-        r = r + h / 6.0 * (k1[0] + 2.0 * k2[0] + 2.0 * k3[0] + k4[0])
-        m = m + h / 6.0 * (k1[1] + 2.0 * k2[1] + 2.0 * k3[1] + k4[1])
+        if feedback:
+            r_new = r * b + gain * production[..., n] / (r + (m - r) * half)
+        else:
+            r_new = r * b + gain * production[..., n]
+        mean = 0.5 * (r + r_new)
+        m = mean + (m - mean) * whole
+        r = r_new
         r_out[..., n + 1], m_out[..., n + 1] = r, m
     return r_out, m_out
 
