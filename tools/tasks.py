@@ -116,7 +116,16 @@ def ensure_chromium() -> None:
     print(f"chromium installed in {time.perf_counter() - t0:.0f} s", flush=True)
 
 
-def pytest_args(*paths: str | Path, workers: int = WORKERS) -> list:
+#: The longest a notebook cell may run: in the test command, which trains nothing; in
+#: the retrain tier, where one cell can train or fit for longer than that (chapter 19's
+#: slowest fit took 30 min of one core), as long as a CI job may run.
+CELL_TIMEOUT_S = 1800
+RETRAIN_CELL_TIMEOUT_S = 5400
+
+
+def pytest_args(
+    *paths: str | Path, workers: int = WORKERS, cell_timeout_s: int = CELL_TIMEOUT_S
+) -> list:
     """pytest over ``paths`` with nbval (notebooks compared per :mod:`book.conftest`)."""
     return [
         PY,
@@ -128,7 +137,7 @@ def pytest_args(*paths: str | Path, workers: int = WORKERS) -> list:
         "--nbval-sanitize-with",
         "tools/nbval_sanitize.cfg",
         "--nbval-cell-timeout",
-        "1800",
+        str(cell_timeout_s),
         "-p",
         "no:cacheprovider",
         "--doctest-modules",
@@ -192,7 +201,10 @@ def retrain_shard(shard: str) -> None:
     folder.mkdir(parents=True)
     t0 = time.perf_counter()
     notebooks = [str(p) for p in sorted(CHAPTERS.glob("*.ipynb"))]
-    run(*pytest_args(*notebooks), env=shard_env(folder, shard))
+    run(
+        *pytest_args(*notebooks, cell_timeout_s=RETRAIN_CELL_TIMEOUT_S),
+        env=shard_env(folder, shard),
+    )
     run(PY, ROOT / "tools" / "retrain_report.py", folder, shard, env=env())
     print(f"retrain shard {shard} passed in {time.perf_counter() - t0:.0f} s", flush=True)
 
@@ -227,7 +239,10 @@ def test() -> None:
         notebooks = extra or [str(p) for p in sorted(CHAPTERS.glob("*.ipynb"))]
         with tempfile.TemporaryDirectory() as cache:
             t0 = time.perf_counter()
-            run(*pytest_args(*notebooks), env=retrain_env(cache))
+            run(
+                *pytest_args(*notebooks, cell_timeout_s=RETRAIN_CELL_TIMEOUT_S),
+                env=retrain_env(cache),
+            )
             print(f"retrain tier passed in {time.perf_counter() - t0:.0f} s", flush=True)
         return
     t0 = time.perf_counter()
@@ -264,6 +279,7 @@ def portability() -> None:
     retrain = "--retrain" in args
     shard = args[args.index("--shard") + 1] if retrain and "--shard" in args else None
     targets = [a for a in args if a not in ("--retrain", "--shard", shard)]
+    targets_given = bool(targets)
     targets = targets or [str(p) for p in sorted(CHAPTERS.glob("*.ipynb"))]
     logs = ROOT / "_build" / "portability"
     logs.mkdir(parents=True, exist_ok=True)
@@ -272,13 +288,17 @@ def portability() -> None:
         running = {}
         for name, (variables, core) in MACHINES.items():
             cache = stack.enter_context(tempfile.TemporaryDirectory())
-            if shard:  # the shard's results and report, per machine
+            if shard:  # the shard's results and report, per machine; named notebooks
+                # add to what an earlier run of the shard left (e.g. one that timed out)
                 folders[name] = logs / f"shard-{shard.replace('/', '-of-')}-core{core}"
-                shutil.rmtree(folders[name], ignore_errors=True)
+                if not targets_given:
+                    shutil.rmtree(folders[name], ignore_errors=True)
                 base = shard_env(folders[name], shard)
             else:
                 base = retrain_env(cache) if retrain else stored_only()
-            cmd = ["taskset", "-c", core, *map(str, pytest_args(*targets, workers=1))]
+            timeout = RETRAIN_CELL_TIMEOUT_S if retrain else CELL_TIMEOUT_S
+            args = pytest_args(*targets, workers=1, cell_timeout_s=timeout)
+            cmd = ["taskset", "-c", core, *map(str, args)]
             log = logs / f"{'retrain-' if retrain else ''}core{core}.log"
             print(f"== {name}{' (retrain)' if retrain else ''}: {log}", flush=True)
             handle = stack.enter_context(open(log, "w"))
