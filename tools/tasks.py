@@ -297,8 +297,8 @@ def portability() -> None:
             else:
                 base = retrain_env(cache) if retrain else stored_only()
             timeout = RETRAIN_CELL_TIMEOUT_S if retrain else CELL_TIMEOUT_S
-            args = pytest_args(*targets, workers=1, cell_timeout_s=timeout)
-            cmd = ["taskset", "-c", core, *map(str, args)]
+            checks = pytest_args(*targets, workers=1, cell_timeout_s=timeout)
+            cmd = ["taskset", "-c", core, *map(str, checks)]
             log = logs / f"{'retrain-' if retrain else ''}core{core}.log"
             print(f"== {name}{' (retrain)' if retrain else ''}: {log}", flush=True)
             handle = stack.enter_context(open(log, "w"))
