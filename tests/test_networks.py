@@ -8,9 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from network_data import small_network_data
 
 from pkpd_lib.nets import networks as nw
 from pkpd_lib.study import experiments
+
+small = pytest.fixture(small_network_data, scope="module", name="small")
 
 CONFIG = nw.NetworkConfig(
     units=(4,), block=4, batch_size=16, learning_rate=1e-2, max_epochs=3, patience=2

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from network_data import small_network_data
 from nlme_models import DECAY_START, decay_data, decay_model
 
 from pkpd_lib import files
@@ -15,6 +16,8 @@ from pkpd_lib.nets import networks as nw
 from pkpd_lib.pmx import nlme
 
 ROOT = Path(__file__).resolve().parent.parent
+small = pytest.fixture(small_network_data, scope="module", name="small")
+
 CONFIG = nw.NetworkConfig(
     units=(4,), block=4, batch_size=16, learning_rate=1e-2, max_epochs=3, patience=2
 )

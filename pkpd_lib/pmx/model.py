@@ -1264,6 +1264,27 @@ def simulate_feedback(
 
     It takes :func:`simulate`'s three arguments, so data sets can be built with it.
 
+    Parameters
+    ----------
+    params : Params or mapping
+        Individual parameters of the default model, N patients (see :class:`Params`),
+        turned into the feedback model's by :func:`feedback_params`.
+    regimen : Regimen or sequence of Regimen
+        One regimen shared by all patients, or one each.
+    times_h : array_like
+        Strictly increasing output times (h), >= 0, (T,).
+
+    Returns
+    -------
+    Simulation
+        Concentrations (mg/L), ``pd`` the response ``R`` and ``biomarkers`` ``R`` and
+        ``M`` (biomarker units), each (N, T).
+
+    Raises
+    ------
+    ValueError
+        As :func:`simulate_structure`.
+
     Examples
     --------
     >>> from pkpd_lib.pmx import regimens

@@ -1,15 +1,13 @@
-"""Fixtures that several test modules share."""
+"""A small network data set that several test modules use (each makes it a fixture)."""
 
 import numpy as np
-import pytest
 
 from pkpd_lib.pmx import regimens as reg
 from pkpd_lib.pmx.population import sample_population
 from pkpd_lib.study import datasets
 
 
-@pytest.fixture(scope="module")
-def small():
+def small_network_data():
     """Network inputs and observed PD of 64 training and 16 validation patients under
     QD, hourly over 48 h: ``(train_x, train_y, val_x, val_y)``."""
     times = np.arange(0.0, 49.0)
