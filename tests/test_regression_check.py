@@ -162,3 +162,16 @@ def test_a_library_regression_fails_the_notebook_check(mutation, tmp_path):
     # failed on a compared output or a claim's assert, not on a broken mutation
     assert "Cell outputs differ" in report or "AssertionError" in report, report[-3000:]
     assert "sitecustomize" not in report, report[-3000:]
+
+
+def test_nbvals_comparison_rules_are_the_only_conftest_of_their_name():
+    """book/conftest.py holds the notebook check's comparison rules. pytest imports every
+    conftest.py by its base name under the rootdir import mode, so a second one (e.g.
+    tests/conftest.py) makes collecting book/conftest.py an error: the notebooks are then
+    compared without those rules. Shared test helpers go into plain modules instead."""
+    found = sorted(
+        p.relative_to(ROOT).as_posix()
+        for p in ROOT.rglob("conftest.py")
+        if not {".venv", "_build", "node_modules"} & set(p.relative_to(ROOT).parts)
+    )
+    assert found == ["book/conftest.py", "conftest.py"], found
