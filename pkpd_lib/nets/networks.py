@@ -863,7 +863,6 @@ class TrainingResult:
         return self.seconds / self.epochs_run
 
 
-@keras.saving.register_keras_serializable(package="pkpd_lib")
 def biomarker_mse(weights):
     """The loss of a network of K biomarkers: over each patient's observed entries, the
     mean of each biomarker's squared error times its weight (e.g. one over its training
@@ -892,16 +891,13 @@ def biomarker_mse(weights):
         raise ValueError(f"weights must be one finite weight > 0 per biomarker, got {weights!r}")
 
     def loss(y_true, y_pred):
-        ops = keras.ops
-        seen = ops.logical_not(ops.isnan(y_true))
-        err = ops.where(seen, y_pred - ops.where(seen, y_true, 0.0), 0.0)
-        n_seen = ops.maximum(ops.sum(ops.cast(seen, y_pred.dtype), axis=(-2, -1)), 1.0)
-        return ops.sum(err * err * ops.cast(w, y_pred.dtype), axis=(-2, -1)) / n_seen
+        return _masked_mean_square(y_true, y_pred, axis=(-2, -1), weights=w)
 
     loss.__name__ = "biomarker_mse"
     return loss
 
 
+@keras.saving.register_keras_serializable(package="pkpd_lib")
 def masked_mse(y_true, y_pred):
     """Mean squared error over the entries of ``y_true`` that are not NaN (per patient).
 
@@ -923,11 +919,19 @@ def masked_mse(y_true, y_pred):
     >>> float(masked_mse(np.array([[1.0, np.nan]]), np.array([[3.0, 100.0]]))[0])
     4.0
     """
+    return _masked_mean_square(y_true, y_pred, axis=-1)
+
+
+def _masked_mean_square(y_true, y_pred, axis, weights=None):
+    """The squared errors over the entries of ``y_true`` that are not NaN, summed over
+    ``axis`` (each times its ``weights`` along the last axis, if given) and divided by
+    the number of those entries (at least 1)."""
     ops = keras.ops
     seen = ops.logical_not(ops.isnan(y_true))
     err = ops.where(seen, y_pred - ops.where(seen, y_true, 0.0), 0.0)
-    n_seen = ops.maximum(ops.sum(ops.cast(seen, y_pred.dtype), axis=-1), 1.0)
-    return ops.sum(err * err, axis=-1) / n_seen
+    n_seen = ops.maximum(ops.sum(ops.cast(seen, y_pred.dtype), axis=axis), 1.0)
+    square = err * err if weights is None else err * err * ops.cast(weights, y_pred.dtype)
+    return ops.sum(square, axis=axis) / n_seen
 
 
 def set_seed(seed: int) -> None:
@@ -987,8 +991,8 @@ def train_network(
 
     The inputs are scaled by the training data's statistics (:func:`scaling_stats`). Loss:
     mean squared error (:func:`masked_mse` if any target is NaN); for several biomarkers
-    each one's squared error over its training variance (:func:`biomarker_mse`). Adam, learning rate
-    halved after ``max(config.patience // 3, 1)`` epochs without improvement (down to
+    each one's squared error over its training variance (:func:`biomarker_mse`). Adam,
+    learning rate halved after ``max(config.patience // 3, 1)`` epochs without improvement (down to
     1e-5), early stopping after ``config.patience`` epochs without a decrease of the
     validation loss of at least ``config.min_delta``, with the best weights restored. With
     the same seed, data and machine the weights are bit-identical.

@@ -120,7 +120,7 @@ def to_nonmem(data) -> pd.DataFrame:
         :func:`observations`'s ``dvid``).
     """
     pop, n, t = data.population, data.n_patients, data.times_h
-    several = len(data.biomarkers_obs) > 1
+    observed = _observed_compartments(data)
     cov = pop.covariates.reset_index(drop=True)
     regs = data.regimens
     counts = [len(r) for r in regs]
@@ -149,19 +149,19 @@ def to_nonmem(data) -> pd.DataFrame:
                 "_patient": np.repeat(np.arange(n), t.size),
             }
         )
-        for cmt, dv in _observed_compartments(data)
+        for cmt, dv in observed
     ]
     df = pd.concat([doses, *obs], ignore_index=True)
     df = df.sort_values(["_patient", "TIME", "EVID", "CMT"], kind="stable", ignore_index=True)
     for name in COVARIATE_NAMES:
         df[name] = cov[name].to_numpy()[df["_patient"].to_numpy()]
     columns = list(NONMEM_COLUMNS)
-    if several:
-        codes = {cmt: k for k, (cmt, _) in enumerate(_observed_compartments(data), start=1)}
+    if len(observed) > 2:  # several biomarkers: told apart by DVID as well
+        codes = {cmt: k for k, (cmt, _) in enumerate(observed, start=1)}
         df["DVID"] = np.where(df["EVID"] == 0, df["CMT"].map(codes), 0)
         columns.insert(columns.index("CMT") + 1, "DVID")
-        return _with_dtypes(df.drop(columns="_patient")[columns]).astype({"DVID": "int64"})
-    return _with_dtypes(df.drop(columns="_patient")[columns])
+    table = _with_dtypes(df.drop(columns="_patient")[columns])
+    return table.astype({"DVID": "int64"}) if "DVID" in columns else table
 
 
 def _observed_compartments(data) -> list[tuple[int, np.ndarray]]:

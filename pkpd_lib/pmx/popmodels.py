@@ -25,6 +25,7 @@ from collections.abc import Mapping
 import numpy as np
 from scipy import signal, special
 
+from .model import FEEDBACK_UNITS as _FEEDBACK_MODEL_UNITS
 from .model import TYPICAL_PARAMS
 from .nlme import NLMEModel, Observations, grid_positions, values_at
 
@@ -631,14 +632,10 @@ def search_model(
 
 # --- interacting biomarkers: a response and its moderator ------------------------------
 
-#: Parameters of :func:`feedback_model`, with their units.
+#: Parameters of :func:`feedback_model`, in its order, with their units (those of
+#: :data:`pkpd_lib.pmx.model.FEEDBACK_UNITS`).
 FEEDBACK_UNITS = {
-    "R0": "biomarker units",
-    "Imax": "-",
-    "IC50": "mg/L",
-    "gam": "-",
-    "kout": "1/h",
-    "ktol": "1/h",
+    name: _FEEDBACK_MODEL_UNITS[name] for name in ("R0", "Imax", "IC50", "gam", "kout", "ktol")
 }
 
 
