@@ -52,13 +52,14 @@ def test_the_loss_weighs_each_biomarker_by_one_over_its_variance(two):
     x, y, vx, vy = two
     run = nw.train_network(CONFIG, x, y, vx, vy, seed=0, report_every=None)
     pred = nw.predict_pd(run.model, vx)
-    err = (pred - vy) ** 2 / np.nanvar(y, axis=(0, 1))
+    var = np.nanvar(y, axis=(0, 1))
+    err = (pred - vy) ** 2 / var * var.mean()
     assert run.history["val_loss"][run.best_epoch - 1] == pytest.approx(err.mean(), rel=1e-3)
 
 
 def test_a_biomarker_that_dominates_in_units_does_not_dominate_the_loss(two):
     x, y, vx, vy = two
-    loss = nw.biomarker_mse(1.0 / np.nanvar(y, axis=(0, 1)))
+    loss = nw.biomarker_mse(nw.biomarker_weights(y))
     pred = y.copy()
     pred[..., 0] += np.nanstd(y[..., 0])  # one SD off on R
     off_r = float(np.mean(loss(y, pred)))
@@ -100,3 +101,19 @@ def test_a_turnover_ude_refuses_two_biomarkers(two):
     config = nw.NetworkConfig(units=(4,), block=1, kind="ude")
     with pytest.raises(ValueError, match="predicts one biomarker .* the targets hold 2"):
         nw.build_network(config, 48, nw.scaling_stats(x, y))
+
+
+def test_the_two_biomarker_loss_keeps_the_units_early_stopping_is_set_in(two):
+    """min_delta is in squared biomarker units: a loss over each variance alone would make
+    it a large fraction of the loss and stop training early (it did: epoch 18 of every
+    seed of chapter 21's first two-output networks)."""
+    _, y, _, _ = two
+    w = nw.biomarker_weights(y)
+    same = np.stack([y[..., 0], y[..., 0]], axis=-1)
+    np.testing.assert_allclose(nw.biomarker_weights(same), [1.0, 1.0])
+    pred = same + 2.0
+    assert float(np.mean(nw.biomarker_mse(nw.biomarker_weights(same))(same, pred))) == (
+        pytest.approx(4.0)
+    )
+    var = np.nanvar(y, axis=(0, 1))
+    assert float(np.sum(w * var)) == pytest.approx(float(np.sum(var)))

@@ -118,6 +118,31 @@ def test_predictions_and_simulations_take_each_observations_output(joint_fit):
     assert spread[~conc].min() > 2.0 and spread[conc].max() < 2.0
 
 
+def test_a_design_predicts_each_entry_as_its_own_output(joint_fit):
+    """With nothing observed (a design: a new regimen to predict), each entry is still
+    predicted as the output its tag names; it once fell back to output 0 everywhere."""
+    data = _joint_data()
+    design = nlme.Observations(
+        data.ids, data.times_h, np.full(data.dv.shape, np.nan), data.covariates,
+        data.extra, output=data.output,
+    )
+    np.testing.assert_allclose(
+        nlme.population_predictions(joint_fit, design),
+        nlme.population_predictions(joint_fit, data),
+    )
+    etas = nlme.conditional_modes(joint_fit, data)
+    np.testing.assert_allclose(
+        nlme.individual_predictions(joint_fit, design, etas),
+        nlme.individual_predictions(joint_fit, data, etas),
+    )
+    beyond = nlme.Observations(
+        data.ids, data.times_h, np.full(data.dv.shape, np.nan), data.covariates,
+        data.extra, output=data.output * 2,
+    )
+    with pytest.raises(ValueError, match=r"output\(s\) \[2\] but model .* has 2 outputs"):
+        nlme.population_predictions(joint_fit, beyond)
+
+
 def test_outputs_that_do_not_fit_the_model_are_refused_by_name():
     data = _joint_data(n=5)
     untagged = nlme.Observations(data.ids, data.times_h, data.dv)

@@ -897,6 +897,32 @@ def biomarker_mse(weights):
     return loss
 
 
+def biomarker_weights(train_y) -> np.ndarray:
+    """The loss weights of K biomarkers: the mean of their training variances over each
+    one's variance, so that every biomarker counts alike whatever its unit, and the loss
+    stays on the scale of a squared error in biomarker units (for biomarkers of equal
+    variance it is the mean squared error), where early stopping's ``min_delta`` is set.
+
+    Parameters
+    ----------
+    train_y : array_like, (N, T, K)
+        Observed training targets (NaN where not observed).
+
+    Returns
+    -------
+    numpy.ndarray, (K,)
+        The weights, with ``sum(w * var) == sum(var)``.
+
+    Examples
+    --------
+    >>> y = np.stack([np.arange(4.0).reshape(2, 2), 10 * np.arange(4.0).reshape(2, 2)], -1)
+    >>> biomarker_weights(y).round(3).tolist()
+    [50.5, 0.505]
+    """
+    var = np.maximum(np.nanvar(np.asarray(train_y, float), axis=(0, 1)), 1e-12)
+    return var.mean() / var
+
+
 @keras.saving.register_keras_serializable(package="pkpd_lib")
 def masked_mse(y_true, y_pred):
     """Mean squared error over the entries of ``y_true`` that are not NaN (per patient).
@@ -991,7 +1017,8 @@ def train_network(
 
     The inputs are scaled by the training data's statistics (:func:`scaling_stats`). Loss:
     mean squared error (:func:`masked_mse` if any target is NaN); for several biomarkers
-    each one's squared error over its training variance (:func:`biomarker_mse`). Adam,
+    each one's squared error weighted by :func:`biomarker_weights` (:func:`biomarker_mse`),
+    so that the loss keeps the biomarkers' units and ``config.min_delta`` its meaning. Adam,
     learning rate halved after ``max(config.patience // 3, 1)`` epochs without improvement (down to
     1e-5), early stopping after ``config.patience`` epochs without a decrease of the
     validation loss of at least ``config.min_delta``, with the best weights restored. With
@@ -1068,8 +1095,8 @@ def train_network(
     tx, vx = check_inputs(model, train_x), check_inputs(model, val_x)
     masked = bool(np.isnan(train_y).any() or np.isnan(val_y).any())
     loss = masked_mse if masked else "mse"
-    if train_y.ndim == 3:  # each biomarker's squared error over its training variance
-        loss = biomarker_mse(1.0 / np.maximum(np.nanvar(train_y, axis=(0, 1)), 1e-12))
+    if train_y.ndim == 3:
+        loss = biomarker_mse(biomarker_weights(train_y))
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss)
     timer = _EpochTimer()
     callbacks = [

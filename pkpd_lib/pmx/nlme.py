@@ -2009,8 +2009,9 @@ def _start_sigma_per_output(model: NLMEModel, sigma) -> list[float]:
 
 
 def _output_index(model: NLMEModel, data: Observations, mask) -> np.ndarray:
-    """Each observation's output (N, K) int, 0 where nothing is observed; a
-    ``ValueError`` where the data's outputs do not fit the model's."""
+    """Each entry's output (N, K) int: the data's tag wherever it is a whole number >= 0,
+    observed or not (a design of several outputs, all NaN, predicts each entry as its
+    own output), else 0; a ``ValueError`` where a tag does not fit the model's outputs."""
     n_outputs = max(len(model.outputs), 1)
     if data.output is None:
         if n_outputs > 1:
@@ -2020,8 +2021,11 @@ def _output_index(model: NLMEModel, data: Observations, mask) -> np.ndarray:
                 "(nonmem.observations with dv_cmt=(...) or dvid=(...) gives it)"
             )
         return np.zeros(mask.shape, int)
-    tags = np.where(mask, np.asarray(data.output, float), 0.0).astype(int)
-    beyond = mask & (tags >= n_outputs)
+    given = np.asarray(data.output, float)
+    with np.errstate(invalid="ignore"):
+        valid = np.isfinite(given) & (given >= 0) & (given == np.round(given))
+    tags = np.where(valid, given, 0.0).astype(int)
+    beyond = valid & (tags >= n_outputs)
     if beyond.any():
         what = f"{n_outputs} outputs {model.outputs}" if model.outputs else "one output"
         rows = np.flatnonzero(beyond.any(axis=1))
