@@ -34,7 +34,9 @@ def test_regimens_are_the_protocols():
     assert fb.regimen("q18h").name == "q18h"
     a = fb.regimen("random", 5, "fb-train")
     b = fb.regimen("random", 5, "fb-train")
-    assert len(a) == 5 and all(np.array_equal(x.times_h, y.times_h) for x, y in zip(a, b))
+    assert len(a) == 5 and all(
+        np.array_equal(x.times_h, y.times_h) for x, y in zip(a, b, strict=True)
+    )
     with pytest.raises(ValueError, match="need the number of patients"):
         fb.regimen("random")
     with pytest.raises(ValueError, match="unknown set"):
@@ -101,14 +103,14 @@ def test_qd_errors_and_the_rebound(val):
 
 def test_the_kept_setup_is_the_simplest_within_ten_percent():
     labels = [label for label, _, _ in fb.SETUPS]
-    crit = dict(zip(labels, (0.30, 0.20, 0.19, 0.21)))
+    crit = dict(zip(labels, (0.30, 0.20, 0.19, 0.21), strict=True))
     assert fb.kept_setup(crit) == "2x16, QD"
-    crit = dict(zip(labels, (0.30, 0.30, 0.30, 0.10)))
+    crit = dict(zip(labels, (0.30, 0.30, 0.30, 0.10), strict=True))
     assert fb.kept_setup(crit) == "2x16, randomised"
     with pytest.raises(ValueError, match="must cover"):
         fb.kept_setup({"1x16, QD": 0.1})
     with pytest.raises(ValueError, match="finite"):
-        fb.kept_setup(dict(zip(labels, (np.nan, 0.2, 0.2, 0.2))))
+        fb.kept_setup(dict(zip(labels, (np.nan, 0.2, 0.2, 0.2), strict=True)))
 
 
 def test_the_population_models_data_are_the_first_training_patients():

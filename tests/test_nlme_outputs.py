@@ -123,8 +123,12 @@ def test_a_design_predicts_each_entry_as_its_own_output(joint_fit):
     predicted as the output its tag names; it once fell back to output 0 everywhere."""
     data = _joint_data()
     design = nlme.Observations(
-        data.ids, data.times_h, np.full(data.dv.shape, np.nan), data.covariates,
-        data.extra, output=data.output,
+        data.ids,
+        data.times_h,
+        np.full(data.dv.shape, np.nan),
+        data.covariates,
+        data.extra,
+        output=data.output,
     )
     np.testing.assert_allclose(
         nlme.population_predictions(joint_fit, design),
@@ -136,8 +140,12 @@ def test_a_design_predicts_each_entry_as_its_own_output(joint_fit):
         nlme.individual_predictions(joint_fit, data, etas),
     )
     beyond = nlme.Observations(
-        data.ids, data.times_h, np.full(data.dv.shape, np.nan), data.covariates,
-        data.extra, output=data.output * 2,
+        data.ids,
+        data.times_h,
+        np.full(data.dv.shape, np.nan),
+        data.covariates,
+        data.extra,
+        output=data.output * 2,
     )
     with pytest.raises(ValueError, match=r"output\(s\) \[2\] but model .* has 2 outputs"):
         nlme.population_predictions(joint_fit, beyond)
