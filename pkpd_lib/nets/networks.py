@@ -102,7 +102,16 @@ with _silence_native_stderr():
     tf.get_logger().setLevel("ERROR")
 
 #: The kinds of network :func:`build_network` builds.
-KINDS = ("lstm", "node", "ude")
+KINDS = ("lstm", "node", "ude", "window")
+
+#: The fields each kind leaves out of its repr and its store key (so that models stored
+#: before a field existed keep their keys).
+_HIDDEN_FIELDS = {
+    "lstm": ("kind", "latent", "history_h"),
+    "node": ("history_h",),
+    "ude": ("history_h",),
+    "window": ("latent",),
+}
 
 #: Names of the inputs (see :mod:`pkpd_lib.nets.features`, where every input is defined).
 CONC_INPUT, TIME_INPUT, DOSE_INPUTS = CONC, TIME, DOSE_FEATURES
@@ -144,12 +153,18 @@ class NetworkConfig:
         The static inputs (one value per patient), in order; by default baseline PD and
         the demographic covariates (:data:`pkpd_lib.nets.features.STATIC_FEATURES`).
         Must include ``BASE_PD``, which the output is scaled by.
-    kind : {"lstm", "node", "ude"}, default "lstm"
-        ``"lstm"``; ``"node"``, a neural ODE (:class:`pkpd_lib.nets.node.NeuralODE`) with
+    kind : {"lstm", "node", "ude", "window"}, default "lstm"
+        ``"lstm"``; ``"window"``, a network that sees only the last ``history_h`` hours;
+        ``"node"``, a neural ODE (:class:`pkpd_lib.nets.node.NeuralODE`) with
         ``latent`` states and a ``units[0]``-unit derivative network; or ``"ude"``, the
         turnover hybrid (:class:`pkpd_lib.nets.node.TurnoverUDE`).
     latent : int, default 4
         Latent states of the ODE kinds; an LSTM ignores it.
+    history_h : int, default 0
+        For ``kind="window"`` only: the hours of input each output sees (a multiple of
+        ``block``). A window network has no memory beyond them: a causal convolution of
+        ``units[0]`` filters over the last ``history_h / block`` steps, then a dense
+        layer per further entry of ``units``, then the readout.
 
     Raises
     ------
@@ -183,12 +198,13 @@ class NetworkConfig:
     static_features: tuple[str, ...] = field(default=STATIC_FEATURES)
     kind: str = "lstm"
     latent: int = 4
+    history_h: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "units", tuple(int(u) for u in self.units))
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
-        if self.kind != "lstm" and (self.block != 1 or len(self.units) != 1):
+        if self.kind in ("node", "ude") and (self.block != 1 or len(self.units) != 1):
             raise ValueError(
                 f"a {self.kind!r} network reads one time point per step and has one "
                 f"derivative network: use block=1 and one entry in units, got "
@@ -212,13 +228,25 @@ class NetworkConfig:
             )
         if not np.isfinite(self.min_delta) or self.min_delta < 0:
             raise ValueError(f"min_delta must be a finite number >= 0, got {self.min_delta!r}")
+        history = self.history_h
+        if isinstance(history, bool) or not isinstance(history, int | np.integer):
+            raise ValueError(f"history_h must be a whole number of hours, got {history!r}")
+        if self.kind == "window" and (history < self.block or history % self.block):
+            raise ValueError(
+                f"a window network needs history_h, a multiple of block={self.block} h, "
+                f"got {history!r}"
+            )
+        if self.kind != "window" and history:
+            raise ValueError(
+                f"history_h is for kind='window' only, got {history!r} with {self.kind!r}"
+            )
 
     def __repr__(self) -> str:
         """The dataclass repr; an LSTM's leaves out the neural-ODE fields."""
         shown = [
             f"{f.name}={getattr(self, f.name)!r}"
             for f in fields(self)
-            if self.kind != "lstm" or f.name not in ("kind", "latent")
+            if f.name not in _HIDDEN_FIELDS[self.kind]
         ]
         return f"NetworkConfig({', '.join(shown)})"
 
@@ -235,6 +263,8 @@ class NetworkConfig:
     def label(self) -> str:
         """Short size label, e.g. ``"1x16"`` or ``"2x16"`` (equal widths) or ``"32-16"``;
         ``"node4-16"`` for a neural ODE with 4 latent states and 16 hidden units."""
+        if self.kind == "window":
+            return f"window{self.history_h}h-" + "-".join(str(u) for u in self.units)
         if self.kind != "lstm":
             return f"{self.kind}{self.latent}-{self.units[0]}"
         if len(set(self.units)) == 1:
@@ -444,6 +474,17 @@ def build_network(
     if config.kind == "lstm":
         for i, units in enumerate(config.units):
             x = keras.layers.LSTM(units, return_sequences=True, name=f"lstm_{i + 1}")(x)
+        x = keras.layers.Dense(block * max(n_out, 1), name="readout")(x)
+    elif config.kind == "window":
+        x = keras.layers.Conv1D(
+            config.units[0],
+            config.history_h // block,
+            padding="causal",
+            activation="tanh",
+            name="window",
+        )(x)
+        for i, units in enumerate(config.units[1:]):
+            x = keras.layers.Dense(units, activation="tanh", name=f"dense_{i + 2}")(x)
         x = keras.layers.Dense(block * max(n_out, 1), name="readout")(x)
     elif config.kind == "node":
         from .node import NeuralODE
@@ -814,6 +855,97 @@ class EpochReport(keras.callbacks.Callback):
         )
 
 
+def restored_epoch(val_loss, min_delta: float) -> int:
+    """The epoch (counted from 1) whose weights early stopping keeps: the last epoch that
+    lowered the best validation loss so far by more than ``min_delta`` (Keras's
+    ``EarlyStopping(restore_best_weights=True)``). It can come before the lowest
+    validation loss, when a later epoch lowered it by less than ``min_delta``.
+
+    Parameters
+    ----------
+    val_loss : sequence of float
+        The validation loss of each epoch.
+    min_delta : float
+        The smallest decrease that counts as an improvement (>= 0).
+
+    Returns
+    -------
+    int
+
+    Examples
+    --------
+    >>> restored_epoch([5.0, 4.0, 3.999, 3.998], min_delta=0.005)
+    2
+    >>> restored_epoch([5.0, 4.0, 3.999, 3.998], min_delta=0.0)
+    4
+    """
+    losses = np.asarray(val_loss, float)
+    if losses.ndim != 1 or losses.size == 0:
+        raise ValueError(f"val_loss must be a non-empty sequence, got shape {losses.shape}")
+    best, kept = np.inf, 0
+    for epoch, value in enumerate(losses):
+        if epoch == 0 or value + min_delta < best:
+            best, kept = value, epoch
+    return kept + 1
+
+
+@dataclass(frozen=True)
+class Replay:
+    """The decisions of a stored training run, to repeat them instead of deciding again:
+    the learning rate of each epoch (``learning_rates``, one per epoch run, as the
+    learning-rate schedule set them) and the epoch whose weights to keep (``keep_epoch``,
+    from 1, as early stopping chose it). The retrain tier trains with them, so that it
+    compares the arithmetic of training on another machine, not decisions taken at a
+    near tie of two validation losses (see :func:`train_network`).
+
+    Examples
+    --------
+    >>> Replay((1e-2, 1e-2, 5e-3), keep_epoch=2).keep_epoch
+    2
+    >>> Replay((1e-2,), keep_epoch=2)
+    Traceback (most recent call last):
+    ...
+    ValueError: keep_epoch must be between 1 and the 1 epochs replayed, got 2
+    """
+
+    learning_rates: tuple[float, ...]
+    keep_epoch: int
+
+    def __post_init__(self) -> None:
+        rates = tuple(float(r) for r in self.learning_rates)
+        if not rates or not all(np.isfinite(r) and r > 0 for r in rates):
+            raise ValueError(f"learning_rates must be finite and > 0, one per epoch, got {rates}")
+        object.__setattr__(self, "learning_rates", rates)
+        if not (
+            isinstance(self.keep_epoch, int | np.integer) and 1 <= self.keep_epoch <= len(rates)
+        ):
+            raise ValueError(
+                f"keep_epoch must be between 1 and the {len(rates)} epochs replayed, "
+                f"got {self.keep_epoch!r}"
+            )
+
+    @classmethod
+    def of(cls, result: TrainingResult) -> Replay:
+        """The decisions of a finished run (its ``history["lr"]`` and ``best_epoch``)."""
+        return cls(tuple(result.history["lr"]), int(result.best_epoch))
+
+
+class _KeepEpoch(keras.callbacks.Callback):
+    """Keep the weights at the end of epoch ``epoch`` (from 1) and restore them at the end
+    of training."""
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__()
+        self.epoch, self.weights = epoch, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epoch:
+            self.weights = self.model.get_weights()
+
+    def on_train_end(self, logs=None):
+        self.model.set_weights(self.weights)
+
+
 @dataclass
 class TrainingResult:
     """A trained model with its history, its best epoch and the wall time in seconds.
@@ -827,7 +959,8 @@ class TrainingResult:
     history : dict of str to list of float
         Per-epoch ``loss`` and ``val_loss`` (PD units squared) and learning rate ``lr``.
     best_epoch : int
-        The epoch (counted from 1) with the lowest ``val_loss``.
+        The epoch (counted from 1) whose weights the model has: the one early stopping
+        kept (:func:`restored_epoch`), or a replayed run's ``keep_epoch``.
     seconds : float
         Wall time of the training (s); for a model loaded from the store, that of the run
         that trained it.
@@ -1012,6 +1145,7 @@ def train_network(
     seed: int = 0,
     report_every: int | None = 10,
     label: str = "",
+    replay: Replay | None = None,
 ) -> TrainingResult:
     """Build and train a network reproducibly from ``seed``.
 
@@ -1021,8 +1155,11 @@ def train_network(
     so that the loss keeps the biomarkers' units and ``config.min_delta`` its meaning. Adam,
     learning rate halved after ``max(config.patience // 3, 1)`` epochs without improvement (down to
     1e-5), early stopping after ``config.patience`` epochs without a decrease of the
-    validation loss of at least ``config.min_delta``, with the best weights restored. With
-    the same seed, data and machine the weights are bit-identical.
+    validation loss of at least ``config.min_delta``, with the weights of the last epoch
+    that lowered it by that much restored (:func:`restored_epoch`). With the same seed,
+    data and machine the weights are bit-identical. With ``replay``, a stored run's
+    decisions are repeated instead: its learning rate per epoch, as many epochs, and the
+    weights of its kept epoch.
 
     Parameters
     ----------
@@ -1042,6 +1179,8 @@ def train_network(
         ``None`` or 0 prints nothing.
     label : str, default ""
         Text that starts each printed line.
+    replay : Replay, optional
+        The decisions of a stored run to repeat (the retrain tier's use); None decides.
 
     Returns
     -------
@@ -1099,15 +1238,25 @@ def train_network(
         loss = biomarker_mse(biomarker_weights(train_y))
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss)
     timer = _EpochTimer()
-    callbacks = [
-        timer,
-        keras.callbacks.EarlyStopping(
-            patience=config.patience, min_delta=config.min_delta, restore_best_weights=True
-        ),
-        keras.callbacks.ReduceLROnPlateau(
-            factor=0.5, patience=max(config.patience // 3, 1), min_lr=1e-5
-        ),
-    ]
+    if replay is None:
+        epochs = config.max_epochs
+        callbacks = [
+            timer,
+            keras.callbacks.EarlyStopping(
+                patience=config.patience, min_delta=config.min_delta, restore_best_weights=True
+            ),
+            keras.callbacks.ReduceLROnPlateau(
+                factor=0.5, patience=max(config.patience // 3, 1), min_lr=1e-5
+            ),
+        ]
+    else:
+        rates = replay.learning_rates
+        epochs = len(rates)
+        callbacks = [
+            timer,
+            keras.callbacks.LearningRateScheduler(lambda epoch, lr: rates[epoch]),
+            _KeepEpoch(replay.keep_epoch),
+        ]
     if report_every:
         callbacks.append(EpochReport(report_every, label))
     t0 = time.perf_counter()
@@ -1115,7 +1264,7 @@ def train_network(
         tx,
         np.asarray(train_y, "float32"),
         validation_data=(vx, np.asarray(val_y, "float32")),
-        epochs=config.max_epochs,
+        epochs=epochs,
         batch_size=config.batch_size,
         shuffle=True,
         callbacks=callbacks,
@@ -1124,11 +1273,14 @@ def train_network(
     seconds = time.perf_counter() - t0
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     history.setdefault("lr", history.pop("learning_rate", []))
-    best_epoch = int(np.argmin(history["val_loss"])) + 1
+    if replay is None:
+        best_epoch = restored_epoch(history["val_loss"], config.min_delta)
+    else:
+        best_epoch = replay.keep_epoch
     if report_every:
         print(
-            f"{label}stopped after {len(history['loss'])} epochs; best val_loss "
-            f"{min(history['val_loss']):.3f} at epoch {best_epoch}",
+            f"{label}stopped after {len(history['loss'])} epochs; kept epoch {best_epoch}, "
+            f"val_loss {history['val_loss'][best_epoch - 1]:.3f}",
             flush=True,
         )
     return TrainingResult(model, config, history, best_epoch, seconds, seed, timer.seconds)
@@ -1260,8 +1412,8 @@ def config_to_json(config: NetworkConfig) -> str:
     True
     """
     d = asdict(config)
-    if config.kind == "lstm":
-        del d["kind"], d["latent"]
+    for name in _HIDDEN_FIELDS[config.kind]:
+        del d[name]
     return json.dumps(d, sort_keys=True)
 
 
@@ -1391,19 +1543,26 @@ def train_or_load(
 
 def _retrain_and_compare(path, stored, config, xy, seed, report_every, label, signature):
     """In a shard of the retrain tier (:func:`pkpd_lib.files.retrain_here`), train the
-    stored network ``path`` again from the same data and seed, store it in the shard's
-    folder and report how far its predictions on the validation inputs are from the
-    stored network's: the largest difference as a fraction of the stored predictions'
-    RMS, within :data:`~pkpd_lib.reproducibility.RETRAIN_RTOL`."""
+    stored network ``path`` again from the same data and seed, repeating the stored run's
+    decisions (:class:`Replay`: its learning rate per epoch and its kept epoch), store it
+    in the shard's folder and report how far its predictions on the validation inputs
+    are from the stored network's: the largest difference as a fraction of the stored
+    predictions' RMS, within :data:`~pkpd_lib.reproducibility.RETRAIN_RTOL`. Whether the
+    decisions themselves repeat (the epoch early stopping would keep from the new
+    validation losses) is reported beside it, not judged: near a tie of two validation
+    losses it may flip on another machine's arithmetic."""
     fresh_path = retrain_here(path.with_suffix(".json"))
     if fresh_path is None:
         return
     fresh_path = fresh_path.with_suffix(".keras")
     fresh_path.parent.mkdir(parents=True, exist_ok=True)
+    replay = Replay.of(stored)
     with exclusive_lock(fresh_path.with_suffix(".lock")):
         if _stored(fresh_path):
             return  # another notebook of this shard trained it already
-        fresh = _train_or_load_locked(fresh_path, config, *xy, seed, report_every, label, signature)
+        fresh = _train_or_load_locked(
+            fresh_path, config, *xy, seed, report_every, label, signature, replay
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InputRangeWarning)
         before = predict_pd(stored.model, xy[2])
@@ -1414,11 +1573,15 @@ def _retrain_and_compare(path, stored, config, xy, seed, report_every, label, si
         path.with_suffix(".json"),
         "network",
         fresh.seconds,
-        statistic="largest change of the validation predictions / their RMS",
+        statistic="largest change of the validation predictions / their RMS, "
+        "the stored run's decisions replayed",
         difference=difference,
         tolerance=RETRAIN_RTOL,
         within=bool(difference <= RETRAIN_RTOL),
         best_epoch=[stored.best_epoch, fresh.best_epoch],
+        decision_repeats=bool(
+            restored_epoch(fresh.history["val_loss"], config.min_delta) == stored.best_epoch
+        ),
     )
 
 
@@ -1447,13 +1610,14 @@ def _load_stored(path: Path, config, seed, report_every, label) -> TrainingResul
     _check_zip(path)
     if report_every:
         print(f"{label}loaded the model trained earlier ({info['epochs_run']} epochs)")
-    return TrainingResult(
-        load_model(path), config, info["history"], info["best_epoch"], info["seconds"], seed
-    )
+    # the kept epoch follows from the history (stores written before it was recorded
+    # held the epoch of the lowest validation loss instead)
+    kept = restored_epoch(info["history"]["val_loss"], config.min_delta)
+    return TrainingResult(load_model(path), config, info["history"], kept, info["seconds"], seed)
 
 
 def _train_or_load_locked(
-    path, config, train_x, train_y, val_x, val_y, seed, report_every, label, signature
+    path, config, train_x, train_y, val_x, val_y, seed, report_every, label, signature, replay=None
 ):
     meta = path.with_suffix(".json")
     if _stored(path):
@@ -1461,7 +1625,9 @@ def _train_or_load_locked(
             return _load_stored(path, config, seed, report_every, label)
         except DamagedFileError as err:
             warnings.warn(f"{label}{err}: training the model again", stacklevel=3)
-    result = train_network(config, train_x, train_y, val_x, val_y, seed, report_every, label)
+    result = train_network(
+        config, train_x, train_y, val_x, val_y, seed, report_every, label, replay
+    )
     save_model(result.model, path, overwrite=True)
     write_text_atomic(
         meta,

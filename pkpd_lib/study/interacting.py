@@ -52,6 +52,18 @@ SETUPS = (
     ("3x16, QD", nw.NetworkConfig(units=(16, 16, 16), block=4, learning_rate=1e-2), "QD"),
     ("2x16, randomised", LSTM, "random"),
 )
+#: Input history length (added after the locked set was scored, on validation data
+#: only; see the protocol's Deviations): networks that see only the last 24, 72 or 168
+#: hours of input, with no memory beyond (a causal convolution over that window, then a
+#: dense layer), trained on QD like the bench's LSTM.
+HISTORY_SETUPS = tuple(
+    (
+        f"window {h} h, QD",
+        nw.NetworkConfig(units=(16, 16), block=4, learning_rate=1e-2, kind="window", history_h=h),
+        "QD",
+    )
+    for h in (24, 72, 168)
+)
 #: A set-up is as good as the best when its criterion is within this fraction of it.
 SETUP_TOLERANCE = 0.10
 #: The population model's data: the first patients of ``fb-train`` and their times (h).
