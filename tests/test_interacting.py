@@ -132,3 +132,17 @@ def test_predictions_must_name_as_many_biomarkers_as_the_network_has():
         assert fb.predict([Run()], {}, ("M",))["M"].shape == (3, 5)
         with pytest.raises(ValueError, match="predict 1 biomarker"):
             fb.predict([Run()], {})
+
+
+def test_bad_inputs_are_named(val):
+    with pytest.raises(ValueError, match="schedules must be 'QD' or 'random'"):
+        fb.train_network(fb.LSTM, 0, schedules="BID")
+    with pytest.raises(ValueError, match="at least one trained network"):
+        fb.predict([], {})
+    other = fb.dataset("fb-train")
+    with pytest.raises(ValueError, match="same patients"):
+        fb.population_predictions(None, {"QD": val, "BID": other})
+    with pytest.raises(ValueError, match="at least one data set"):
+        fb.population_predictions(None, {})
+    with pytest.raises(ValueError, match="no time after it"):
+        fb.rebound({}, {"stopped": fb.truths(val)}, after_h=168.0)

@@ -57,3 +57,32 @@ def test_replays_and_kept_epochs_refuse_nonsense():
         nw.Replay((1e-2, 1e-2), keep_epoch=0)
     with pytest.raises(ValueError, match="non-empty"):
         nw.restored_epoch([], 0.1)
+
+
+def test_early_stopping_decisions_follow_keras(run):
+    kept, ran = nw.early_stopping(run.history["val_loss"], CONFIG.min_delta, CONFIG.patience)
+    assert (kept, ran) == (run.best_epoch, run.epochs_run)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        nw.restored_epoch([1.0, np.nan], 0.1)
+    with pytest.raises(ValueError, match="min_delta"):
+        nw.restored_epoch([1.0], -0.1)
+
+
+def test_a_replay_that_ends_before_its_kept_epoch_says_so():
+    keep = nw._KeepEpoch(5)
+    with pytest.raises(ValueError, match="keep epoch 5, but training ended before it"):
+        keep.on_train_end()
+
+
+def test_biomarker_weights_refuse_what_has_no_scale():
+    y = np.random.default_rng(0).normal(size=(4, 3, 2))
+    with pytest.raises(ValueError, match=r"\(N, T, K\)"):
+        nw.biomarker_weights(y[..., 0])
+    flat = y.copy()
+    flat[..., 1] = 7.0
+    with pytest.raises(ValueError, match=r"biomarker\(s\) \[1\] of train_y never vary"):
+        nw.biomarker_weights(flat)
+    unseen = y.copy()
+    unseen[..., 0] = np.nan
+    with pytest.raises(ValueError, match=r"\[0\] of train_y are never observed"):
+        nw.biomarker_weights(unseen)

@@ -882,11 +882,40 @@ def restored_epoch(val_loss, min_delta: float) -> int:
     losses = np.asarray(val_loss, float)
     if losses.ndim != 1 or losses.size == 0:
         raise ValueError(f"val_loss must be a non-empty sequence, got shape {losses.shape}")
+    if not np.all(np.isfinite(losses)):
+        raise ValueError("val_loss holds NaN or inf: training failed; no epoch can be kept")
+    if not (np.isfinite(min_delta) and min_delta >= 0):
+        raise ValueError(f"min_delta must be a finite number >= 0, got {min_delta!r}")
     best, kept = np.inf, 0
     for epoch, value in enumerate(losses):
         if epoch == 0 or value + min_delta < best:
             best, kept = value, epoch
     return kept + 1
+
+
+def early_stopping(val_loss, min_delta: float, patience: int) -> tuple[int, int]:
+    """What early stopping decides from a run's validation losses: the epoch it keeps
+    (:func:`restored_epoch` of the epochs run) and the number of epochs it runs, stopping
+    once ``patience`` epochs pass without a fall of more than ``min_delta`` (or at the
+    last loss given). The learning-rate schedule's decisions are not part of it.
+
+    Examples
+    --------
+    >>> early_stopping([5.0, 4.0, 3.999, 3.998, 3.997, 1.0], min_delta=0.005, patience=3)
+    (2, 5)
+    """
+    losses = np.asarray(val_loss, float)
+    restored_epoch(losses, min_delta)  # the checks
+    best, wait = np.inf, 0
+    for epoch, value in enumerate(losses):
+        if epoch == 0 or value + min_delta < best:
+            best, wait = value, 0
+            continue
+        wait += 1
+        if wait >= patience:
+            run = epoch + 1
+            return restored_epoch(losses[:run], min_delta), run
+    return restored_epoch(losses, min_delta), losses.size
 
 
 @dataclass(frozen=True)
@@ -926,7 +955,18 @@ class Replay:
 
     @classmethod
     def of(cls, result: TrainingResult) -> Replay:
-        """The decisions of a finished run (its ``history["lr"]`` and ``best_epoch``)."""
+        """The decisions of a finished run.
+
+        Parameters
+        ----------
+        result : TrainingResult
+            The run: its ``history["lr"]`` (one learning rate per epoch) and its
+            ``best_epoch`` (the kept epoch).
+
+        Returns
+        -------
+        Replay
+        """
         return cls(tuple(result.history["lr"]), int(result.best_epoch))
 
 
@@ -943,6 +983,10 @@ class _KeepEpoch(keras.callbacks.Callback):
             self.weights = self.model.get_weights()
 
     def on_train_end(self, logs=None):
+        if self.weights is None:
+            raise ValueError(
+                f"the replay was to keep epoch {self.epoch}, but training ended before it"
+            )
         self.model.set_weights(self.weights)
 
 
@@ -1052,7 +1096,20 @@ def biomarker_weights(train_y) -> np.ndarray:
     >>> biomarker_weights(y).round(3).tolist()
     [50.5, 0.505]
     """
-    var = np.maximum(np.nanvar(np.asarray(train_y, float), axis=(0, 1)), 1e-12)
+    y = np.asarray(train_y, float)
+    if y.ndim != 3:
+        raise ValueError(f"train_y must be (N, T, K) for K biomarkers, got shape {y.shape}")
+    seen = ~np.isnan(y).all(axis=(0, 1))
+    if not seen.all():
+        raise ValueError(
+            f"biomarker(s) {np.flatnonzero(~seen).tolist()} of train_y are never observed"
+        )
+    var = np.nanvar(y, axis=(0, 1))
+    if not np.all(var > 0):
+        raise ValueError(
+            f"biomarker(s) {np.flatnonzero(var <= 0).tolist()} of train_y never vary: no "
+            "scale to weigh them by"
+        )
     return var.mean() / var
 
 
@@ -1547,10 +1604,11 @@ def _retrain_and_compare(path, stored, config, xy, seed, report_every, label, si
     decisions (:class:`Replay`: its learning rate per epoch and its kept epoch), store it
     in the shard's folder and report how far its predictions on the validation inputs
     are from the stored network's: the largest difference as a fraction of the stored
-    predictions' RMS, within :data:`~pkpd_lib.reproducibility.RETRAIN_RTOL`. Whether the
-    decisions themselves repeat (the epoch early stopping would keep from the new
-    validation losses) is reported beside it, not judged: near a tie of two validation
-    losses it may flip on another machine's arithmetic."""
+    predictions' RMS, within :data:`~pkpd_lib.reproducibility.RETRAIN_RTOL`. Whether
+    early stopping's decisions repeat (:func:`early_stopping` of the new validation
+    losses against the stored kept epoch and epochs run; the learning-rate schedule's
+    are not checked) is reported beside it, not judged: near a tie of two validation
+    losses they may flip on another machine's arithmetic."""
     fresh_path = retrain_here(path.with_suffix(".json"))
     if fresh_path is None:
         return
@@ -1580,7 +1638,8 @@ def _retrain_and_compare(path, stored, config, xy, seed, report_every, label, si
         within=bool(difference <= RETRAIN_RTOL),
         best_epoch=[stored.best_epoch, fresh.best_epoch],
         decision_repeats=bool(
-            restored_epoch(fresh.history["val_loss"], config.min_delta) == stored.best_epoch
+            early_stopping(fresh.history["val_loss"], config.min_delta, config.patience)
+            == (stored.best_epoch, stored.epochs_run)
         ),
     )
 
@@ -1610,9 +1669,12 @@ def _load_stored(path: Path, config, seed, report_every, label) -> TrainingResul
     _check_zip(path)
     if report_every:
         print(f"{label}loaded the model trained earlier ({info['epochs_run']} epochs)")
-    # the kept epoch follows from the history (stores written before it was recorded
-    # held the epoch of the lowest validation loss instead)
-    kept = restored_epoch(info["history"]["val_loss"], config.min_delta)
+    # stores written before the rule was recorded hold the epoch of the lowest validation
+    # loss; the kept epoch follows from their history
+    if "best_epoch_rule" in info:
+        kept = int(info["best_epoch"])
+    else:
+        kept = restored_epoch(info["history"]["val_loss"], config.min_delta)
     return TrainingResult(load_model(path), config, info["history"], kept, info["seconds"], seed)
 
 
@@ -1635,6 +1697,7 @@ def _train_or_load_locked(
             {
                 "history": result.history,
                 "best_epoch": result.best_epoch,
+                "best_epoch_rule": "kept" if replay is None else "replayed",
                 "seconds": result.seconds,
                 "epochs_run": result.epochs_run,
                 "config": asdict(config),

@@ -2030,7 +2030,7 @@ def _output_index(model: NLMEModel, data: Observations, mask) -> np.ndarray:
         what = f"{n_outputs} outputs {model.outputs}" if model.outputs else "one output"
         rows = np.flatnonzero(beyond.any(axis=1))
         raise ValueError(
-            f"observations of output(s) {sorted(set(tags[beyond].tolist()))} but model "
+            f"entries tagged output(s) {sorted(set(tags[beyond].tolist()))} but model "
             f"{model.name!r} has {what} (numbered from 0): subject(s) "
             f"{data.ids[rows[:5]].tolist()}{' ...' if rows.size > 5 else ''}"
         )

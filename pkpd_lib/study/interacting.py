@@ -202,9 +202,12 @@ def train_network(
     ``schedules`` (``"QD"`` or ``"random"``), early stopping on ``fb-val`` under the same,
     with ``biomarkers`` as targets. ``sets``: the four data sets, keyed
     ``"<set>/<schedules>"``, if already simulated."""
+    if schedules not in ("QD", "random"):
+        raise ValueError(f"schedules must be 'QD' or 'random', got {schedules!r}")
     sets = dict(sets or {})
     for name in ("fb-train", "fb-val"):
-        sets.setdefault(f"{name}/{schedules}", dataset(name, schedules))
+        if f"{name}/{schedules}" not in sets:
+            sets[f"{name}/{schedules}"] = dataset(name, schedules)
     train, val = sets[f"fb-train/{schedules}"], sets[f"fb-val/{schedules}"]
     return nw.train_or_load(
         config,
@@ -219,6 +222,8 @@ def train_network(
 
 def predict(runs: Sequence[nw.TrainingResult], x, biomarkers: Sequence[str] = BIOMARKERS):
     """The ensemble mean of ``runs`` for inputs ``x``, by biomarker, (N, T) each."""
+    if not runs:
+        raise ValueError("predict needs at least one trained network in runs")
     mean = np.mean([nw.predict_pd(run.model, x) for run in runs], axis=0)
     outputs = 1 if mean.ndim == 2 else mean.shape[-1]
     if outputs != len(biomarkers):
@@ -275,7 +280,15 @@ def population_predictions(
     regimen name, the same patients): random effects are the empirical Bayes estimates
     given the three screening measurements of R; returns ``{regimen: {biomarker: (N,
     T)}}`` on the hourly grid."""
+    if not sets:
+        raise ValueError("sets must hold at least one data set")
     first = next(iter(sets.values()))
+    for name, d in sets.items():
+        if not np.array_equal(d.population.ids, first.population.ids):
+            raise ValueError(
+                f"every data set must hold the same patients; {name!r} does not hold those "
+                "of the first"
+            )
     pop = first.population
     screening = first.screening_pd
     known = pm.feedback_data(
@@ -399,13 +412,27 @@ def rebound(
     truth: Mapping[str, Mapping[str, np.ndarray]],
     after_h: float = 48.0,
 ) -> pd.Series:
-    """The mean over patients of each method's highest R after ``after_h`` (the last
-    dose of ``stopped``), biomarker units, with the truth's first."""
-    late = HOURS > after_h
-    out = {"truth": float(truth["stopped"]["R"][:, late].max(axis=1).mean())}
+    """The rebound under ``stopped``: the mean over patients of each method's highest R
+    after ``after_h`` (the last dose) minus the patient's true baseline R(0), in
+    biomarker units, with the truth's first. Arrays are (N, T) on the hourly grid from
+    0 h.
+
+    Examples
+    --------
+    >>> r = np.array([[100.0, 90.0, 104.0, 101.0]])
+    >>> rebound({"flat": {"stopped": {"R": r * 0 + 100.0}}}, {"stopped": {"R": r}}, 0.5)
+    truth    4.0
+    flat     0.0
+    Name: mean rebound of R above its baseline after the last dose, dtype: float64
+    """
+    base = truth["stopped"]["R"][:, 0]
+    late = np.arange(truth["stopped"]["R"].shape[1], dtype=float) > after_h  # hourly from 0 h
+    if not late.any():
+        raise ValueError(f"after_h={after_h!r} leaves no time after it on the grid")
+    out = {"truth": float((truth["stopped"]["R"][:, late].max(axis=1) - base).mean())}
     for method, by in preds.items():
-        out[method] = float(by["stopped"]["R"][:, late].max(axis=1).mean())
-    return pd.Series(out, name="mean peak of R after the last dose")
+        out[method] = float((by["stopped"]["R"][:, late].max(axis=1) - base).mean())
+    return pd.Series(out, name="mean rebound of R above its baseline after the last dose")
 
 
 def validation_criterion(runs, sets: Mapping[str, datasets.Dataset]) -> float:
