@@ -899,6 +899,20 @@ def early_stopping(val_loss, min_delta: float, patience: int) -> tuple[int, int]
     once ``patience`` epochs pass without a fall of more than ``min_delta`` (or at the
     last loss given). The learning-rate schedule's decisions are not part of it.
 
+    Parameters
+    ----------
+    val_loss : sequence of float
+        The validation loss of each epoch trained.
+    min_delta : float
+        The smallest decrease that counts as an improvement (>= 0).
+    patience : int
+        Epochs without an improvement before training stops.
+
+    Returns
+    -------
+    tuple of (int, int)
+        The kept epoch (from 1) and the number of epochs run.
+
     Examples
     --------
     >>> early_stopping([5.0, 4.0, 3.999, 3.998, 3.997, 1.0], min_delta=0.005, patience=3)
