@@ -122,31 +122,23 @@ def test_a_design_predicts_each_entry_as_its_own_output(joint_fit):
     """With nothing observed (a design: a new regimen to predict), each entry is still
     predicted as the output its tag names; it once fell back to output 0 everywhere."""
     data = _joint_data()
-    design = nlme.Observations(
-        data.ids,
-        data.times_h,
-        np.full(data.dv.shape, np.nan),
-        data.covariates,
-        data.extra,
-        output=data.output,
-    )
+
+    def design(output):
+        nothing = np.full(data.dv.shape, np.nan)
+        return nlme.Observations(
+            data.ids, data.times_h, nothing, data.covariates, data.extra, output=output
+        )
+
     np.testing.assert_allclose(
-        nlme.population_predictions(joint_fit, design),
+        nlme.population_predictions(joint_fit, design(data.output)),
         nlme.population_predictions(joint_fit, data),
     )
     etas = nlme.conditional_modes(joint_fit, data)
     np.testing.assert_allclose(
-        nlme.individual_predictions(joint_fit, design, etas),
+        nlme.individual_predictions(joint_fit, design(data.output), etas),
         nlme.individual_predictions(joint_fit, data, etas),
     )
-    beyond = nlme.Observations(
-        data.ids,
-        data.times_h,
-        np.full(data.dv.shape, np.nan),
-        data.covariates,
-        data.extra,
-        output=data.output * 2,
-    )
+    beyond = design(data.output * 2)
     with pytest.raises(ValueError, match=r"output\(s\) \[2\] but model .* has 2 outputs"):
         nlme.population_predictions(joint_fit, beyond)
 
