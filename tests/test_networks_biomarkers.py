@@ -1,5 +1,5 @@
 """One network for several biomarkers: targets (N, T, K), a head per biomarker scaled as
-its own fractional change, one loss per biomarker over its variance; the one-biomarker
+its own fractional change, one loss per biomarker scaled by its variance; the one-biomarker
 path unchanged."""
 
 import numpy as np
@@ -117,3 +117,14 @@ def test_the_two_biomarker_loss_keeps_the_units_early_stopping_is_set_in(two):
     )
     var = np.nanvar(y, axis=(0, 1))
     assert float(np.sum(w * var)) == pytest.approx(float(np.sum(var)))
+
+
+def test_the_biomarker_loss_is_part_of_the_store_key(two, monkeypatch):
+    """A network of several biomarkers trained with another loss is never found; a
+    one-biomarker key does not depend on it."""
+    x, y, vx, vy = two
+    several = nw._fingerprint(CONFIG, 0, (x, y, vx, vy))[0]
+    one = nw._fingerprint(CONFIG, 0, (x, y[..., 0], vx, vy[..., 0]))[0]
+    monkeypatch.setattr(nw, "BIOMARKER_LOSS", "another loss")
+    assert nw._fingerprint(CONFIG, 0, (x, y, vx, vy))[0] != several
+    assert nw._fingerprint(CONFIG, 0, (x, y[..., 0], vx, vy[..., 0]))[0] == one

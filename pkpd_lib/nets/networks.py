@@ -1496,16 +1496,25 @@ def config_to_json(config: NetworkConfig) -> str:
 MODEL_FORMAT = 4
 
 
+#: The loss of a network of several biomarkers, part of its store key so that a network
+#: trained with another loss is never found (the first weighed each biomarker by one over
+#: its variance; this one by the mean variance over each one's, :func:`biomarker_weights`).
+BIOMARKER_LOSS = "biomarker_mse, weights mean variance / variance"
+
+
 def _fingerprint(config: NetworkConfig, seed: int, arrays) -> tuple[str, dict]:
-    """The store key (configuration, seed, versions, format and the data's names and
-    shapes) and the data's :func:`~pkpd_lib.files.data_signature`, which a stored model
-    must match within :data:`~pkpd_lib.files.SIGNATURE_RTOL`."""
+    """The store key (configuration, seed, versions, format, the data's names and
+    shapes, and for several biomarkers :data:`BIOMARKER_LOSS`) and the data's
+    :func:`~pkpd_lib.files.data_signature`, which a stored model must match within
+    :data:`~pkpd_lib.files.SIGNATURE_RTOL`."""
     names = ("train_x", "train_y", "val_x", "val_y")
     signature = data_signature(dict(zip(names, arrays, strict=True)))
     h = hashlib.sha256()
     h.update(config_to_json(config).encode())
     h.update(f"seed={seed};keras={keras.__version__};tf={tf.__version__}".encode())
     h.update(f"format={MODEL_FORMAT};{signature_structure(signature)}".encode())
+    if np.ndim(arrays[1]) == 3:
+        h.update(f";loss={BIOMARKER_LOSS}".encode())
     return h.hexdigest()[:16], signature
 
 
