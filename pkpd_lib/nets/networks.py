@@ -879,25 +879,14 @@ def restored_epoch(val_loss, min_delta: float) -> int:
     >>> restored_epoch([5.0, 4.0, 3.999, 3.998], min_delta=0.0)
     4
     """
-    losses = np.asarray(val_loss, float)
-    if losses.ndim != 1 or losses.size == 0:
-        raise ValueError(f"val_loss must be a non-empty sequence, got shape {losses.shape}")
-    if not np.all(np.isfinite(losses)):
-        raise ValueError("val_loss holds NaN or inf: training failed; no epoch can be kept")
-    if not (np.isfinite(min_delta) and min_delta >= 0):
-        raise ValueError(f"min_delta must be a finite number >= 0, got {min_delta!r}")
-    best, kept = np.inf, 0
-    for epoch, value in enumerate(losses):
-        if epoch == 0 or value + min_delta < best:
-            best, kept = value, epoch
-    return kept + 1
+    return early_stopping(val_loss, min_delta)[0]
 
 
-def early_stopping(val_loss, min_delta: float, patience: int) -> tuple[int, int]:
+def early_stopping(val_loss, min_delta: float, patience: int | None = None) -> tuple[int, int]:
     """What early stopping decides from a run's validation losses: the epoch it keeps
-    (:func:`restored_epoch` of the epochs run) and the number of epochs it runs, stopping
-    once ``patience`` epochs pass without a fall of more than ``min_delta`` (or at the
-    last loss given). The learning-rate schedule's decisions are not part of it.
+    (:func:`restored_epoch`) and the number of epochs it runs, stopping once ``patience``
+    epochs pass without a fall of more than ``min_delta`` (or at the last loss given).
+    The learning-rate schedule's decisions are not part of it.
 
     Parameters
     ----------
@@ -905,8 +894,8 @@ def early_stopping(val_loss, min_delta: float, patience: int) -> tuple[int, int]
         The validation loss of each epoch trained.
     min_delta : float
         The smallest decrease that counts as an improvement (>= 0).
-    patience : int
-        Epochs without an improvement before training stops.
+    patience : int, optional
+        Epochs without an improvement before training stops; None: never.
 
     Returns
     -------
@@ -919,17 +908,21 @@ def early_stopping(val_loss, min_delta: float, patience: int) -> tuple[int, int]
     (2, 5)
     """
     losses = np.asarray(val_loss, float)
-    restored_epoch(losses, min_delta)  # the checks
-    best, wait = np.inf, 0
+    if losses.ndim != 1 or losses.size == 0:
+        raise ValueError(f"val_loss must be a non-empty sequence, got shape {losses.shape}")
+    if not np.all(np.isfinite(losses)):
+        raise ValueError("val_loss holds NaN or inf: training failed; no epoch can be kept")
+    if not (np.isfinite(min_delta) and min_delta >= 0):
+        raise ValueError(f"min_delta must be a finite number >= 0, got {min_delta!r}")
+    best, kept, wait = np.inf, 0, 0
     for epoch, value in enumerate(losses):
         if epoch == 0 or value + min_delta < best:
-            best, wait = value, 0
+            best, kept, wait = value, epoch, 0
             continue
         wait += 1
-        if wait >= patience:
-            run = epoch + 1
-            return restored_epoch(losses[:run], min_delta), run
-    return restored_epoch(losses, min_delta), losses.size
+        if patience is not None and wait >= patience:
+            return kept + 1, epoch + 1
+    return kept + 1, losses.size
 
 
 @dataclass(frozen=True)

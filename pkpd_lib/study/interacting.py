@@ -239,14 +239,6 @@ def predict(runs: Sequence[nw.TrainingResult], x, biomarkers: Sequence[str] = BI
 # --- the population model -----------------------------------------------------------------
 
 
-def _pk(pop: Population) -> dict[str, np.ndarray]:
-    return {k: getattr(pop.params, k) for k in ("ka", "CL", "V")}
-
-
-def _covariates(pop: Population) -> dict[str, np.ndarray]:
-    return {k: pop.covariates[k].to_numpy() for k in ("WT", "AGE", "SEX")}
-
-
 def population_fit_data(train: datasets.Dataset | None = None) -> nlme.Observations:
     """The population model's data: the first :data:`POP_FIT_PATIENTS` ``fb-train``
     patients' observed R and M every 4 h (:data:`POP_FIT_TIMES_H`) under QD, with their
@@ -258,8 +250,8 @@ def population_fit_data(train: datasets.Dataset | None = None) -> nlme.Observati
     return pm.feedback_data(
         reg.qd(),
         POP_FIT_TIMES_H,
-        {k: v[:n] for k, v in _pk(pop).items()},
-        {k: v[:n] for k, v in _covariates(pop).items()},
+        pop.params.subset(np.arange(n)).as_dict(),
+        pop.covariates.iloc[:n],
         r_obs=train.biomarkers_obs["R"][:n, index],
         m_obs=train.biomarkers_obs["M"][:n, index],
     )
@@ -294,8 +286,8 @@ def population_predictions(
     known = pm.feedback_data(
         reg.qd(),
         np.zeros(screening.shape[1]),
-        _pk(pop),
-        _covariates(pop),
+        pop.params.as_dict(),
+        pop.covariates,
         r_obs=screening,
         m_obs=np.full(screening.shape, np.nan),
     )
@@ -303,7 +295,7 @@ def population_predictions(
     out = {}
     for name, d in sets.items():
         new = pm.feedback_data(
-            reg.per_patient(d.regimens, pop.n_patients), HOURS, _pk(pop), _covariates(pop)
+            reg.per_patient(d.regimens, pop.n_patients), HOURS, pop.params.as_dict(), pop.covariates
         )
         pred = nlme.individual_predictions(fit, new, etas)
         t = HOURS.size
