@@ -37,7 +37,8 @@ def test_the_pins_are_x86_only():
 
 
 @needs_x86
-def test_every_command_environment_carries_the_pins():
+def test_every_command_environment_carries_the_pins(monkeypatch):
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
     for e in (tasks.env(), tasks.stored_only(), tasks.retrain_env("/tmp/x")):
         assert {k: e[k] for k in tasks.CPU_PINS} == tasks.CPU_PINS
 
@@ -48,6 +49,9 @@ def test_a_users_other_glibc_tunables_are_kept(monkeypatch):
     assert tasks.env()["GLIBC_TUNABLES"] == (
         "glibc.malloc.arena_max=2:" + tasks.CPU_PINS["GLIBC_TUNABLES"]
     )
+    # a process the commands started (a kernel) gets the pin once, not twice
+    monkeypatch.setenv("GLIBC_TUNABLES", tasks.env()["GLIBC_TUNABLES"])
+    assert tasks.env()["GLIBC_TUNABLES"].count("hwcaps") == 1
 
 
 def test_the_unpinned_machine_removes_every_pin():

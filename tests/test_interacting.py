@@ -113,6 +113,16 @@ def test_the_kept_setup_is_the_simplest_within_ten_percent():
         fb.kept_setup(dict(zip(labels, (np.nan, 0.2, 0.2, 0.2), strict=True)))
 
 
+def test_the_sufficient_memory_is_the_shortest_within_ten_percent():
+    assert fb.sufficient_memory({12: 0.50, 24: 0.34, 72: 0.30}, uncut=0.31) == 24
+    assert fb.sufficient_memory({12: 0.20, 24: 0.34, 72: 0.30}, uncut=0.31) == 12
+    assert fb.sufficient_memory({12: 0.50, 24: 0.35, 72: 0.35}, uncut=0.31) is None
+    with pytest.raises(ValueError, match="must cover"):
+        fb.sufficient_memory({24: 0.3}, uncut=0.3)
+    with pytest.raises(ValueError, match="finite"):
+        fb.sufficient_memory({12: 0.5, 24: 0.3, 72: 0.3}, uncut=np.nan)
+
+
 def test_the_population_models_data_are_the_first_training_patients():
     train = fb.dataset("fb-train")
     data = fb.population_fit_data(train)

@@ -31,7 +31,7 @@ def test_window_configs_are_checked_and_other_keys_keep_their_form():
     )
     with pytest.raises(ValueError, match="multiple of block=4"):
         nw.NetworkConfig(kind="window", history_h=10)
-    with pytest.raises(ValueError, match="for kind='window' only"):
+    with pytest.raises(ValueError, match="for kind=.window. or .reset. only"):
         nw.NetworkConfig(history_h=24)
     lstm = nw.config_to_json(nw.NetworkConfig(units=(16, 16)))
     assert "history_h" not in lstm and "latent" not in lstm

@@ -104,7 +104,8 @@ def env() -> dict[str, str]:
     e = dict(os.environ)
     e.update(PYTHONHASHSEED="0", TF_CPP_MIN_LOG_LEVEL="3", TF_ENABLE_ONEDNN_OPTS="0")
     pins = cpu_pins()
-    if "GLIBC_TUNABLES" in pins and e.get("GLIBC_TUNABLES"):
+    glibc = e.get("GLIBC_TUNABLES", "")
+    if "GLIBC_TUNABLES" in pins and glibc and not glibc.endswith(pins["GLIBC_TUNABLES"]):
         # the user's other tunables kept; the later hwcaps setting wins
         pins["GLIBC_TUNABLES"] = f"{e['GLIBC_TUNABLES']}:{pins['GLIBC_TUNABLES']}"
     e.update(pins)

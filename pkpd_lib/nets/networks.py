@@ -102,7 +102,7 @@ with _silence_native_stderr():
     tf.get_logger().setLevel("ERROR")
 
 #: The kinds of network :func:`build_network` builds.
-KINDS = ("lstm", "node", "ude", "window")
+KINDS = ("lstm", "node", "ude", "window", "reset")
 
 #: The fields each kind leaves out of its repr and its store key (so that models stored
 #: before a field existed keep their keys).
@@ -111,6 +111,7 @@ _HIDDEN_FIELDS = {
     "node": ("history_h",),
     "ude": ("history_h",),
     "window": ("latent",),
+    "reset": ("latent",),
 }
 
 #: Names of the inputs (see :mod:`pkpd_lib.nets.features`, where every input is defined).
@@ -153,18 +154,22 @@ class NetworkConfig:
         The static inputs (one value per patient), in order; by default baseline PD and
         the demographic covariates (:data:`pkpd_lib.nets.features.STATIC_FEATURES`).
         Must include ``BASE_PD``, which the output is scaled by.
-    kind : {"lstm", "node", "ude", "window"}, default "lstm"
-        ``"lstm"``; ``"window"``, a network that sees only the last ``history_h`` hours;
+    kind : {"lstm", "node", "ude", "window", "reset"}, default "lstm"
+        ``"lstm"``; ``"reset"``, the LSTM with its state set to zero every ``history_h``
+        hours; ``"window"``, a network that sees only the last ``history_h`` hours;
         ``"node"``, a neural ODE (:class:`pkpd_lib.nets.node.NeuralODE`) with
         ``latent`` states and a ``units[0]``-unit derivative network; or ``"ude"``, the
         turnover hybrid (:class:`pkpd_lib.nets.node.TurnoverUDE`).
     latent : int, default 4
         Latent states of the ODE kinds; an LSTM ignores it.
     history_h : int, default 0
-        For ``kind="window"`` only: the hours of input each output sees (a multiple of
-        ``block``). A window network has no memory beyond them: a causal convolution of
-        ``units[0]`` filters over the last ``history_h / block`` steps, then a dense
-        layer per further entry of ``units``, then the readout.
+        For ``kind="window"`` and ``kind="reset"`` only (a multiple of ``block``). A
+        window network sees the last ``history_h`` hours of input and has no memory
+        beyond them: a causal convolution of ``units[0]`` filters over the last
+        ``history_h / block`` steps, then a dense layer per further entry of ``units``,
+        then the readout. A reset network is the LSTM run on consecutive chunks of
+        ``history_h`` hours, each from a zero state (:class:`MemoryChunks`): an output
+        sees the input from the start of its chunk only, at most ``history_h`` hours.
 
     Raises
     ------
@@ -172,8 +177,9 @@ class NetworkConfig:
         If ``kind`` is unknown; an ODE kind has ``block != 1`` or more than one entry in
         ``units``; ``units`` is empty or has an entry < 1; ``block``, ``batch_size``,
         ``max_epochs``, ``patience`` or ``latent`` is not an integer >= 1;
-        ``learning_rate`` is not finite and > 0; ``min_delta`` is not finite and >= 0; or
-        ``static_features`` lacks ``BASE_PD``.
+        ``learning_rate`` is not finite and > 0; ``min_delta`` is not finite and >= 0;
+        ``static_features`` lacks ``BASE_PD``; a window or reset network has no
+        ``history_h`` that is a multiple of ``block``; or another kind has one.
 
     Examples
     --------
@@ -231,14 +237,16 @@ class NetworkConfig:
         history = self.history_h
         if isinstance(history, bool) or not isinstance(history, int | np.integer):
             raise ValueError(f"history_h must be a whole number of hours, got {history!r}")
-        if self.kind == "window" and (history < self.block or history % self.block):
+        cut = self.kind in ("window", "reset")
+        if cut and (history < self.block or history % self.block):
             raise ValueError(
-                f"a window network needs history_h, a multiple of block={self.block} h, "
-                f"got {history!r}"
+                f"a {self.kind} network needs history_h, a multiple of block={self.block} "
+                f"h, got {history!r}"
             )
-        if self.kind != "window" and history:
+        if not cut and history:
             raise ValueError(
-                f"history_h is for kind='window' only, got {history!r} with {self.kind!r}"
+                f"history_h is for kind='window' or 'reset' only, got {history!r} with "
+                f"{self.kind!r}"
             )
 
     def __repr__(self) -> str:
@@ -265,6 +273,8 @@ class NetworkConfig:
         ``"node4-16"`` for a neural ODE with 4 latent states and 16 hidden units."""
         if self.kind == "window":
             return f"window{self.history_h}h-" + "-".join(str(u) for u in self.units)
+        if self.kind == "reset":
+            return f"reset{self.history_h}h-" + "-".join(str(u) for u in self.units)
         if self.kind != "lstm":
             return f"{self.kind}{self.latent}-{self.units[0]}"
         if len(set(self.units)) == 1:
@@ -312,6 +322,81 @@ class TrainingRange(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "low": self.low, "high": self.high}
+
+
+@keras.saving.register_keras_serializable(package="pkpd_lib")
+class MemoryChunks(keras.layers.Layer):
+    """Cuts a sequence of steps into consecutive chunks that a recurrent layer reads as
+    separate sequences, each from a zero state; with ``inverse=True``, joins them back.
+
+    Parameters
+    ----------
+    chunk : int
+        Steps per chunk (the memory, in steps: ``history_h / block``).
+    n_steps : int
+        Steps of the whole sequence; the last chunk is padded with zeros at its end, and
+        the padding is cut off again by the inverse.
+    inverse : bool, default False
+        Join ``(N * K, chunk, U)`` back into ``(N, n_steps, U)`` instead of cutting
+        ``(N, n_steps, F)`` into ``(N * K, chunk, F)``, ``K = ceil(n_steps / chunk)``.
+    **kwargs
+        Passed to :class:`keras.layers.Layer` (e.g. ``name``).
+
+    Examples
+    --------
+    >>> x = np.arange(10.0).reshape(1, 5, 2)
+    >>> cut = MemoryChunks(2, 5)(x)
+    >>> tuple(cut.shape)
+    (3, 2, 2)
+    >>> np.asarray(MemoryChunks(2, 5, inverse=True)(cut)).tolist() == x.tolist()
+    True
+    """
+
+    def __init__(self, chunk: int, n_steps: int, inverse: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.chunk, self.n_steps, self.inverse = int(chunk), int(n_steps), bool(inverse)
+        self.n_chunks = -(-self.n_steps // self.chunk)
+
+    def call(self, x):
+        """The steps cut into chunks (or joined back).
+
+        Parameters
+        ----------
+        x : tensor
+            ``(N, n_steps, F)``, or with ``inverse`` ``(N * K, chunk, U)``.
+
+        Returns
+        -------
+        tensor
+            ``(N * K, chunk, F)``, or with ``inverse`` ``(N, n_steps, U)``.
+        """
+        width = x.shape[-1]
+        padded = self.n_chunks * self.chunk
+        if self.inverse:
+            return keras.ops.reshape(x, (-1, padded, width))[:, : self.n_steps]
+        x = keras.ops.pad(x, [[0, 0], [0, padded - self.n_steps], [0, 0]])
+        return keras.ops.reshape(x, (-1, self.chunk, width))
+
+    def compute_output_shape(self, input_shape):
+        """The shape :meth:`call` returns.
+
+        Parameters
+        ----------
+        input_shape : tuple
+            ``(batch, steps, width)``: ``n_steps`` steps when cutting, ``chunk`` steps
+            (batch times chunks) when joining.
+        """
+        if self.inverse:
+            return (None, self.n_steps, input_shape[-1])
+        return (None, self.chunk, input_shape[-1])
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "chunk": self.chunk,
+            "n_steps": self.n_steps,
+            "inverse": self.inverse,
+        }
 
 
 class InputRangeWarning(UserWarning):
@@ -428,7 +513,8 @@ def build_network(
         its ``"ranges"`` get a :class:`TrainingRange`.
     name : str, optional
         The model's name; by default ``"lstm_"`` and the config's label for an LSTM
-        (``"lstm_1x16"``), the label alone for the ODE kinds (``"node4-16"``).
+        (``"lstm_1x16"``), the label alone for the other kinds (``"node4-16"``,
+        ``"reset24h-16-16"``).
 
     Returns
     -------
@@ -471,9 +557,14 @@ def build_network(
     steps.append(keras.layers.RepeatVector(n_steps, name="static_per_step")(static))
     x = keras.layers.Concatenate(name="per_step_features")(steps)
     n_out = int(np.size(stats["frac_scale"])) if np.ndim(stats["frac_scale"]) else 0
-    if config.kind == "lstm":
+    if config.kind in ("lstm", "reset"):
+        chunk = config.history_h // block
+        if config.kind == "reset":
+            x = MemoryChunks(chunk, n_steps, name="memory_chunks")(x)
         for i, units in enumerate(config.units):
             x = keras.layers.LSTM(units, return_sequences=True, name=f"lstm_{i + 1}")(x)
+        if config.kind == "reset":
+            x = MemoryChunks(chunk, n_steps, inverse=True, name="memory_joined")(x)
         x = keras.layers.Dense(block * max(n_out, 1), name="readout")(x)
     elif config.kind == "window":
         x = keras.layers.Conv1D(

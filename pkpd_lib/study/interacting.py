@@ -64,6 +64,18 @@ HISTORY_SETUPS = tuple(
     )
     for h in (24, 72, 168)
 )
+#: How much memory the network needs (protocol version 4's addendum, validation data
+#: only): question 4's "2x16, QD" network with its state set to zero every ``H`` hours,
+#: ``H`` in :data:`MEMORY_HOURS`, judged against the same network with its memory uncut.
+MEMORY_HOURS = (12, 24, 72)
+MEMORY_SETUPS = tuple(
+    (
+        f"memory {h} h, QD",
+        nw.NetworkConfig(units=(16, 16), block=4, learning_rate=1e-2, kind="reset", history_h=h),
+        "QD",
+    )
+    for h in MEMORY_HOURS
+)
 #: A set-up is as good as the best when its criterion is within this fraction of it.
 SETUP_TOLERANCE = 0.10
 #: The population model's data: the first patients of ``fb-train`` and their times (h).
@@ -439,6 +451,38 @@ def validation_criterion(runs, sets: Mapping[str, datasets.Dataset]) -> float:
             [metrics.regimen_effect_error(p_new[b], p_qd[b], t_new[b], t_qd[b]) for b in BIOMARKERS]
         )
     )
+
+
+def sufficient_memory(criteria: Mapping[int, float], uncut: float) -> int | None:
+    """The addendum's answer: the shortest memory (h) whose criterion is within
+    :data:`SETUP_TOLERANCE` of the uncut network's, or None if none is.
+
+    Parameters
+    ----------
+    criteria : mapping of int to float
+        Question 4's criterion for each memory of :data:`MEMORY_HOURS` (h).
+    uncut : float
+        The criterion of the same network with its memory uncut.
+
+    Returns
+    -------
+    int or None
+        The shortest sufficient memory (h), or None.
+
+    Examples
+    --------
+    >>> sufficient_memory({12: 0.9, 24: 0.33, 72: 0.30}, uncut=0.31)
+    24
+    >>> sufficient_memory({12: 0.9, 24: 0.8, 72: 0.5}, uncut=0.31) is None
+    True
+    """
+    if sorted(criteria) != sorted(MEMORY_HOURS):
+        raise ValueError(f"criteria must cover the memories {MEMORY_HOURS} h, got {list(criteria)}")
+    values = np.array([criteria[h] for h in MEMORY_HOURS] + [uncut], float)
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"criteria must be finite, got {dict(criteria)} and uncut {uncut}")
+    limit = uncut * (1 + SETUP_TOLERANCE)
+    return next((h for h in MEMORY_HOURS if criteria[h] <= limit), None)
 
 
 def kept_setup(criteria: Mapping[str, float]) -> str:
