@@ -108,3 +108,26 @@ def test_classical_rejects_unknown_structure_and_bad_data(patients):
             HOURLY,
             np.full((30, 169), np.nan),
         )
+
+
+def test_a_data_set_is_pk_fitted_once_and_another_gets_its_own_fit(patients):
+    """The sequential fits share one PK fit per data set (chapter 9 fits two PD
+    structures to one training set): the same content, the same fit; other content, a
+    fit of its own with the numbers a fresh fit gives."""
+    from dataclasses import replace
+
+    from pkpd_lib.pmx.pkfit import fit_individual_pk
+
+    times = np.arange(0.0, 169.0, 12.0)
+    data = datasets.simulate_dataset(patients, reg.qd(), times)
+    first = classical.dataset_pk(data)
+    same_content = replace(data, conc_obs=data.conc_obs.copy())
+    assert classical.dataset_pk(same_content) is first
+    other = replace(data, conc_obs=data.conc_obs * 1.1)
+    fit = classical.dataset_pk(other)
+    assert fit is not first
+    fresh = fit_individual_pk(
+        other.conc_obs, other.times_h, other.regimens, other.population.covariates
+    )
+    pd.testing.assert_frame_equal(fit.params, fresh.params)
+    assert not np.allclose(fit.params["V"], first.params["V"])

@@ -18,6 +18,7 @@ Fits are least squares on the 3% proportional PD error (``scipy.optimize.least_s
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ import pandas as pd
 from scipy.optimize import least_squares
 
 from ..pmx.model import EFFECT_COMPARTMENT, TRANSIT_TURNOVER, simulate_structure
+from ..pmx.pk import dose_arrays
 from ..pmx.pkfit import PKFit, fit_individual_pk
 from ..pmx.population import check_covariates
 from ..pmx.sampling import RESIDUAL_CV
@@ -136,13 +138,57 @@ def fit_population_pd(
     return PDFit(structure, theta_of(sol.x), float(sol.cost), sol.nfev, time.perf_counter() - t0)
 
 
+#: Empirical Bayes PK fits of the data sets seen in this process, by content (at most
+#: :data:`_PK_FITS_KEPT`): a chapter fits several PD structures to one training set and
+#: predicts each on the same test sets, and the PK fit (about a minute for 1000
+#: patients) is the same every time.
+_PK_FITS: dict[str, PKFit] = {}
+_PK_FITS_KEPT = 8
+
+
+def dataset_pk(data: Dataset) -> PKFit:
+    """Empirical Bayes PK of every patient of ``data`` from its observed concentrations
+    (:func:`~pkpd_lib.pmx.pkfit.fit_individual_pk`), fitted once per data set in a
+    process: the fit is deterministic, so a data set with the same concentrations,
+    times, regimens and covariates gets the same fit (the same object) again.
+
+    Parameters
+    ----------
+    data : Dataset
+        Its ``conc_obs`` (mg/L), ``times_h``, ``regimens`` and covariates are read.
+
+    Returns
+    -------
+    PKFit
+        Shared between callers: read it, do not change it.
+    """
+    times, amounts = dose_arrays(data.regimens, data.n_patients)
+    digest = hashlib.sha256()
+    for part in (
+        data.conc_obs,
+        data.times_h,
+        times,
+        amounts,
+        data.population.covariates.to_numpy(dtype=float),
+    ):
+        part = np.ascontiguousarray(part, dtype=float)
+        digest.update(repr(part.shape).encode() + part.tobytes())
+    key = digest.hexdigest()
+    if key not in _PK_FITS:
+        if len(_PK_FITS) >= _PK_FITS_KEPT:
+            _PK_FITS.pop(next(iter(_PK_FITS)))
+        _PK_FITS[key] = fit_individual_pk(
+            data.conc_obs, data.times_h, data.regimens, data.population.covariates
+        )
+    return _PK_FITS[key]
+
+
 def fit_sequential(structure: str, train: Dataset) -> tuple[PDFit, PKFit]:
     """The sequential PK/PD fit of a data set: empirical Bayes PK of every patient from
-    the observed concentrations, then the population PD of ``structure`` from the
-    observed PD. The baseline is the patient's true R0, as for the networks."""
-    pk = fit_individual_pk(
-        train.conc_obs, train.times_h, train.regimens, train.population.covariates
-    )
+    the observed concentrations (:func:`dataset_pk`, once per data set), then the
+    population PD of ``structure`` from the observed PD. The baseline is the patient's
+    true R0, as for the networks."""
+    pk = dataset_pk(train)
     pd_fit = fit_population_pd(
         structure,
         pk.params,
@@ -158,7 +204,7 @@ def fit_sequential(structure: str, train: Dataset) -> tuple[PDFit, PKFit]:
 def predict_dataset(fit: PDFit, data: Dataset) -> np.ndarray:
     """Predict the PD (N, T) of new patients from what the networks also see: their
     observed concentrations (PK fitted by empirical Bayes), covariates and baseline."""
-    pk = fit_individual_pk(data.conc_obs, data.times_h, data.regimens, data.population.covariates)
+    pk = dataset_pk(data)
     return predict_pd_from_pk(
         fit.structure,
         fit.theta,
