@@ -102,6 +102,7 @@ def test_foce_recovers_simulated_values_with_standard_errors(pk_fits):
     assert est.loc["sigma_prop", "estimate"] == pytest.approx(TRUTH["prop"], rel=0.2)
 
 
+@pytest.mark.slow  # shares a fit or a training of over 10 s
 def test_foce_estimates_agree_from_three_starting_points(pk_fits):
     fits, _ = pk_fits
     assert all(f.converged for f in fits)
@@ -119,6 +120,7 @@ def test_a_fixed_parameter_is_held_and_not_estimated():
     assert fit.typical("ka") == 1.2
 
 
+@pytest.mark.slow  # shares a fit or a training of over 10 s
 def test_population_and_individual_predictions_have_the_data_shape(pk_fits):
     data, _ = _simulate_pk(100, 1, TRUTH)
     fit = pk_fits[0][1]

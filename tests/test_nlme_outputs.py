@@ -91,6 +91,7 @@ def joint_fit():
     return nlme.fit_foce(JOINT, _joint_data(), start, omega_sd=0.3, sigma=sigma)
 
 
+@pytest.mark.slow  # shares a fit or a training of over 10 s
 def test_a_joint_pk_pd_fit_recovers_both_error_models(joint_fit):
     fit = joint_fit
     assert fit.converged, fit.convergence
@@ -107,6 +108,7 @@ def test_a_joint_pk_pd_fit_recovers_both_error_models(joint_fit):
     assert np.isfinite(est["SE (estimation scale)"]).all()
 
 
+@pytest.mark.slow  # shares a fit or a training of over 10 s
 def test_predictions_and_simulations_take_each_observations_output(joint_fit):
     data = _joint_data()
     ipred = nlme.individual_predictions(joint_fit, data)
@@ -118,6 +120,7 @@ def test_predictions_and_simulations_take_each_observations_output(joint_fit):
     assert spread[~conc].min() > 2.0 and spread[conc].max() < 2.0
 
 
+@pytest.mark.slow  # shares a fit or a training of over 10 s
 def test_a_design_predicts_each_entry_as_its_own_output(joint_fit):
     """With nothing observed (a design: a new regimen to predict), each entry is still
     predicted as the output its tag names; it once fell back to output 0 everywhere."""

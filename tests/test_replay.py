@@ -19,6 +19,7 @@ def run(small):
     return nw.train_network(CONFIG, *small, seed=3, report_every=None)
 
 
+@pytest.mark.slow  # shares a fit or a training of over 10 s
 def test_the_kept_epoch_is_the_one_whose_weights_the_model_has(small, run):
     *_, val_x, val_y = small
     losses = run.history["val_loss"]
@@ -30,6 +31,7 @@ def test_the_kept_epoch_is_the_one_whose_weights_the_model_has(small, run):
     assert loss != pytest.approx(min(losses), rel=1e-4)
 
 
+@pytest.mark.slow  # shares a fit or a training of over 10 s
 def test_a_replayed_run_repeats_the_weights_bit_for_bit(small, run):
     again = nw.train_network(CONFIG, *small, seed=3, report_every=None, replay=nw.Replay.of(run))
     assert again.best_epoch == run.best_epoch
@@ -39,6 +41,7 @@ def test_a_replayed_run_repeats_the_weights_bit_for_bit(small, run):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow  # shares a fit or a training of over 10 s
 def test_a_replay_keeps_its_epoch_whatever_the_losses_say(small, run):
     rates = nw.Replay.of(run).learning_rates[:5]
     short = nw.train_network(
@@ -59,6 +62,7 @@ def test_replays_and_kept_epochs_refuse_nonsense():
         nw.restored_epoch([], 0.1)
 
 
+@pytest.mark.slow  # shares a fit or a training of over 10 s
 def test_early_stopping_decisions_follow_keras(run):
     kept, ran = nw.early_stopping(run.history["val_loss"], CONFIG.min_delta, CONFIG.patience)
     assert (kept, ran) == (run.best_epoch, run.epochs_run)

@@ -82,6 +82,7 @@ def _report(folder):
     return [json.loads(line) for line in (folder / files.REPORT_NAME).read_text().splitlines()]
 
 
+@pytest.mark.slow  # shares a fit or a training of over 10 s
 def test_a_shard_trains_its_own_networks_again_and_loads_the_others(small, tmp_path, monkeypatch):
     store, folder = tmp_path / "store", tmp_path / "shard"
     stored = {
@@ -102,6 +103,7 @@ def test_a_shard_trains_its_own_networks_again_and_loads_the_others(small, tmp_p
     assert "not computed again" in _report_tool().check(folder, 2, 2, store)[0]
 
 
+@pytest.mark.slow  # shares a fit or a training of over 10 s
 def test_a_stored_network_that_training_no_longer_gives_is_reported(small, tmp_path, monkeypatch):
     store, folder = tmp_path / "store", tmp_path / "shard"
     for seed in (5, 6):
