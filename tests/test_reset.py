@@ -55,16 +55,3 @@ def test_reset_configs_are_checked_and_keyed():
         nw.NetworkConfig(kind="reset")
     with pytest.raises(ValueError, match="for kind='window' or 'reset' only"):
         nw.NetworkConfig(history_h=24)
-
-
-def test_a_reset_network_trains_and_is_stored(small, tmp_path, monkeypatch):
-    monkeypatch.setenv("PKPD_MODEL_CACHE", str(tmp_path))
-    monkeypatch.delenv("PKPD_CACHE_MISS", raising=False)
-    config = nw.NetworkConfig(units=(4,), kind="reset", history_h=8, max_epochs=3)
-    run = nw.train_or_load(config, *small, seed=0, report_every=None)
-    again = nw.train_or_load(config, *small, seed=0, report_every=None)
-    assert len(list(tmp_path.glob("reset8h-4_seed0_*.keras"))) == 1
-    *_, val_x, _ = small
-    np.testing.assert_array_equal(
-        nw.predict_pd(run.model, val_x), nw.predict_pd(again.model, val_x)
-    )

@@ -39,12 +39,14 @@ def test_window_configs_are_checked_and_other_keys_keep_their_form():
     assert "history_h" not in repr(nw.NetworkConfig())
 
 
-def test_a_window_network_trains_and_is_stored(small, tmp_path, monkeypatch):
+@pytest.mark.parametrize("kind", ["window", "reset"])
+def test_a_window_or_reset_network_trains_and_is_stored(kind, small, tmp_path, monkeypatch):
     monkeypatch.setenv("PKPD_MODEL_CACHE", str(tmp_path))
     monkeypatch.delenv("PKPD_CACHE_MISS", raising=False)
-    config = nw.NetworkConfig(units=(4,), kind="window", history_h=8, max_epochs=3)
+    config = nw.NetworkConfig(units=(4,), kind=kind, history_h=8, max_epochs=3)
     run = nw.train_or_load(config, *small, seed=0, report_every=None)
     again = nw.train_or_load(config, *small, seed=0, report_every=None)
+    assert len(list(tmp_path.glob(f"{kind}8h-4_seed0_*.keras"))) == 1
     *_, val_x, _ = small
     np.testing.assert_array_equal(
         nw.predict_pd(run.model, val_x), nw.predict_pd(again.model, val_x)
