@@ -71,3 +71,26 @@ def test_every_network_input_is_in_the_feature_table(small):
     for name, values in x.items():
         assert values.ndim == (2 if features.FEATURES[name].per_step else 1)
         features.check_values(name, values)
+
+
+def test_a_simulation_is_reused_only_for_the_same_patients_regimen_times_and_model():
+    """Scoring simulates the same patients again for every method: the noise-free truth
+    is computed once, read-only, and never reused for anything that differs."""
+    from pkpd_lib.pmx import model
+
+    pop = sample_population(4, seed=3)
+    times = [0.0, 6.0, 30.0]
+    first = ds.simulate_dataset(pop, reg.qd(), times, obs_seed=1)
+    again = ds.simulate_dataset(pop, reg.qd(), times, obs_seed=2)
+    assert again.truth is first.truth
+    assert not first.truth.pd.flags.writeable and not first.truth.conc_mg_L.flags.writeable
+    assert not np.array_equal(again.pd_obs, first.pd_obs)  # observations drawn afresh
+    others = [
+        ds.simulate_dataset(sample_population(4, seed=4), reg.qd(), times),
+        ds.simulate_dataset(pop, reg.bid(), times),
+        ds.simulate_dataset(pop, reg.qd(), [0.0, 6.0, 31.0]),
+        ds.simulate_dataset(pop, reg.qd(), times, simulator=model.simulate_second_turnover),
+    ]
+    for other in others:
+        assert other.truth is not first.truth
+        assert not np.array_equal(other.truth.pd, first.truth.pd)

@@ -14,13 +14,16 @@ seed=1)`` and their data set ``d = simulate_dataset(pop, regimens.qd(), [0.0, 1.
 
 from __future__ import annotations
 
+import hashlib
+import pickle
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from ..nets.features import CONC, DOSE_FEATURES, STATIC_FEATURES, TIME, Source, build_inputs
 from ..pmx import regimens as reg
-from ..pmx.model import TYPICAL_PARAMS, Simulation, simulate
+from ..pmx.model import TYPICAL_PARAMS, Params, Simulation, simulate
 from ..pmx.population import Population, sample_population
 from ..pmx.sampling import (
     DENSE_TIMES_H,
@@ -146,7 +149,7 @@ def simulate_dataset(
     """
     if not isinstance(regimen, reg.Regimen):
         regimen = tuple(regimen)
-    truth = simulator(population.params, regimen, times_h)
+    truth = _simulated_truth(simulator, population.params, regimen, times_h)
     conc_obs, pd_obs = observe(truth.conc_mg_L, truth.pd, seed=obs_seed)
     (first, *others) = truth.biomarkers
     observed = {first: pd_obs}
@@ -163,6 +166,44 @@ def simulate_dataset(
         screening(population),
         biomarkers_obs=observed,
     )
+
+
+#: Noise-free simulations made in this process, by what determines them (at most
+#: :data:`_TRUTHS_KEPT`, the oldest dropped first): scoring a protocol simulates the
+#: same patients under the same regimen for every method and replicate, and the ODE
+#: integration is most of that time. Their arrays are read-only, so no caller can
+#: change what another one reads.
+_TRUTHS: OrderedDict[str, tuple[object, Simulation]] = OrderedDict()
+_TRUTHS_KEPT = 32
+
+
+def _simulated_truth(simulator, params, regimen, times_h) -> Simulation:
+    """``simulator(params, regimen, times_h)``, computed once per process for the same
+    simulator (the same object), parameters, regimen(s) and times."""
+    if type(params) is not Params:  # only what is known to be immutable is reused
+        return simulator(params, regimen, times_h)
+    times = np.ascontiguousarray(times_h, dtype=float)
+    key = hashlib.sha256(
+        pickle.dumps((params, regimen), protocol=5) + repr(times.shape).encode() + times.tobytes()
+    ).hexdigest()
+    hit = _TRUTHS.get(key)
+    if hit is not None and hit[0] is simulator:
+        _TRUTHS.move_to_end(key)
+        return hit[1]
+    truth = simulator(params, regimen, times_h)
+    for array in (
+        truth.times_h,
+        truth.conc_mg_L,
+        truth.pd,
+        *truth.states.values(),
+        *truth.biomarkers.values(),
+    ):
+        if isinstance(array, np.ndarray):
+            array.flags.writeable = False
+    _TRUTHS[key] = (simulator, truth)
+    while len(_TRUTHS) > _TRUTHS_KEPT:
+        _TRUTHS.popitem(last=False)
+    return truth
 
 
 #: Pre-dose PD measurements per patient at screening (see :func:`screening`).
