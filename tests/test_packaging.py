@@ -47,11 +47,11 @@ PACKAGE = ROOT / "pkpd_lib"
 #: Each floor and what it may import from the package: pmx the root modules only, nets
 #: pmx too, study everything; the root modules nothing.
 FLOORS = {
-    "pmx": {"files", "reproducibility", "pmx"},
-    "nets": {"files", "reproducibility", "pmx", "nets"},
-    "study": {"files", "reproducibility", "pmx", "nets", "study"},
+    "pmx": {"files", "memo", "reproducibility", "pmx"},
+    "nets": {"files", "memo", "reproducibility", "pmx", "nets"},
+    "study": {"files", "memo", "reproducibility", "pmx", "nets", "study"},
 }
-ROOT_MODULES = ("files", "reproducibility")
+ROOT_MODULES = ("files", "memo", "reproducibility")
 
 
 def _package_imports(path: Path, root: Path = ROOT) -> set[str]:

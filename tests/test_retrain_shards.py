@@ -70,6 +70,55 @@ def test_the_workflow_runs_every_shard():
     assert f"--shard ${{{{ matrix.shard }}}}/{tasks.RETRAIN_SHARDS}" in " ".join(commands)
 
 
+def test_the_chapters_use_every_stored_result_and_only_stored_ones():
+    """``data/store_uses.json`` (written by ``tasks.py execute``) tells a shard which
+    chapters to run; a stale map would leave a result unchecked, so it must name every
+    stored result, nothing else, and only chapters that exist."""
+    tasks = _tool("tasks")
+    uses = json.loads(tasks.USES.read_text())
+    chapters = {p.stem for p in tasks.CHAPTERS.glob("*.md")}
+    assert set(uses) <= chapters, set(uses) - chapters
+    named = {name for names in uses.values() for name in names}
+    assert named == set(files.stored_records(tasks.STORE)), named ^ set(
+        files.stored_records(tasks.STORE)
+    )
+
+
+def test_a_shard_runs_the_chapters_that_use_its_results(tmp_path, monkeypatch):
+    tasks = _tool("tasks")
+    store, chapters = tmp_path / "store", tmp_path / "chapters"
+    store.mkdir(), chapters.mkdir()
+    for name, seconds in {"a.json": 30.0, "b.json": 20.0, "c.json": 15.0}.items():
+        (store / name).write_text(json.dumps({"seconds": seconds}))
+    for chapter in ("01_x", "02_y", "03_z"):
+        (chapters / f"{chapter}.ipynb").touch()
+    uses = tmp_path / "uses.json"
+    uses.write_text(json.dumps({"01_x": ["a.json"], "02_y": ["b.json", "c.json"], "03_z": []}))
+    monkeypatch.setattr(tasks, "STORE", store)
+    monkeypatch.setattr(tasks, "CHAPTERS", chapters)
+    monkeypatch.setattr(tasks, "USES", uses)
+    # plan: a -> 1, b -> 2, c -> 2
+    assert [Path(c).stem for c in tasks.shard_chapters(1, 2)] == ["01_x"]
+    assert [Path(c).stem for c in tasks.shard_chapters(2, 2)] == ["02_y"]
+    uses.unlink()  # no map: every chapter
+    assert len(tasks.shard_chapters(1, 2)) == 3
+
+
+def test_use_logs_become_the_map_of_chapters_to_stored_results(tmp_path, monkeypatch):
+    tasks = _tool("tasks")
+    monkeypatch.setattr(tasks, "STORE", tmp_path / "store")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "01_x.txt").write_text(f"{tmp_path}/store/b.json\n{tmp_path}/store/fits/a.json\n")
+    (logs / "02_y.txt").write_text(f"{tmp_path}/store/b.json\n{tmp_path}/store/b.keras\n")
+    (logs / "03_z.txt").write_text("")
+    assert tasks.read_use_logs(logs) == {
+        "01_x": ["b.json", "fits/a.json"],
+        "02_y": ["b.json"],
+        "03_z": [],
+    }
+
+
 def _shard(monkeypatch, store, folder, shard):
     monkeypatch.setenv(files.CACHE_ENV, str(store))
     monkeypatch.setenv(files.MISS_ENV, "error")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import platform
 import shutil
@@ -43,6 +44,10 @@ CHAPTERS = ROOT / "book" / "chapters"
 #: The networks and population-model fits the stored outputs came from, committed with
 #: the book: the test command loads them and refuses to train or fit what is missing.
 STORE = ROOT / "data" / "trained"
+#: Which stored results each chapter uses (chapter name -> records relative to the store),
+#: written by ``execute`` when it ran every chapter: a retrain shard runs only the
+#: chapters that ask for its results.
+USES = ROOT / "data" / "store_uses.json"
 STAMP = VENV / ".pyproject.sha256"
 
 
@@ -205,8 +210,8 @@ def retrain_env(cache: str) -> dict[str, str]:
 
 #: Shards of the retrain tier (``test --retrain --shard K/N``): each computes again the
 #: stored results :func:`pkpd_lib.files.shard_plan` gives it (a tenth of the store's 7.2
-#: hours of recorded computing) and re-executes every notebook; the GitHub workflow runs
-#: them as parallel jobs, each within CI's limit.
+#: hours of recorded computing) and re-executes the chapters that use them (:data:`USES`);
+#: the GitHub workflow runs them as parallel jobs, each within CI's limit.
 RETRAIN_SHARDS = 10
 
 
@@ -217,17 +222,19 @@ def shard_env(folder: Path, shard: str) -> dict[str, str]:
 
 
 def retrain_shard(shard: str) -> None:
-    """Shard ``K/N`` of the retrain tier: every notebook re-executed from the committed
-    store and compared as in the test command, and each stored result of the shard
-    computed again from the inputs it was stored with and compared with the stored one
-    (:mod:`tools.retrain_report`). The shard's results and report go to
+    """Shard ``K/N`` of the retrain tier: the chapters that use its results
+    (:func:`shard_chapters`) re-executed from the committed store and compared as in the
+    test command, and each stored result of the shard computed again from the inputs it
+    was stored with and compared with the stored one (:mod:`tools.retrain_report`). The
+    shard's results and report go to
     ``_build/retrain/shard-K-of-N``."""
     k, n = shard.split("/")
     folder = ROOT / "_build" / "retrain" / f"shard-{k}-of-{n}"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     t0 = time.perf_counter()
-    notebooks = [str(p) for p in sorted(CHAPTERS.glob("*.ipynb"))]
+    notebooks = shard_chapters(int(k), int(n))
+    print(f"shard {shard}: {len(notebooks)} chapters use its results", flush=True)
     run(
         *pytest_args(*notebooks, cell_timeout_s=RETRAIN_CELL_TIMEOUT_S),
         env=shard_env(folder, shard),
@@ -313,7 +320,9 @@ def portability() -> None:
     shard = args[args.index("--shard") + 1] if retrain and "--shard" in args else None
     targets = [a for a in args if a not in ("--retrain", "--shard", shard)]
     targets_given = bool(targets)
-    targets = targets or [str(p) for p in sorted(CHAPTERS.glob("*.ipynb"))]
+    if not targets:
+        every = [str(p) for p in sorted(CHAPTERS.glob("*.ipynb"))]
+        targets = shard_chapters(*map(int, shard.split("/"))) if shard else every
     logs = ROOT / "_build" / "portability"
     logs.mkdir(parents=True, exist_ok=True)
     folders = {}
@@ -358,25 +367,57 @@ def execute() -> None:
     """Re-execute every chapter from its MyST text twin and rewrite the paired .ipynb.
     Networks and fits come from the committed store (``data/trained``); what is missing
     there is trained or fitted and added to it, to be committed with the outputs. After
-    all chapters ran (no chapter named), stored results none of them used are removed."""
+    all chapters ran (no chapter named), stored results none of them used are removed;
+    :data:`USES` gets what the chapters that ran used."""
     setup()
     targets = sys.argv[2:] or sorted(str(p) for p in CHAPTERS.glob("*.md"))
     with tempfile.TemporaryDirectory() as folder:
-        log = Path(folder) / "used.txt"
-        log.touch()
         run(
             PY,
             str(ROOT / "tools" / "execute_notebooks.py"),
             f"--workers={WORKERS}",
+            f"--log-uses={folder}",
             *targets,
-            env={**env(), "PKPD_STORE_LOG": str(log)},
+            env=env(),
         )
-        if not sys.argv[2:]:
-            used = {Path(line).resolve() for line in log.read_text().splitlines()}
+        uses = read_use_logs(Path(folder))
+        if sys.argv[2:]:  # the chapters named: their entries of the map renewed
+            uses = {**json.loads(USES.read_text()), **uses} if USES.exists() else uses
+        else:
+            used = {STORE / name for names in uses.values() for name in names}
             for path in sorted(STORE.rglob("*")):
-                if path.suffix in (".keras", ".json") and path.resolve() not in used:
+                if path.suffix in (".keras", ".json") and path.with_suffix(".json") not in used:
                     print(f"removed {path.relative_to(ROOT)}: no chapter uses it", flush=True)
                     path.unlink()
+        USES.write_text(json.dumps(uses, indent=1, sort_keys=True) + "\n")
+
+
+def read_use_logs(folder: Path) -> dict[str, list[str]]:
+    """The stored results each chapter used, from the logs ``execute_notebooks.py
+    --log-uses`` left in ``folder`` (one ``<chapter>.txt`` each): chapter name -> sorted
+    records (``.json``) relative to :data:`STORE`."""
+    store = STORE.resolve()
+    uses = {}
+    for log in sorted(folder.glob("*.txt")):
+        # a network is noted as its .keras file and its .json record: the record names it
+        paths = {Path(line).with_suffix(".json").resolve() for line in log.read_text().split()}
+        uses[log.stem] = sorted(p.relative_to(store).as_posix() for p in paths)
+    return uses
+
+
+def shard_chapters(k: int, n: int) -> list[str]:
+    """The chapters (.ipynb) shard ``k`` of ``n`` must execute: those that use one of
+    its stored results, per :data:`USES` (every chapter if there is no such file)."""
+    every = sorted(str(p) for p in CHAPTERS.glob("*.ipynb"))
+    if not USES.exists():
+        return every
+    sys.path.insert(0, str(ROOT))
+    from pkpd_lib.files import shard_plan, stored_records
+
+    plan = shard_plan(stored_records(STORE), n)
+    mine = {name for name, shard in plan.items() if shard == k}
+    uses = json.loads(USES.read_text())
+    return [c for c in every if mine & set(uses.get(Path(c).stem, ()))]
 
 
 def bench() -> None:

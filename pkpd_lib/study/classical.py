@@ -18,15 +18,15 @@ Fits are least squares on the 3% proportional PD error (``scipy.optimize.least_s
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 from scipy.optimize import least_squares
 
+from ..memo import Memo, content_key
 from ..pmx.model import EFFECT_COMPARTMENT, TRANSIT_TURNOVER, simulate_structure
 from ..pmx.pk import dose_arrays
 from ..pmx.pkfit import PKFit, fit_individual_pk
@@ -138,19 +138,17 @@ def fit_population_pd(
     return PDFit(structure, theta_of(sol.x), float(sol.cost), sol.nfev, time.perf_counter() - t0)
 
 
-#: Empirical Bayes PK fits of the data sets seen in this process, by content (at most
-#: :data:`_PK_FITS_KEPT`): a chapter fits several PD structures to one training set and
-#: predicts each on the same test sets, and the PK fit (about a minute for 1000
-#: patients) is the same every time.
-_PK_FITS: dict[str, PKFit] = {}
-_PK_FITS_KEPT = 8
+#: Empirical Bayes PK fits of the data sets seen in this process, by content: a chapter
+#: fits several PD structures to one training set and predicts each on the same test
+#: sets, and the PK fit (about a minute for 1000 patients) is the same every time.
+_PK_FITS = Memo(kept=8)
 
 
 def dataset_pk(data: Dataset) -> PKFit:
     """Empirical Bayes PK of every patient of ``data`` from its observed concentrations
     (:func:`~pkpd_lib.pmx.pkfit.fit_individual_pk`), fitted once per data set in a
     process: the fit is deterministic, so a data set with the same concentrations,
-    times, regimens and covariates gets the same fit (the same object) again.
+    times, regimens and covariates gets the same estimates again.
 
     Parameters
     ----------
@@ -160,27 +158,25 @@ def dataset_pk(data: Dataset) -> PKFit:
     Returns
     -------
     PKFit
-        Shared between callers: read it, do not change it.
+        A copy of the process's fit: the caller may change it.
     """
     times, amounts = dose_arrays(data.regimens, data.n_patients)
-    digest = hashlib.sha256()
-    for part in (
-        data.conc_obs,
-        data.times_h,
-        times,
-        amounts,
-        data.population.covariates.to_numpy(dtype=float),
-    ):
-        part = np.ascontiguousarray(part, dtype=float)
-        digest.update(repr(part.shape).encode() + part.tobytes())
-    key = digest.hexdigest()
-    if key not in _PK_FITS:
-        if len(_PK_FITS) >= _PK_FITS_KEPT:
-            _PK_FITS.pop(next(iter(_PK_FITS)))
-        _PK_FITS[key] = fit_individual_pk(
-            data.conc_obs, data.times_h, data.regimens, data.population.covariates
+    covariates = data.population.covariates
+    key = content_key(
+        *(
+            np.asarray(part, dtype=float)
+            for part in (data.conc_obs, data.times_h, times, amounts, covariates.to_numpy(float))
+        ),
+        tuple(covariates.columns),
+    )
+    fit = _PK_FITS.get(key)
+    if fit is None:
+        fit = _PK_FITS.put(
+            key, fit_individual_pk(data.conc_obs, data.times_h, data.regimens, covariates)
         )
-    return _PK_FITS[key]
+    return replace(
+        fit, params=fit.params.copy(), etas=fit.etas.copy(), objective=fit.objective.copy()
+    )
 
 
 def fit_sequential(structure: str, train: Dataset) -> tuple[PDFit, PKFit]:

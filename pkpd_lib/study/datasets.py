@@ -14,13 +14,11 @@ seed=1)`` and their data set ``d = simulate_dataset(pop, regimens.qd(), [0.0, 1.
 
 from __future__ import annotations
 
-import hashlib
-import pickle
-from collections import OrderedDict
 from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ..memo import Memo, content_key, read_only
 from ..nets.features import CONC, DOSE_FEATURES, STATIC_FEATURES, TIME, Source, build_inputs
 from ..pmx import regimens as reg
 from ..pmx.model import TYPICAL_PARAMS, Params, Simulation, simulate
@@ -168,13 +166,11 @@ def simulate_dataset(
     )
 
 
-#: Noise-free simulations made in this process, by what determines them (at most
-#: :data:`_TRUTHS_KEPT`, the oldest dropped first): scoring a protocol simulates the
-#: same patients under the same regimen for every method and replicate, and the ODE
-#: integration is most of that time. Their arrays are read-only, so no caller can
-#: change what another one reads.
-_TRUTHS: OrderedDict[str, tuple[object, Simulation]] = OrderedDict()
-_TRUTHS_KEPT = 32
+#: Noise-free simulations made in this process, by what determines them: scoring a
+#: protocol simulates the same patients under the same regimen for every method and
+#: replicate, and the ODE integration is most of that time. Their arrays are read-only,
+#: so no caller can change what another one reads.
+_TRUTHS = Memo(kept=32)
 
 
 def _simulated_truth(simulator, params, regimen, times_h) -> Simulation:
@@ -182,27 +178,19 @@ def _simulated_truth(simulator, params, regimen, times_h) -> Simulation:
     simulator (the same object), parameters, regimen(s) and times."""
     if type(params) is not Params:  # only what is known to be immutable is reused
         return simulator(params, regimen, times_h)
-    times = np.ascontiguousarray(times_h, dtype=float)
-    key = hashlib.sha256(
-        pickle.dumps((params, regimen), protocol=5) + repr(times.shape).encode() + times.tobytes()
-    ).hexdigest()
+    key = content_key(params, regimen, np.asarray(times_h, dtype=float))
     hit = _TRUTHS.get(key)
     if hit is not None and hit[0] is simulator:
-        _TRUTHS.move_to_end(key)
         return hit[1]
     truth = simulator(params, regimen, times_h)
-    for array in (
+    read_only(
         truth.times_h,
         truth.conc_mg_L,
         truth.pd,
         *truth.states.values(),
         *truth.biomarkers.values(),
-    ):
-        if isinstance(array, np.ndarray):
-            array.flags.writeable = False
-    _TRUTHS[key] = (simulator, truth)
-    while len(_TRUTHS) > _TRUTHS_KEPT:
-        _TRUTHS.popitem(last=False)
+    )
+    _TRUTHS.put(key, (simulator, truth))
     return truth
 
 
