@@ -193,3 +193,21 @@ def test_a_shard_needs_a_folder_for_what_it_computes_again(small, tmp_path, monk
     monkeypatch.setenv(files.RETRAIN_DIR_ENV, " ")
     with pytest.raises(ValueError, match="PKPD_RETRAIN_DIR must name a folder"):
         nw.train_or_load(CONFIG, *small, seed=5, report_every=None)
+
+
+def test_retrained_networks_replace_the_stored_ones_keeping_their_planning_time(tmp_path):
+    adopt = _tool("adopt_retrained").adopt
+    store, folder = tmp_path / "store", tmp_path / "shard"
+    store.mkdir(), folder.mkdir()
+    for name, where, seconds in (("n", store, 50.0), ("n", folder, 99.0), ("m", store, 7.0)):
+        (where / f"{name}.keras").write_bytes(f"{where.name} weights".encode())
+        (where / f"{name}.json").write_text(json.dumps({"seconds": seconds, "x": where.name}))
+    lines = [{"record": "n.json", "kind": "network"}, {"record": "fits/f.json", "kind": "fit"}]
+    (folder / files.REPORT_NAME).write_text("".join(json.dumps(d) + "\n" for d in lines))
+    assert adopt(folder, store) == ["n.json"]
+    assert (store / "n.keras").read_bytes() == b"shard weights"
+    assert json.loads((store / "n.json").read_text()) == {"seconds": 50.0, "x": "shard"}
+    assert json.loads((store / "m.json").read_text())["x"] == "store"  # not retrained
+    (folder / "n.keras").unlink()
+    with pytest.raises(FileNotFoundError, match="n.keras is missing"):
+        adopt(folder, store)
