@@ -211,3 +211,24 @@ def test_retrained_networks_replace_the_stored_ones_keeping_their_planning_time(
     (folder / "n.keras").unlink()
     with pytest.raises(FileNotFoundError, match="n.keras is missing"):
         adopt(folder, store)
+
+
+def test_a_stopped_shard_resumes_only_against_the_store_it_began_with(tmp_path, monkeypatch):
+    tasks = _tool("tasks")
+    store = tmp_path / "data" / "trained"
+    store.mkdir(parents=True)
+    (store / "a.json").write_text(json.dumps({"seconds": 1.0}))
+    monkeypatch.setattr(tasks, "ROOT", tmp_path)
+    monkeypatch.setattr(tasks, "STORE", store)
+    monkeypatch.setattr(tasks, "run", lambda *a, **k: None)  # no notebooks, no report
+    monkeypatch.setattr(tasks, "shard_chapters", lambda k, n: [])
+    folder = tmp_path / "_build" / "retrain" / "shard-1-of-2"
+    tasks.retrain_shard("1/2")
+    (folder / "a.json").write_text("computed before the stop")
+    tasks.retrain_shard("1/2", resume=True)
+    assert (folder / "a.json").read_text() == "computed before the stop"
+    (store / "a.json").write_text(json.dumps({"seconds": 2.0}))  # the store moved on
+    with pytest.raises(SystemExit, match="store changed"):
+        tasks.retrain_shard("1/2", resume=True)
+    tasks.retrain_shard("1/2")  # a new run begins afresh
+    assert not (folder / "a.json").exists()

@@ -6,9 +6,10 @@
                                      # property, browser and nbval)
     python3 tools/tasks.py test --quick   # the edit loop: lint, unit and property
                                      # tests, and the notebooks that train nothing
-    python3 tools/tasks.py test --retrain --shard K/N  # shard K of the retrain tier
-                                     # (N = 10 in CI): its share of the stored
-                                     # networks and fits computed again and compared
+    python3 tools/tasks.py test --retrain --shard K/N [--resume]  # shard K of the
+                                     # retrain tier (N = 10 in CI): its share of the
+                                     # stored networks and fits computed again and
+                                     # compared (--resume: go on after a stop)
     python3 tools/tasks.py test --retrain # the whole retrain tier: every notebook with
                                      # every network retrained and every population
                                      # model refitted from scratch (hours)
@@ -221,17 +222,31 @@ def shard_env(folder: Path, shard: str) -> dict[str, str]:
     return {**stored_only(), "PKPD_RETRAIN_SHARD": shard, "PKPD_RETRAIN_DIR": str(folder)}
 
 
-def retrain_shard(shard: str) -> None:
+def store_digest() -> str:
+    """A digest of every record in the store (what a shard's results are compared with)."""
+    digest = hashlib.sha256()
+    for record in sorted([*STORE.glob("*.json"), *STORE.glob("fits/*.json")]):
+        digest.update(record.name.encode() + record.read_bytes())
+    return digest.hexdigest()
+
+
+def retrain_shard(shard: str, resume: bool = False) -> None:
     """Shard ``K/N`` of the retrain tier: the chapters that use its results
     (:func:`shard_chapters`) re-executed from the committed store and compared as in the
     test command, and each stored result of the shard computed again from the inputs it
     was stored with and compared with the stored one (:mod:`tools.retrain_report`). The
-    shard's results and report go to
-    ``_build/retrain/shard-K-of-N``."""
+    shard's results and report go to ``_build/retrain/shard-K-of-N``. With ``resume``
+    (``--resume``) a run that was stopped goes on: what it computed and reported is kept
+    and not computed again, if the store is still the one it compared with."""
     k, n = shard.split("/")
     folder = ROOT / "_build" / "retrain" / f"shard-{k}-of-{n}"
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
+    stamp = folder / "store.sha256"
+    if resume and stamp.is_file() and stamp.read_text() != store_digest():
+        sys.exit(f"cannot resume shard {shard}: the store changed since {folder} was begun")
+    if not (resume and stamp.is_file()):
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        stamp.write_text(store_digest())
     t0 = time.perf_counter()
     notebooks = shard_chapters(int(k), int(n))
     print(f"shard {shard}: {len(notebooks)} chapters use its results", flush=True)
@@ -253,7 +268,7 @@ def test() -> None:
     CI runs the full command; the GitHub workflow runs the retrain tier once a week.
     """
     setup()
-    flags = {"--quick", "--retrain"}
+    flags = {"--quick", "--retrain", "--resume"}
     extra = [a for a in sys.argv[2:] if a not in flags]
     if "--quick" in sys.argv[2:]:
         lint()
@@ -267,7 +282,7 @@ def test() -> None:
         )
         return
     if "--retrain" in sys.argv[2:] and "--shard" in extra:
-        retrain_shard(extra[extra.index("--shard") + 1])
+        retrain_shard(extra[extra.index("--shard") + 1], "--resume" in sys.argv[2:])
         return
     if "--retrain" in sys.argv[2:]:
         notebooks = extra or [str(p) for p in sorted(CHAPTERS.glob("*.ipynb"))]
