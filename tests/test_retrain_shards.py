@@ -4,6 +4,7 @@ from the inputs it was stored with, and compared with the stored one."""
 import importlib.util
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -185,6 +186,26 @@ def test_a_shard_estimates_its_fits_again_and_a_moved_estimate_is_reported(
     assert line["kind"] == "fit" and line["within"] is (moved == 0.0)
     assert line["ofv_difference"] == 0.0 or moved
     assert first.ofv == pytest.approx(stored["ofv"])
+
+
+@pytest.mark.slow  # shares a fit or a training of over 10 s
+def test_what_a_refit_warns_of_goes_to_the_report_not_the_notebook(tmp_path, monkeypatch):
+    store, folder = tmp_path / "store", tmp_path / "shard"
+    model, data = decay_model(), decay_data()
+    nlme.fit_foce(model, data, DECAY_START, cache_dir=store / "fits")
+    _shard(monkeypatch, store, folder, "1/1")
+    estimate = nlme._estimate
+
+    def estimate_that_warns(*args, **kwargs):
+        warnings.warn("overflow encountered in exp", RuntimeWarning, stacklevel=1)
+        return estimate(*args, **kwargs)
+
+    monkeypatch.setattr(nlme, "_estimate", estimate_that_warns)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the notebook's cell would show it
+        nlme.fit_foce(model, data, DECAY_START, cache_dir="default")
+    (line,) = _report(folder)
+    assert line["within"] and line["warnings"] == ["RuntimeWarning: overflow encountered in exp"]
 
 
 def test_a_shard_needs_a_folder_for_what_it_computes_again(small, tmp_path, monkeypatch):

@@ -1690,7 +1690,7 @@ def train_or_load(
                 ) from err
         else:
             xy = (train_x, train_y, val_x, val_y)
-            _retrain_and_compare(path, stored, config, xy, seed, report_every, label, signature)
+            _retrain_and_compare(path, stored, config, xy, seed, label, signature)
             return stored
     elif strict:
         raise StoreMissError(
@@ -1705,7 +1705,7 @@ def train_or_load(
         )
 
 
-def _retrain_and_compare(path, stored, config, xy, seed, report_every, label, signature):
+def _retrain_and_compare(path, stored, config, xy, seed, label, signature):
     """In a shard of the retrain tier (:func:`pkpd_lib.files.retrain_here`), train the
     stored network ``path`` again from the same data and seed, repeating the stored run's
     decisions (:class:`Replay`: its learning rate per epoch and its kept epoch), store it
@@ -1725,9 +1725,13 @@ def _retrain_and_compare(path, stored, config, xy, seed, report_every, label, si
     with exclusive_lock(fresh_path.with_suffix(".lock")):
         if _stored(fresh_path):
             return  # another notebook of this shard trained it already
-        fresh = _train_or_load_locked(
-            fresh_path, config, *xy, seed, report_every, label, signature, replay
-        )
+        # no training log, and warnings to the report: the notebook's stored outputs
+        # come from the stored network
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fresh = _train_or_load_locked(
+                fresh_path, config, *xy, seed, 0, label, signature, replay
+            )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InputRangeWarning)
         before = predict_pd(stored.model, xy[2])
@@ -1748,6 +1752,7 @@ def _retrain_and_compare(path, stored, config, xy, seed, report_every, label, si
             early_stopping(fresh.history["val_loss"], config.min_delta, config.patience)
             == (stored.best_epoch, stored.epochs_run)
         ),
+        warnings=sorted({f"{w.category.__name__}: {w.message}"[:300] for w in caught}),
     )
 
 

@@ -2285,7 +2285,9 @@ def _refit_and_compare(problem: _Problem, x0, settings, path: Path, stored: Mapp
     stored fit ``path`` again from the same start, store it in the shard's folder and
     report its OFV and estimates against the stored ones: OFV within
     :data:`RETRAIN_OFV_ATOL`, each estimate (estimation scale) within
-    :data:`~pkpd_lib.reproducibility.RETRAIN_RTOL` of ``max(1, |estimate|)``."""
+    :data:`~pkpd_lib.reproducibility.RETRAIN_RTOL` of ``max(1, |estimate|)``
+    (:func:`_retrain_changes`). What the estimation warns of goes to the report, not to
+    the notebook, whose stored outputs come from the stored fit."""
     fresh_path = retrain_here(path)
     if fresh_path is None:
         return
@@ -2293,14 +2295,16 @@ def _refit_and_compare(problem: _Problem, x0, settings, path: Path, stored: Mapp
     with exclusive_lock(fresh_path.with_suffix(".lock")):
         if fresh_path.is_file():
             return  # another notebook of this shard estimated it already
-        result = _estimate(problem, x0, *settings)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = _estimate(problem, x0, *settings)
         write_text_atomic(
             fresh_path,
             json.dumps({"x": result.x.tolist(), "ofv": result.ofv, "seconds": result.seconds}),
             overwrite=True,
         )
     x_stored = np.asarray(stored["x"], float)
-    moved = np.abs(result.x - x_stored) / np.maximum(1.0, np.abs(x_stored))
+    moved = _retrain_changes(problem, x_stored, result.x)
     ofv_moved = abs(float(result.ofv) - float(stored["ofv"]))
     worst = int(np.argmax(moved))
     report_retrained(
@@ -2314,7 +2318,35 @@ def _refit_and_compare(problem: _Problem, x0, settings, path: Path, stored: Mapp
         ofv_tolerance=RETRAIN_OFV_ATOL,
         within=bool(moved[worst] <= RETRAIN_RTOL and ofv_moved <= RETRAIN_OFV_ATOL),
         converged=[bool(stored.get("converged")), bool(result.converged)],
+        warnings=sorted({f"{w.category.__name__}: {w.message}"[:300] for w in caught}),
     )
+
+
+def _retrain_changes(problem: _Problem, before, after) -> np.ndarray:
+    """How far each estimate moved between a stored fit (``before``, estimation scale)
+    and the same fit estimated again (``after``): ``|after - before| / max(1,
+    |before|)``. A parameter at a bound of its scale in either (:func:`_at_bounds`) is
+    compared on its natural scale instead (a fraction; an SD): there the data do not
+    bound it, so its estimation-scale value wanders along a flat objective (a logit of
+    10.8 or 11.4 is a fraction of 1 - 2e-5 or 1 - 1e-5) while what it means stays put.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace
+    >>> model = SimpleNamespace(transforms={"F": "logit", "CL": "log"})
+    >>> p = SimpleNamespace(model=model, names=lambda: ["theta_F", "theta_CL"])
+    >>> _retrain_changes(p, np.array([10.75, 1.0]), np.array([11.44, 1.001])).round(5)
+    array([1.e-05, 1.e-03])
+    """
+    before, after = np.asarray(before, float), np.asarray(after, float)
+    moved = np.abs(after - before) / np.maximum(1.0, np.abs(before))
+    bounded = set(_at_bounds(problem, before)) | set(_at_bounds(problem, after))
+    for i, name in enumerate(problem.names()):
+        if name in bounded:
+            natural = expit if name.startswith("theta_") else np.exp
+            a, b = float(natural(before[i])), float(natural(after[i]))
+            moved[i] = abs(b - a) / max(1.0, abs(a))
+    return moved
 
 
 class _Estimate(NamedTuple):
