@@ -210,7 +210,7 @@ def retrain_env(cache: str) -> dict[str, str]:
 
 
 #: Shards of the retrain tier (``test --retrain --shard K/N``): each computes again the
-#: stored results :func:`pkpd_lib.files.shard_plan` gives it (a tenth of the store's 7.2
+#: stored results :func:`pkpd_lib.files.shard_plan` gives it (a tenth of the store's 8.2
 #: hours of recorded computing) and re-executes the chapters that use them (:data:`USES`);
 #: the GitHub workflow runs them as parallel jobs, each within CI's limit.
 RETRAIN_SHARDS = 10
