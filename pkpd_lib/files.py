@@ -583,10 +583,11 @@ def retrain_here(record: Path) -> Path | None:
     return Path(folder) / name
 
 
-def report_retrained(record: Path, kind: str, seconds: float, **comparison) -> None:
+def report_retrained(record: Path, kind: str, seconds: float, caught=(), **comparison) -> None:
     """Add one line to the shard's report (:data:`REPORT_NAME` in ``$PKPD_RETRAIN_DIR``):
     the stored ``record`` (relative to the store), its ``kind``, the ``seconds`` that
-    computing it again took, and the ``comparison`` with the stored result (each a
+    computing it again took, the warnings ``caught`` while computing it (each distinct
+    one, as ``Category: message``) and the ``comparison`` with the stored result (each a
     difference, its tolerance and whether it is within, see the callers)."""
     store = default_cache_dir().resolve()
     line = {
@@ -594,6 +595,7 @@ def report_retrained(record: Path, kind: str, seconds: float, **comparison) -> N
         "kind": kind,
         "seconds": round(float(seconds), 1),
         **comparison,
+        "warnings": sorted({f"{w.category.__name__}: {w.message}"[:300] for w in caught}),
     }
     report = Path(os.environ[RETRAIN_DIR_ENV]) / REPORT_NAME
     report.parent.mkdir(parents=True, exist_ok=True)

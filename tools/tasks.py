@@ -225,8 +225,11 @@ def shard_env(folder: Path, shard: str) -> dict[str, str]:
 def store_digest() -> str:
     """A digest of every record in the store (what a shard's results are compared with)."""
     digest = hashlib.sha256()
-    for record in sorted([*STORE.glob("*.json"), *STORE.glob("fits/*.json")]):
-        digest.update(record.name.encode() + record.read_bytes())
+    sys.path.insert(0, str(ROOT))
+    from pkpd_lib.files import stored_records
+
+    for name in stored_records(STORE):
+        digest.update(name.encode() + (STORE / name).read_bytes())
     return digest.hexdigest()
 
 

@@ -1742,6 +1742,7 @@ def _retrain_and_compare(path, stored, config, xy, seed, label, signature):
         path.with_suffix(".json"),
         "network",
         fresh.seconds,
+        caught,
         statistic="largest change of the validation predictions / their RMS, "
         "the stored run's decisions replayed",
         difference=difference,
@@ -1752,7 +1753,6 @@ def _retrain_and_compare(path, stored, config, xy, seed, label, signature):
             early_stopping(fresh.history["val_loss"], config.min_delta, config.patience)
             == (stored.best_epoch, stored.epochs_run)
         ),
-        warnings=sorted({f"{w.category.__name__}: {w.message}"[:300] for w in caught}),
     )
 
 

@@ -2311,6 +2311,7 @@ def _refit_and_compare(problem: _Problem, x0, settings, path: Path, stored: Mapp
         path,
         "fit",
         result.seconds,
+        caught,
         statistic="largest change of an estimate / max(1, |estimate|); OFV change",
         difference=float(moved[worst]),
         tolerance=RETRAIN_RTOL,
@@ -2318,7 +2319,6 @@ def _refit_and_compare(problem: _Problem, x0, settings, path: Path, stored: Mapp
         ofv_tolerance=RETRAIN_OFV_ATOL,
         within=bool(moved[worst] <= RETRAIN_RTOL and ofv_moved <= RETRAIN_OFV_ATOL),
         converged=[bool(stored.get("converged")), bool(result.converged)],
-        warnings=sorted({f"{w.category.__name__}: {w.message}"[:300] for w in caught}),
     )
 
 
