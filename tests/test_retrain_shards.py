@@ -188,6 +188,72 @@ def test_a_shard_estimates_its_fits_again_and_a_moved_estimate_is_reported(
     assert first.ofv == pytest.approx(stored["ofv"])
 
 
+STARTS = (DECAY_START, {"C0": 20.0, "k": 0.1})
+
+
+@pytest.mark.parametrize(
+    ("ofv_shift", "covered"),
+    [
+        ((0.0, 0.0), True),  # an equally good start remains: the kept fit is the same
+        ((0.0, 10.0), False),  # the start that moved was the only best one
+        ((1.0, 1.0), False),  # it ended below every stored start: a better fit is kept
+    ],
+)
+def test_a_start_that_ends_in_another_optimum_is_judged_by_the_fit_kept(
+    tmp_path, monkeypatch, ofv_shift, covered
+):
+    """Which start of a multi-start fit ends in which optimum can turn on a CPU's last
+    bits; the caller keeps the lowest OFV. Start 0's stored estimate is moved (as if it
+    had ended elsewhere when stored): it passes its shard only if another stored start is
+    as good and the refit did not find a better optimum, and then only if that start is
+    reported as reproduced over all the shards (``retrain_report.py --covers``)."""
+    store, folder = tmp_path / "store", tmp_path / "shard"
+    model, data = decay_model(), decay_data()
+    nlme.fit_foce_starts(model, data, STARTS, cache_dir=store / "fits", standard_errors=False)
+    records = sorted((store / "fits").glob("*.json"))
+    assert len(records) == 2
+    x0_of = {r: json.loads(r.read_text())["signature"]["/x0"]["stats"][0] for r in records}
+    first, second = sorted(records, key=lambda r: x0_of[r] != min(x0_of.values()))
+    for record, shift in zip((first, second), ofv_shift, strict=True):
+        stored = json.loads(record.read_text())
+        stored["ofv"] += shift
+        if record == first:
+            stored["x"][0] += 0.05 * max(1.0, abs(stored["x"][0]))  # wandered: C0 ~5%
+        record.write_text(json.dumps(stored))
+    _shard(monkeypatch, store, folder, "1/1")
+    nlme.fit_foce_starts(model, data, STARTS, cache_dir="default", standard_errors=False)
+    lines = {line["record"]: line for line in _report(folder)}
+    moved = lines[f"fits/{first.name}"]
+    assert moved["difference"] > 0.04 and moved["within"] is covered
+    assert moved.get("covered_by", []) == ([f"fits/{second.name}"] if covered else [])
+    if not covered:
+        return
+    report = _report_tool()
+    assert report.covers([folder]) == []  # the covering start reproduced
+    # had the covering start wandered too, the two could not vouch for each other
+    lines[f"fits/{second.name}"] |= {"within": True, "covered_by": [moved["record"]]}
+    (folder / files.REPORT_NAME).write_text("".join(json.dumps(v) + "\n" for v in lines.values()))
+    assert len(report.covers([folder])) == 2
+
+
+def test_a_fit_of_one_start_is_not_covered_by_another_start(tmp_path, monkeypatch):
+    """Outside :func:`~pkpd_lib.pmx.nlme.fit_foce_starts` the caller reads the fit itself:
+    a fit that moved is reported as moved even if another start reaches its OFV."""
+    store, folder = tmp_path / "store", tmp_path / "shard"
+    model, data = decay_model(), decay_data()
+    for start in STARTS:
+        nlme.fit_foce(model, data, start, cache_dir=store / "fits", standard_errors=False)
+    record = sorted((store / "fits").glob("*.json"))[0]
+    stored = json.loads(record.read_text())
+    stored["x"][0] += 0.05 * max(1.0, abs(stored["x"][0]))
+    record.write_text(json.dumps(stored))
+    _shard(monkeypatch, store, folder, "1/1")
+    for start in STARTS:
+        nlme.fit_foce(model, data, start, cache_dir="default", standard_errors=False)
+    (line,) = [ln for ln in _report(folder) if ln["record"] == f"fits/{record.name}"]
+    assert not line["within"] and "covered_by" not in line
+
+
 @pytest.mark.slow  # shares a fit or a training of over 10 s
 def test_what_a_refit_warns_of_goes_to_the_report_not_the_notebook(tmp_path, monkeypatch):
     store, folder = tmp_path / "store", tmp_path / "shard"

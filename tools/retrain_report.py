@@ -2,9 +2,13 @@
 gives to the shard was computed again, and each within its tolerance.
 
     python tools/retrain_report.py FOLDER K/N
+    python tools/retrain_report.py --covers FOLDER...
 
 FOLDER is the shard's folder (``$PKPD_RETRAIN_DIR``); exits non-zero, naming them, if a
-result of the shard was not computed again or moved beyond its tolerance.
+result of the shard was not computed again or moved beyond its tolerance. With
+``--covers``, over the folders of all the shards: a start of a multi-start fit that
+wandered to a worse optimum passes its shard when an equally good stored start remains
+(``covered_by``); one of those must have reproduced, in whichever shard computed it.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ def check(folder: Path, k: int, n: int, store: Path = STORE) -> list[str]:
             print(f"  MISSING   {name}")
             continue
         extra = f", OFV {line['ofv_difference']:.3g}" if "ofv_difference" in line else ""
+        if line.get("covered_by"):
+            extra += f"; the kept fit is that of {', '.join(line['covered_by'])} (--covers)"
         verdict = "ok" if line["within"] else "MOVED"
         print(
             f"  {verdict:<9} {name}: {line['seconds']:.0f} s (stored {records[name]:.0f} s),"
@@ -53,7 +59,36 @@ def check(folder: Path, k: int, n: int, store: Path = STORE) -> list[str]:
     return problems
 
 
+def covers(folders: list[Path]) -> list[str]:
+    """The problems of the starts that passed their shards because an equally good stored
+    start remains (``covered_by``): each needs one of those reported as reproduced (within
+    its tolerance, not itself covered) in one of the shards' ``folders``; empty: none."""
+    lines = [
+        json.loads(line)
+        for folder in folders
+        for report in sorted(Path(folder).rglob(REPORT_NAME))
+        for line in report.read_text().splitlines()
+    ]
+    reproduced = {ln["record"] for ln in lines if ln["within"] and not ln.get("covered_by")}
+    problems = []
+    for line in lines:
+        cover = line.get("covered_by")
+        if cover and not reproduced.intersection(cover):
+            problems.append(
+                f"{line['record']}: ended in another optimum, and none of the equally good"
+                f" starts {cover} is reported as reproduced"
+            )
+        elif cover:
+            print(f"  covered   {line['record']}: by {sorted(reproduced.intersection(cover))}")
+    return problems
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "--covers":
+        problems = covers([Path(f) for f in sys.argv[2:]])
+        if problems:
+            sys.exit("retrain tier failed:\n" + "\n".join(problems))
+        sys.exit(0)
     folder, shard = Path(sys.argv[1]), sys.argv[2]
     k, n = (int(part) for part in shard.split("/"))
     problems = check(folder, k, n)
