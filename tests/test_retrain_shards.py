@@ -69,6 +69,9 @@ def test_the_workflow_runs_every_shard():
     assert retrain["strategy"]["matrix"]["shard"] == list(range(1, tasks.RETRAIN_SHARDS + 1))
     commands = [step.get("run", "") for step in retrain["steps"]]
     assert f"--shard ${{{{ matrix.shard }}}}/{tasks.RETRAIN_SHARDS}" in " ".join(commands)
+    covers = job["retrain-covers"]  # the starts that passed on another start's word
+    assert covers["needs"] == "retrain"
+    assert "retrain_report.py --covers" in " ".join(step.get("run", "") for step in covers["steps"])
 
 
 def test_the_chapters_use_every_stored_result_and_only_stored_ones():
