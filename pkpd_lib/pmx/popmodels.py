@@ -124,7 +124,7 @@ PK_MODEL = NLMEModel(
     covariates={"CL": ("lwt", "lage"), "V": ("lwt",)},
     units={"ka": "1/h", "CL": "L/h", "V": "L"},
 )
-#: Micrograms per milligram. Sparse PK is fitted in µg/L: late QD troughs reach 2e-6 mg/L,
+#: Micrograms per milligram. Sparse PK is fitted in µg/L: late QD troughs reach 1e-8 mg/L,
 #: where a 10% proportional error falls under the estimator's smallest residual SD
 #: (:data:`pkpd_lib.pmx.nlme.SD_FLOOR`, 1e-6 in the DV's unit).
 UG_PER_MG = 1000.0
