@@ -322,3 +322,25 @@ def test_a_stopped_shard_resumes_only_against_the_store_it_began_with(tmp_path, 
         tasks.retrain_shard("1/2", resume=True)
     tasks.retrain_shard("1/2")  # a new run begins afresh
     assert not (folder / "a.json").exists()
+
+
+def test_the_summary_over_the_shards_counts_each_kind():
+    lines = [
+        {"kind": "network", "within": True, "difference": 1e-6, "decision_repeats": True},
+        {"kind": "network", "within": False, "difference": 6e-3, "decision_repeats": False},
+        {"kind": "fit", "within": True, "difference": 2e-4, "ofv_difference": 5e-5},
+        {
+            "kind": "fit",
+            "within": True,
+            "difference": 0.59,
+            "ofv_difference": 153.0,
+            "covered_by": ["fits/a.json"],
+        },
+    ]
+    text = _report_tool().summary(lines).splitlines()
+    assert text == [
+        "fits: 2, 2 within, largest change 0.59, largest OFV change 1.5e+02;"
+        " 1 start(s) in another optimum, covered",
+        "networks: 2, 1 within, largest change 0.006; early stopping would decide the same"
+        " in 1 of 2",
+    ]

@@ -59,16 +59,42 @@ def check(folder: Path, k: int, n: int, store: Path = STORE) -> list[str]:
     return problems
 
 
+def summary(lines: list[dict]) -> str:
+    """One line per kind of result over the shards' report ``lines``: how many, how many
+    within, the largest change, and for networks in how many the stored run's early-
+    stopping decision would repeat (``decision_repeats``)."""
+    out = []
+    for kind in sorted({line["kind"] for line in lines}):
+        mine = [line for line in lines if line["kind"] == kind]
+        text = (
+            f"{kind}s: {len(mine)}, {sum(line['within'] for line in mine)} within,"
+            f" largest change {max(line['difference'] for line in mine):.2g}"
+        )
+        if any("ofv_difference" in line for line in mine):
+            text += f", largest OFV change {max(ln.get('ofv_difference', 0) for ln in mine):.2g}"
+        repeats = [line["decision_repeats"] for line in mine if "decision_repeats" in line]
+        if repeats:
+            text += f"; early stopping would decide the same in {sum(repeats)} of {len(repeats)}"
+        covered = sum(bool(line.get("covered_by")) for line in mine)
+        if covered:
+            text += f"; {covered} start(s) in another optimum, covered"
+        out.append(text)
+    return "\n".join(out)
+
+
 def covers(folders: list[Path]) -> list[str]:
     """The problems of the starts that passed their shards because an equally good stored
     start remains (``covered_by``): each needs one of those reported as reproduced (within
-    its tolerance, not itself covered) in one of the shards' ``folders``; empty: none."""
+    its tolerance, not itself covered) in one of the shards' ``folders``; empty: none.
+    Prints the :func:`summary` of all the shards' reports first."""
     lines = [
         json.loads(line)
         for folder in folders
         for report in sorted(Path(folder).rglob(REPORT_NAME))
         for line in report.read_text().splitlines()
     ]
+    if lines:
+        print(summary(lines))
     reproduced = {ln["record"] for ln in lines if ln["within"] and not ln.get("covered_by")}
     problems = []
     for line in lines:
