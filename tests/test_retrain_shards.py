@@ -1,6 +1,7 @@
 """The retrain tier in shards: each stored result computed again in exactly one shard,
 from the inputs it was stored with, and compared with the stored one."""
 
+import contextlib
 import importlib.util
 import json
 import shutil
@@ -237,6 +238,38 @@ def test_a_start_that_ends_in_another_optimum_is_judged_by_the_fit_kept(
     lines[f"fits/{second.name}"] |= {"within": True, "covered_by": [moved["record"]]}
     (folder / files.REPORT_NAME).write_text("".join(json.dumps(v) + "\n" for v in lines.values()))
     assert len(report.covers([folder])) == 2
+
+
+@pytest.mark.parametrize(
+    ("candidate", "ofv_shift", "within"),
+    [
+        (True, 5.0, True),  # a search's candidate, usable in neither run: left out both times
+        (False, 5.0, False),  # any other fit: a worse OFV is a different fit
+        (False, 0.0, True),  # converged in neither run, an equally good end point
+    ],
+)
+def test_a_fit_that_did_not_converge_is_judged_by_what_its_caller_reads(
+    tmp_path, monkeypatch, candidate, ofv_shift, within
+):
+    """A fit stopped by its iteration limit (converged in neither run) whose stored
+    estimate moved by 5%: a model search's candidate passes, since the search keeps only
+    usable fits; another such fit passes only if its OFV is as good."""
+    store, folder = tmp_path / "store", tmp_path / "shard"
+    model, data = decay_model(), decay_data()
+    options = {"max_iter": 2, "standard_errors": False}
+    nlme.fit_foce(model, data, DECAY_START, cache_dir=store / "fits", **options)
+    (record,) = (store / "fits").glob("*.json")
+    stored = json.loads(record.read_text())
+    assert not stored["converged"]
+    stored["x"][0] += 0.05 * max(1.0, abs(stored["x"][0]))
+    stored["ofv"] += ofv_shift
+    record.write_text(json.dumps(stored))
+    _shard(monkeypatch, store, folder, "1/1")
+    with nlme.candidate_fits() if candidate else contextlib.nullcontext():
+        nlme.fit_foce(model, data, DECAY_START, cache_dir="default", **options)
+    (line,) = _report(folder)
+    assert line["converged"] == [False, False] and line["difference"] > 0.04
+    assert line["within"] is within and ("judged_by" in line) is within
 
 
 def test_a_fit_of_one_start_is_not_covered_by_another_start(tmp_path, monkeypatch):

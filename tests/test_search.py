@@ -111,7 +111,10 @@ def test_the_search_loop_applies_each_step_in_order(monkeypatch, small_data):
         base -= 5.0 if "lwt" in covariates.get("R0", ()) else 0.0  # kept forward, not backward
         return base
 
+    marked = []  # each fit made as a candidate (the retrain tier judges them so)
+
     def fake_fit(model, data, start, standard_errors=False, cache_dir=None, **kw):
+        marked.append(nlme._IN_CANDIDATES.get())
         q = len(model.random)
         etas = rng.normal(size=(data.n_subjects, q))
         if "EC50" in model.random and "sex" not in dict(model.covariates).get("EC50", ()):
@@ -128,6 +131,7 @@ def test_the_search_loop_applies_each_step_in_order(monkeypatch, small_data):
     assert (result.final.mechanism, result.final.n_transit) == ("inhibited loss", 0)
     assert result.final.random == pm.BASE_RANDOM
     assert result.final.covariates == (("EC50", "sex"),)
+    assert marked and all(marked) and not nlme._IN_CANDIDATES.get()
     table = result.table
     assert table["step"].unique().tolist() == [
         "1 structure",

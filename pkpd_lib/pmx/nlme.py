@@ -81,7 +81,7 @@ import hashlib
 import json
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -2288,8 +2288,13 @@ def _refit_and_compare(problem: _Problem, x0, settings, path: Path, stored: Mapp
     report its OFV and estimates against the stored ones: OFV within
     :data:`RETRAIN_OFV_ATOL`, each estimate (estimation scale) within
     :data:`~pkpd_lib.reproducibility.RETRAIN_RTOL` of ``max(1, |estimate|)``
-    (:func:`_retrain_changes`); one start of :func:`fit_foce_starts` that moved, by the
-    fit the caller keeps (:func:`_start_covered_by`). What the estimation warns of goes
+    (:func:`_retrain_changes`). Where the estimates need not repeat, a fit that moved is
+    judged by what its caller reads (the reason goes to the report): one start of
+    :func:`fit_foce_starts`, by the fit the caller keeps (:func:`_start_covered_by`); a
+    candidate of :func:`candidate_fits` that is usable in neither run, by the caller's
+    decision, which repeats; a fit that converged in neither run (it stopped where its
+    search stalled or lost precision, so where it stopped along directions the data do
+    not determine is the search path's), by its OFV. What the estimation warns of goes
     to the report, not to the notebook, whose stored outputs come from the stored fit."""
     fresh_path = retrain_here(path)
     if fresh_path is None:
@@ -2311,8 +2316,20 @@ def _refit_and_compare(problem: _Problem, x0, settings, path: Path, stored: Mapp
     ofv_moved = abs(float(result.ofv) - float(stored["ofv"]))
     worst = int(np.argmax(moved))
     within = bool(moved[worst] <= RETRAIN_RTOL and ofv_moved <= RETRAIN_OFV_ATOL)
-    # one start of several: judged by the fit the caller keeps (see _start_covered_by)
-    covered = [] if within or not _IN_STARTS.get() else _start_covered_by(path, result.ofv)
+    converged = [bool(stored.get("converged")), bool(result.converged)]
+    usable = [
+        converged[0] and not _at_bounds(problem, x_stored),
+        converged[1] and not _at_bounds(problem, result.x),
+    ]
+    # judged by what the caller reads, where the estimates themselves need not repeat
+    judged_by = {}
+    if not within and _IN_STARTS.get():  # one start of several: the fit the caller keeps
+        covered = _start_covered_by(path, result.ofv)
+        judged_by = {"covered_by": covered} if covered else {}
+    if not within and not judged_by and _IN_CANDIDATES.get() and not any(usable):
+        judged_by = {"judged_by": "not usable in either run: the caller's rules leave it out"}
+    if not within and not judged_by and not any(converged) and ofv_moved <= RETRAIN_OFV_ATOL:
+        judged_by = {"judged_by": "converged in neither run: an equally good end point (OFV)"}
     report_retrained(
         path,
         "fit",
@@ -2323,15 +2340,42 @@ def _refit_and_compare(problem: _Problem, x0, settings, path: Path, stored: Mapp
         tolerance=RETRAIN_RTOL,
         ofv_difference=ofv_moved,
         ofv_tolerance=RETRAIN_OFV_ATOL,
-        within=within or bool(covered),
-        converged=[bool(stored.get("converged")), bool(result.converged)],
-        **({"covered_by": covered} if covered else {}),
+        within=within or bool(judged_by),
+        converged=converged,
+        **judged_by,
     )
 
 
 #: Set while :func:`fit_foce_starts` fits its starts: the caller keeps only the lowest
 #: OFV, so a start is judged in the retrain tier by that (:func:`_start_covered_by`).
 _IN_STARTS: contextvars.ContextVar[bool] = contextvars.ContextVar("in_starts", default=False)
+#: Set inside :func:`candidate_fits`.
+_IN_CANDIDATES: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "in_candidates", default=False
+)
+
+
+@contextlib.contextmanager
+def candidate_fits() -> Iterator[None]:
+    """Mark the fits made inside as candidates that the caller keeps only if they
+    converged with no parameter at a bound (a model search's rule). In the retrain tier a
+    candidate that is not usable in the store and not usable when estimated again has
+    repeated what the caller decides from it, wherever its search stopped; a usable one
+    is compared as any fit.
+
+    Examples
+    --------
+    >>> with candidate_fits():
+    ...     _IN_CANDIDATES.get()
+    True
+    >>> _IN_CANDIDATES.get()
+    False
+    """
+    token = _IN_CANDIDATES.set(True)
+    try:
+        yield
+    finally:
+        _IN_CANDIDATES.reset(token)
 
 
 def _sibling_starts(path: Path) -> dict[Path, Mapping]:

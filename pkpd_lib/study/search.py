@@ -267,14 +267,15 @@ def run(
         candidate: Candidate, step: str, standard_errors: bool = False, kept=None
     ) -> nlme.NLMEFit:
         say(f"{step}: {candidate.label()}")
-        result = fit_candidate(
-            candidate,
-            data,
-            start,
-            kept=kept,
-            standard_errors=standard_errors,
-            cache_dir=cache_dir,
-        )
+        with nlme.candidate_fits():  # kept only if usable (the retrain tier judges so)
+            result = fit_candidate(
+                candidate,
+                data,
+                start,
+                kept=kept,
+                standard_errors=standard_errors,
+                cache_dir=cache_dir,
+            )
         covariance = result.covariance_step
         rows.append(
             {
