@@ -369,11 +369,14 @@ def test_the_summary_over_the_shards_counts_each_kind():
             "ofv_difference": 153.0,
             "covered_by": ["fits/a.json"],
         },
+        {"kind": "fit", "within": True, "difference": 0.16, "ofv_difference": 5.3, "judged_by": ""},
+        {"kind": "fit", "within": True, "difference": 0.1, "ofv_difference": 0.0, "judged_by": "x"},
     ]
     text = _report_tool().summary(lines).splitlines()
     assert text == [
-        "fits: 2, 2 within, largest change 0.59, largest OFV change 1.5e+02;"
-        " 1 start(s) in another optimum, covered",
+        "fits: 4, 4 within, largest change 0.59, largest OFV change 1.5e+02;"
+        " 1 start(s) in another optimum, covered; 1 not converged, judged by what the caller"
+        " reads",
         "networks: 2, 1 within, largest change 0.006; early stopping would decide the same"
         " in 1 of 2",
     ]

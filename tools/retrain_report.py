@@ -49,6 +49,8 @@ def check(folder: Path, k: int, n: int, store: Path = STORE) -> list[str]:
         extra = f", OFV {line['ofv_difference']:.3g}" if "ofv_difference" in line else ""
         if line.get("covered_by"):
             extra += f"; the kept fit is that of {', '.join(line['covered_by'])} (--covers)"
+        if line.get("judged_by"):
+            extra += f"; judged by what its caller reads: {line['judged_by']}"
         verdict = "ok" if line["within"] else "MOVED"
         print(
             f"  {verdict:<9} {name}: {line['seconds']:.0f} s (stored {records[name]:.0f} s),"
@@ -78,6 +80,9 @@ def summary(lines: list[dict]) -> str:
         covered = sum(bool(line.get("covered_by")) for line in mine)
         if covered:
             text += f"; {covered} start(s) in another optimum, covered"
+        judged = sum(bool(line.get("judged_by")) for line in mine)
+        if judged:
+            text += f"; {judged} not converged, judged by what the caller reads"
         out.append(text)
     return "\n".join(out)
 
