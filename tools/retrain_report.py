@@ -82,7 +82,7 @@ def summary(lines: list[dict]) -> str:
             text += f"; {covered} start(s) in another optimum, covered"
         judged = sum(bool(line.get("judged_by")) for line in mine)
         if judged:
-            text += f"; {judged} not converged, judged by what the caller reads"
+            text += f"; {judged} judged by what the caller reads (not converged or not usable)"
         out.append(text)
     return "\n".join(out)
 
@@ -90,7 +90,8 @@ def summary(lines: list[dict]) -> str:
 def covers(folders: list[Path]) -> list[str]:
     """The problems of the starts that passed their shards because an equally good stored
     start remains (``covered_by``): each needs one of those reported as reproduced (within
-    its tolerance, not itself covered) in one of the shards' ``folders``; empty: none.
+    its tolerance, neither covered nor judged by another rule) in one of the shards'
+    ``folders``; empty: none (no report at all is a problem: nothing was checked).
     Prints the :func:`summary` of all the shards' reports first."""
     lines = [
         json.loads(line)
@@ -100,7 +101,13 @@ def covers(folders: list[Path]) -> list[str]:
     ]
     if lines:
         print(summary(lines))
-    reproduced = {ln["record"] for ln in lines if ln["within"] and not ln.get("covered_by")}
+    if not lines:
+        return [f"no {REPORT_NAME} under {', '.join(map(str, folders))}: nothing was checked"]
+    reproduced = {
+        ln["record"]
+        for ln in lines
+        if ln["within"] and not ln.get("covered_by") and not ln.get("judged_by")
+    }
     problems = []
     for line in lines:
         cover = line.get("covered_by")

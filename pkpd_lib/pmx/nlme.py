@@ -102,7 +102,7 @@ from ..files import (
     signatures_match,
     write_text_atomic,
 )
-from ..reproducibility import RETRAIN_RTOL
+from ..reproducibility import RETRAIN_FIT_TABLE_RTOL, RETRAIN_RTOL
 from .model import IntegrationLimitError, NonFiniteStateError, integrate_with_doses
 from .regimens import Regimen
 
@@ -2322,14 +2322,20 @@ def _refit_and_compare(problem: _Problem, x0, settings, path: Path, stored: Mapp
         converged[1] and not _at_bounds(problem, result.x),
     ]
     # judged by what the caller reads, where the estimates themselves need not repeat
-    judged_by = {}
+    reason = {}
     if not within and _IN_STARTS.get():  # one start of several: the fit the caller keeps
-        covered = _start_covered_by(path, result.ofv)
-        judged_by = {"covered_by": covered} if covered else {}
-    if not within and not judged_by and _IN_CANDIDATES.get() and not any(usable):
-        judged_by = {"judged_by": "not usable in either run: the caller's rules leave it out"}
-    if not within and not judged_by and not any(converged) and ofv_moved <= RETRAIN_OFV_ATOL:
-        judged_by = {"judged_by": "converged in neither run: an equally good end point (OFV)"}
+        covered = _start_covered_by(problem, path, result.x, result.ofv)
+        reason = {"covered_by": covered} if covered else {}
+    # a search's candidate left out both times: its OFV is still printed, in a table the
+    # retrain tier compares within RETRAIN_RTOL
+    ofv_printed = ofv_moved <= RETRAIN_RTOL * abs(float(stored["ofv"]))
+    if not (within or reason) and _IN_CANDIDATES.get() and not any(usable) and ofv_printed:
+        reason = {"judged_by": "not usable in either run: the caller's rules leave it out"}
+    # stopped short of an optimum in both runs: an equally good end point, its estimates
+    # within what the retrain tier allows a printed fit table
+    stalled = not any(converged) and ofv_moved <= RETRAIN_OFV_ATOL
+    if not (within or reason) and stalled and moved[worst] <= RETRAIN_FIT_TABLE_RTOL:
+        reason = {"judged_by": "converged in neither run: an equally good end point (OFV)"}
     report_retrained(
         path,
         "fit",
@@ -2340,16 +2346,17 @@ def _refit_and_compare(problem: _Problem, x0, settings, path: Path, stored: Mapp
         tolerance=RETRAIN_RTOL,
         ofv_difference=ofv_moved,
         ofv_tolerance=RETRAIN_OFV_ATOL,
-        within=within or bool(judged_by),
+        within=within or bool(reason),
         converged=converged,
-        **judged_by,
+        **reason,
     )
 
 
 #: Set while :func:`fit_foce_starts` fits its starts: the caller keeps only the lowest
 #: OFV, so a start is judged in the retrain tier by that (:func:`_start_covered_by`).
 _IN_STARTS: contextvars.ContextVar[bool] = contextvars.ContextVar("in_starts", default=False)
-#: Set inside :func:`candidate_fits`.
+#: Set inside :func:`candidate_fits`: a fit that is usable in neither run is then judged
+#: in the retrain tier by the caller's decision (and its printed OFV), not its estimates.
 _IN_CANDIDATES: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "in_candidates", default=False
 )
@@ -2396,24 +2403,35 @@ def _sibling_starts(path: Path) -> dict[Path, Mapping]:
     return siblings
 
 
-def _start_covered_by(path: Path, fresh_ofv: float) -> list[str]:
-    """Whether a start of :func:`fit_foce_starts` whose fit moved when estimated again
-    (``fresh_ofv``) leaves the kept fit as it is: the names (relative to the store's
-    ``fits`` folder) of the other stored starts that reach the lowest stored OFV of the
-    starts (within :data:`RETRAIN_OFV_ATOL`), if the fit estimated again did not end
-    below that OFV (a better optimum would be kept instead); else ``[]`` (moved).
+def _start_covered_by(problem: _Problem, path: Path, fresh_x, fresh_ofv: float) -> list[str]:
+    """The other stored starts that leave the kept fit as it is although the start
+    ``path`` moved when estimated again (to ``fresh_x``, ``fresh_ofv``): their names
+    (relative to the store), ``[]`` if none does (moved).
 
     Which start ends in which optimum can turn on a CPU's last bits, as an early-stopping
-    epoch can, and the caller keeps the lowest OFV. So a start that wandered to a worse
-    optimum is within when an equally good stored start remains; that start's own shard
-    shows it reproduces, and ``tools/retrain_report.py`` checks over all the shards that
-    one of the covering starts did (otherwise two tied starts could cover each other)."""
+    epoch can, and :func:`fit_foce_starts` keeps the lowest OFV. The other starts that
+    reach the lowest stored OFV of the starts (within :data:`RETRAIN_OFV_ATOL`) cover
+    this one if it now ends clearly above that OFV (a worse optimum, not kept), or where
+    a covering start's stored estimate lies (within
+    :data:`~pkpd_lib.reproducibility.RETRAIN_RTOL`: the same fit). A start that ends
+    below that OFV, or as low at another estimate, would change the kept fit. The
+    covering starts' own shards show that they reproduce; ``tools/retrain_report.py
+    --covers`` checks over all the shards that one did (two tied starts could otherwise
+    vouch for each other). The starts are the stored fits of the same model, settings
+    and data from other starting values (:func:`_sibling_starts`): in this book each such
+    group is one call's starts."""
     stored_ofv = float(json.loads(Path(path).read_text())["ofv"])
-    siblings = {p: float(s["ofv"]) for p, s in _sibling_starts(path).items()}
-    best = min([stored_ofv, *siblings.values()])
+    siblings = _sibling_starts(path)
+    best = min([stored_ofv, *(float(s["ofv"]) for s in siblings.values())])
     if not np.isfinite(fresh_ofv) or fresh_ofv < best - RETRAIN_OFV_ATOL:
         return []
-    ties = [p for p, ofv in siblings.items() if ofv <= best + RETRAIN_OFV_ATOL]
+    ties = {p: s for p, s in siblings.items() if float(s["ofv"]) <= best + RETRAIN_OFV_ATOL}
+    if fresh_ofv <= best + RETRAIN_OFV_ATOL:  # as low as the best: only at the same estimate
+        ties = {
+            p: s
+            for p, s in ties.items()
+            if _retrain_changes(problem, np.asarray(s["x"], float), fresh_x).max() <= RETRAIN_RTOL
+        }
     return sorted(f"{p.parent.name}/{p.name}" for p in ties)
 
 

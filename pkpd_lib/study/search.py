@@ -21,6 +21,7 @@ one table.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -264,10 +265,17 @@ def run(
     rows: list[dict] = []
 
     def fit(
-        candidate: Candidate, step: str, standard_errors: bool = False, kept=None
+        candidate: Candidate,
+        step: str,
+        standard_errors: bool = False,
+        kept=None,
+        candidate_fit: bool = True,
     ) -> nlme.NLMEFit:
         say(f"{step}: {candidate.label()}")
-        with nlme.candidate_fits():  # kept only if usable (the retrain tier judges so)
+        # a candidate is kept only if usable (the retrain tier judges it so); the final
+        # fit is the search's result, whatever it is
+        marked = nlme.candidate_fits() if candidate_fit else contextlib.nullcontext()
+        with marked:
             result = fit_candidate(
                 candidate,
                 data,
@@ -363,5 +371,11 @@ def run(
         current_fit = trials[dropped]
         mark_kept(current.label())
 
-    final_fit = fit(current, "final (covariance step)", standard_errors=True, kept=current_fit)
+    final_fit = fit(
+        current,
+        "final (covariance step)",
+        standard_errors=True,
+        kept=current_fit,
+        candidate_fit=False,
+    )
     return Search(pd.DataFrame(rows), screened, current, final_fit, direction)
