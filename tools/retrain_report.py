@@ -99,10 +99,9 @@ def covers(folders: list[Path]) -> list[str]:
         for report in sorted(Path(folder).rglob(REPORT_NAME))
         for line in report.read_text().splitlines()
     ]
-    if lines:
-        print(summary(lines))
     if not lines:
         return [f"no {REPORT_NAME} under {', '.join(map(str, folders))}: nothing was checked"]
+    print(summary(lines))
     reproduced = {
         ln["record"]
         for ln in lines

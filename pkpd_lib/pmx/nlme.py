@@ -2324,7 +2324,7 @@ def _refit_and_compare(problem: _Problem, x0, settings, path: Path, stored: Mapp
     # judged by what the caller reads, where the estimates themselves need not repeat
     reason = {}
     if not within and _IN_STARTS.get():  # one start of several: the fit the caller keeps
-        covered = _start_covered_by(problem, path, result.x, result.ofv)
+        covered = _start_covered_by(problem, path, stored, result.x, result.ofv)
         reason = {"covered_by": covered} if covered else {}
     # a search's candidate left out both times: its OFV is still printed, in a table the
     # retrain tier compares within RETRAIN_RTOL
@@ -2378,35 +2378,45 @@ def candidate_fits() -> Iterator[None]:
     >>> _IN_CANDIDATES.get()
     False
     """
-    token = _IN_CANDIDATES.set(True)
+    with _set(_IN_CANDIDATES):
+        yield
+
+
+@contextlib.contextmanager
+def _set(flag: contextvars.ContextVar[bool]) -> Iterator[None]:
+    """``flag`` set to True inside, reset to what it was after."""
+    token = flag.set(True)
     try:
         yield
     finally:
-        _IN_CANDIDATES.reset(token)
+        flag.reset(token)
 
 
-def _sibling_starts(path: Path) -> dict[Path, Mapping]:
+def _sibling_starts(path: Path, signature: Mapping) -> dict[Path, Mapping]:
     """The stored fits of the same model, settings and data as the stored fit ``path``
-    that began from another start (their signatures differ in ``/x0`` only), with their
-    records."""
-    mine = json.loads(Path(path).read_text())["signature"]
-    data = {k: v for k, v in mine.items() if k != "/x0"}
+    (its ``signature``) that began from another start (their signatures differ in
+    ``/x0`` only), with their records."""
+
+    def data(sig: Mapping) -> dict:
+        return {k: v for k, v in sig.items() if k != "/x0"}
+
     prefix = Path(path).stem.rsplit("_", 1)[0]
     siblings = {}
     for record in sorted(Path(path).parent.glob(f"{prefix}_*.json")):
         if record.resolve() == Path(path).resolve():
             continue
         stored = json.loads(record.read_text())
-        theirs = {k: v for k, v in stored.get("signature", {}).items() if k != "/x0"}
-        if signatures_match(theirs, data):
+        if signatures_match(data(stored.get("signature", {})), data(signature)):
             siblings[record] = stored
     return siblings
 
 
-def _start_covered_by(problem: _Problem, path: Path, fresh_x, fresh_ofv: float) -> list[str]:
+def _start_covered_by(
+    problem: _Problem, path: Path, stored: Mapping, fresh_x, fresh_ofv: float
+) -> list[str]:
     """The other stored starts that leave the kept fit as it is although the start
-    ``path`` moved when estimated again (to ``fresh_x``, ``fresh_ofv``): their names
-    (relative to the store), ``[]`` if none does (moved).
+    ``path`` (its record ``stored``) moved when estimated again (to ``fresh_x``,
+    ``fresh_ofv``): their names (relative to the store), ``[]`` if none does (moved).
 
     Which start ends in which optimum can turn on a CPU's last bits, as an early-stopping
     epoch can, and :func:`fit_foce_starts` keeps the lowest OFV. The other starts that
@@ -2420,9 +2430,8 @@ def _start_covered_by(problem: _Problem, path: Path, fresh_x, fresh_ofv: float) 
     vouch for each other). The starts are the stored fits of the same model, settings
     and data from other starting values (:func:`_sibling_starts`): in this book each such
     group is one call's starts."""
-    stored_ofv = float(json.loads(Path(path).read_text())["ofv"])
-    siblings = _sibling_starts(path)
-    best = min([stored_ofv, *(float(s["ofv"]) for s in siblings.values())])
+    siblings = _sibling_starts(path, stored["signature"])
+    best = min([float(stored["ofv"]), *(float(s["ofv"]) for s in siblings.values())])
     if not np.isfinite(fresh_ofv) or fresh_ofv < best - RETRAIN_OFV_ATOL:
         return []
     ties = {p: s for p, s in siblings.items() if float(s["ofv"]) <= best + RETRAIN_OFV_ATOL}
@@ -2780,8 +2789,7 @@ def fit_foce_starts(
     if not starts:
         raise ValueError("give at least one start")
     fits, caught = [], []
-    token = _IN_STARTS.set(True)
-    try:
+    with _set(_IN_STARTS):
         for i, start in enumerate(starts):
             with warnings.catch_warnings(record=True) as raised:
                 warnings.simplefilter("always")
@@ -2790,8 +2798,6 @@ def fit_foce_starts(
                 except ValueError as error:  # e.g. predictions that fail at its estimate
                     raise ValueError(f"start {i} {dict(start)}: {error}") from error
             caught.append(raised)
-    finally:
-        _IN_STARTS.reset(token)
     ofv = np.array([fit.ofv for fit in fits])
     best = int(np.argmin(ofv))
     for w in caught[best]:  # the kept fit's warnings are raised as they were
