@@ -2294,7 +2294,9 @@ def _refit_and_compare(problem: _Problem, x0, settings, path: Path, stored: Mapp
     candidate of :func:`candidate_fits` that is usable in neither run, by the caller's
     decision, which repeats; a fit that converged in neither run (it stopped where its
     search stalled or lost precision, so where it stopped along directions the data do
-    not determine is the search path's), by its OFV. What the estimation warns of goes
+    not determine is the search path's), by its OFV; a fit that moved only along
+    random-effect SDs the data do not determine, by its OFV with those random effects
+    removed (:func:`_undetermined_sds`). What the estimation warns of goes
     to the report, not to the notebook, whose stored outputs come from the stored fit."""
     fresh_path = retrain_here(path)
     if fresh_path is None:
@@ -2336,6 +2338,18 @@ def _refit_and_compare(problem: _Problem, x0, settings, path: Path, stored: Mapp
     stalled = not any(converged) and ofv_moved <= RETRAIN_OFV_ATOL
     if not (within or reason) and stalled and moved[worst] <= RETRAIN_FIT_TABLE_RTOL:
         reason = {"judged_by": "converged in neither run: an equally good end point (OFV)"}
+    # moved along random-effect SDs the likelihood does not determine, and nothing else
+    if not (within or reason):
+        others = RETRAIN_RTOL if any(converged) else RETRAIN_FIT_TABLE_RTOL
+        sds, set_back = _undetermined_sds(
+            problem, x_stored, float(stored["ofv"]), result.x, result.ofv, moved, others
+        )
+        if sds:
+            reason = {
+                "judged_by": "moved only along SDs the data do not determine: with them "
+                f"at {OMEGA_BOUND:g}, both OFVs as low or lower, and equal ({set_back:+.4f})",
+                "undetermined_sds": sds,
+            }
     report_retrained(
         path,
         "fit",
@@ -2350,6 +2364,42 @@ def _refit_and_compare(problem: _Problem, x0, settings, path: Path, stored: Mapp
         converged=converged,
         **reason,
     )
+
+
+def _undetermined_sds(
+    problem: _Problem, stored_x, stored_ofv: float, fresh_x, fresh_ofv: float, moved, others: float
+) -> tuple[dict[str, list[float]], float]:
+    """The random-effect SDs along which a fit estimated again (``fresh_x``,
+    ``fresh_ofv``) moved from the stored one (``stored_x``, ``stored_ofv``; ``moved``
+    from :func:`_retrain_changes`) where the data do not determine them, as ``{name:
+    [stored SD, refit SD]}``, with the OFV difference of the two estimates once those
+    SDs are set to :data:`OMEGA_BOUND`; ``({}, nan)`` if the refit moved otherwise.
+
+    The SDs that moved beyond :data:`~pkpd_lib.reproducibility.RETRAIN_RTOL` qualify
+    when every other estimate stayed within ``others`` and, with those SDs set to
+    :data:`OMEGA_BOUND` (their random effects all but removed), each estimate's OFV is
+    no higher than where its search ended (the data prefer no such variability, or are
+    indifferent to it) and the two OFVs agree (within :data:`RETRAIN_OFV_ATOL` each):
+    the two runs stopped at different points on the way to the same fit. An SD heading
+    to 0 stalls on the way (on its log scale the gradient fades as the SD does), and an
+    SD whose parameter no longer changes a prediction (its typical value at a bound)
+    wanders. An SD the data determine fails: removing its random effect costs OFV."""
+    names = problem.names()
+    sds = [i for i, n in enumerate(names) if n.startswith("omega_") and moved[i] > RETRAIN_RTOL]
+    if not sds or any(moved[i] > others for i in range(len(names)) if i not in sds):
+        return {}, float("nan")
+    removed = []
+    for x, ofv in ((stored_x, stored_ofv), (fresh_x, fresh_ofv)):
+        x = np.array(x, float)
+        x[sds] = np.log(OMEGA_BOUND)
+        removed.append(problem.ofv(x, eta_start=np.zeros_like(problem.eta)))
+        if not removed[-1] <= ofv + RETRAIN_OFV_ATOL:
+            return {}, float("nan")
+    difference = removed[1] - removed[0]
+    if not abs(difference) <= RETRAIN_OFV_ATOL:
+        return {}, float("nan")
+    sd = {names[i]: [float(np.exp(stored_x[i])), float(np.exp(fresh_x[i]))] for i in sds}
+    return sd, float(difference)
 
 
 #: Set while :func:`fit_foce_starts` fits its starts: the caller keeps only the lowest
