@@ -331,6 +331,41 @@ def test_a_fit_that_moved_only_along_an_sd_the_data_do_not_determine_is_judged_b
         assert sd_refit == pytest.approx(np.e * sd_stored)
 
 
+@pytest.mark.parametrize(
+    ("in_se", "converged", "covariance_step", "judged"),
+    [
+        (0.2, True, True, True),  # the SD of k moved by 0.2 of its SE
+        (1.0, True, True, False),  # ...by 1 SE: beyond what the OFV tolerance allows
+        (0.2, False, True, False),  # ...stored as not converged: not this rule
+        (0.2, True, False, False),  # ...stored without a covariance step: no SE to read
+    ],
+)
+def test_a_converged_fit_is_judged_by_its_estimates_changes_in_standard_errors(
+    tmp_path, monkeypatch, in_se, converged, covariance_step, judged
+):
+    """A converged fit stops where three iterations gain < 0.01 OFV, so an estimate the
+    data determine poorly (a large SE) can stop further apart than 0.5% on another CPU
+    at an equally good OFV: it passes if each estimate moved less than sqrt(0.1) of its
+    standard error."""
+    store, folder = tmp_path / "store", tmp_path / "shard"
+    model, data = decay_model(), decay_data()
+    fit = nlme.fit_foce(model, data, DECAY_START, cache_dir=store / "fits", covariance="r")
+    se = fit.covariance_step.se[2]
+    assert fit.converged and se > 0.01  # the SD of k: 0.5% of its log would be ~0.006
+    (record,) = (store / "fits").glob("*.json")
+    stored = json.loads(record.read_text())
+    stored["x"][2] += in_se * se
+    stored["converged"] = converged
+    if not covariance_step:
+        stored["r_matrix"] = stored["s_matrix"] = None
+    record.write_text(json.dumps(stored))
+    _shard(monkeypatch, store, folder, "1/1")
+    nlme.fit_foce(model, data, DECAY_START, cache_dir="default", covariance="r")
+    (line,) = _report(folder)
+    assert line["difference"] > nlme.RETRAIN_RTOL
+    assert line["within"] is judged and ("judged_by" in line) is judged
+
+
 def test_a_fit_of_one_start_is_not_covered_by_another_start(tmp_path, monkeypatch):
     """Outside :func:`~pkpd_lib.pmx.nlme.fit_foce_starts` the caller reads the fit itself:
     a fit that moved is reported as moved even if another start reaches its OFV."""

@@ -2294,7 +2294,9 @@ def _refit_and_compare(problem: _Problem, x0, settings, path: Path, stored: Mapp
     candidate of :func:`candidate_fits` that is usable in neither run, by the caller's
     decision, which repeats; a fit that converged in neither run (it stopped where its
     search stalled or lost precision, so where it stopped along directions the data do
-    not determine is the search path's), by its OFV; a fit that moved only along
+    not determine is the search path's), by its OFV; a fit that converged in both runs
+    to an equally good OFV, by its estimates' changes in standard errors
+    (:func:`_changes_in_standard_errors`); a fit that moved only along
     random-effect SDs the data do not determine, by its OFV with those random effects
     removed (:func:`_undetermined_sds`). What the estimation warns of goes
     to the report, not to the notebook, whose stored outputs come from the stored fit."""
@@ -2338,6 +2340,16 @@ def _refit_and_compare(problem: _Problem, x0, settings, path: Path, stored: Mapp
     stalled = not any(converged) and ofv_moved <= RETRAIN_OFV_ATOL
     if not (within or reason) and stalled and moved[worst] <= RETRAIN_FIT_TABLE_RTOL:
         reason = {"judged_by": "converged in neither run: an equally good end point (OFV)"}
+    # converged both times to an equally good end point: each estimate within what the
+    # OFV tolerance allows it, in units of its own precision
+    if not (within or reason) and all(converged) and ofv_moved <= RETRAIN_OFV_ATOL:
+        in_se = _changes_in_standard_errors(problem, stored, x_stored, result.x, moved)
+        if in_se <= np.sqrt(RETRAIN_OFV_ATOL):
+            reason = {
+                "judged_by": "converged in both runs, an equally good end point: each "
+                "estimate that moved beyond 0.5% within sqrt(0.1) = 0.32 of its "
+                f"standard error (largest {in_se:.3f})",
+            }
     # moved along random-effect SDs the likelihood does not determine, and nothing else
     if not (within or reason):
         others = RETRAIN_RTOL if any(converged) else RETRAIN_FIT_TABLE_RTOL
@@ -2364,6 +2376,34 @@ def _refit_and_compare(problem: _Problem, x0, settings, path: Path, stored: Mapp
         converged=converged,
         **reason,
     )
+
+
+def _changes_in_standard_errors(
+    problem: _Problem, stored: Mapping, stored_x, fresh_x, moved
+) -> float:
+    """The largest change between the stored estimate ``stored_x`` (its record
+    ``stored``) and the refit's ``fresh_x``, each in units of the estimate's standard
+    error (the stored fit's ``2 R^-1``, :class:`CovarianceStep`), over the estimates
+    that moved beyond :data:`~pkpd_lib.reproducibility.RETRAIN_RTOL` (``moved`` from
+    :func:`_retrain_changes`); inf where the stored fit has no covariance step or one of
+    them no standard error (at a bound, or R not positive definite).
+
+    Near an optimum the OFV rises by about ``(change / SE)^2`` along one estimate, so a
+    change under ``sqrt(RETRAIN_OFV_ATOL)`` standard errors is one the OFV tolerance
+    allows: where the data determine an estimate poorly (a large SE) the estimation's
+    stop rule (three iterations gaining < ``ofv_tol``) leaves it that free."""
+    beyond = np.asarray(moved) > RETRAIN_RTOL
+    if stored.get("r_matrix") is None:
+        return float("inf")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        step = _load_fit(problem, stored, "r").covariance_step
+    if step is None or not step.ok:
+        return float("inf")
+    change = np.abs(np.asarray(fresh_x, float) - np.asarray(stored_x, float))[beyond]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = change / step.se[beyond]
+    return float(np.max(ratio, initial=0.0)) if np.all(np.isfinite(ratio)) else float("inf")
 
 
 def _undetermined_sds(
