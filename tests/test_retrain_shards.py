@@ -332,21 +332,24 @@ def test_a_fit_that_moved_only_along_an_sd_the_data_do_not_determine_is_judged_b
 
 
 @pytest.mark.parametrize(
-    ("in_se", "converged", "covariance_step", "judged"),
+    ("in_se", "ofv_shift", "converged", "covariance_step", "judged"),
     [
-        (0.2, True, True, True),  # the SD of k moved by 0.2 of its SE
-        (1.0, True, True, False),  # ...by 1 SE: beyond what the OFV tolerance allows
-        (0.2, False, True, False),  # ...stored as not converged: not this rule
-        (0.2, True, False, False),  # ...stored without a covariance step: no SE to read
+        (0.2, 0.0, True, True, True),  # the SD of k moved by 0.2 of its SE
+        (1.0, 0.0, True, True, False),  # ...by 1 SE: d'Rd/2 beyond the OFV tolerance
+        (0.2, 0.2, True, True, False),  # ...to an OFV 0.2 apart
+        (0.2, 0.0, False, True, False),  # ...stored as not converged: not this rule
+        (0.2, 0.0, True, False, False),  # ...stored without a covariance step: no R
     ],
 )
-def test_a_converged_fit_is_judged_by_its_estimates_changes_in_standard_errors(
-    tmp_path, monkeypatch, in_se, converged, covariance_step, judged
+def test_a_converged_fit_is_judged_by_the_ofv_change_its_curvature_predicts(
+    tmp_path, monkeypatch, in_se, ofv_shift, converged, covariance_step, judged
 ):
     """A converged fit stops where three iterations gain < 0.01 OFV, so an estimate the
-    data determine poorly (a large SE) can stop further apart than 0.5% on another CPU
-    at an equally good OFV: it passes if each estimate moved less than sqrt(0.1) of its
-    standard error."""
+    data determine poorly (a large SE) can stop further than 0.5% apart on another CPU
+    at an equally good OFV: it passes if the stored fit's curvature puts the two end
+    points within the OFV tolerance (d'Rd/2 <= 0.1; along one estimate about (d/SE)^2).
+    The correlated case, where each estimate alone would look near, is the doctest of
+    ``nlme._ofv_change_by_curvature``."""
     store, folder = tmp_path / "store", tmp_path / "shard"
     model, data = decay_model(), decay_data()
     fit = nlme.fit_foce(model, data, DECAY_START, cache_dir=store / "fits", covariance="r")
@@ -355,6 +358,7 @@ def test_a_converged_fit_is_judged_by_its_estimates_changes_in_standard_errors(
     (record,) = (store / "fits").glob("*.json")
     stored = json.loads(record.read_text())
     stored["x"][2] += in_se * se
+    stored["ofv"] += ofv_shift
     stored["converged"] = converged
     if not covariance_step:
         stored["r_matrix"] = stored["s_matrix"] = None
@@ -364,6 +368,56 @@ def test_a_converged_fit_is_judged_by_its_estimates_changes_in_standard_errors(
     (line,) = _report(folder)
     assert line["difference"] > nlme.RETRAIN_RTOL
     assert line["within"] is judged and ("judged_by" in line) is judged
+
+
+def _sd_problem(scale=2e3, best=1e-3, theta_weight=0.0, failed=False):
+    """A stand-in problem of a typical value ``a`` and the SD of its random effect (its
+    log), whose OFV is ``100 + scale (max(SD, 0.001) - best)^2 + theta_weight (a -
+    1)^2``: by default it falls as the SD does, flat below 0.001."""
+    from types import SimpleNamespace
+
+    def ofv(x, eta_start=None):
+        sd = max(np.exp(x[1]), 1e-3)
+        return 100.0 + scale * (sd - best) ** 2 + theta_weight * (x[0] - 1.0) ** 2
+
+    return SimpleNamespace(
+        names=lambda: ["theta_a", "omega_a"],
+        model=SimpleNamespace(transforms={"a": "log"}),
+        ofv=ofv,
+        eta=np.zeros((1, 1)),
+        failed=np.full(1, failed),
+    )
+
+
+@pytest.mark.parametrize(
+    ("theta_moved", "sds", "others", "ofv_shift", "problem", "judged"),
+    [
+        (0.03, (0.002, 0.005), 0.05, 0.0, {}, True),  # typical value within 5%
+        (0.03, (0.002, 0.005), 0.005, 0.0, {}, False),  # ...not within 0.5%
+        (0.0, (0.002, 0.08), 0.05, 0.0, {"scale": 20.0}, False),  # SDs 0.078 apart
+        (0.0, (0.002, 0.005), 0.05, 1.0, {}, False),  # OFVs beyond a printed OFV's 0.5%
+        (0.0, (0.3, 0.31), 0.05, 0.0, {"scale": 100.0, "best": 0.3}, False),  # determined
+        (0.03, (0.002, 0.005), 0.05, 0.0, {"theta_weight": 200.0}, False),  # removed: apart
+        (0.0, (0.002, 0.005), 0.05, 0.0, {"failed": True}, False),  # predictions fail there
+    ],
+)
+def test_an_sd_the_data_do_not_determine_passes_only_within_every_bound(
+    theta_moved, sds, others, ofv_shift, problem, judged
+):
+    """Each condition of ``nlme._undetermined_sds`` on its own, on a stand-in OFV: the
+    other estimates within ``others``; the SDs within it on their natural scale; the end
+    points' OFVs within 0.5%; with the SDs at 0.001 neither OFV higher by more than 0.1
+    (an SD of 0.3 that the data determine fails here), no prediction failing, and the
+    two OFVs within 0.1."""
+    p = _sd_problem(**problem)
+    stored = np.array([1.0, np.log(sds[0])])
+    fresh = np.array([1.0 + theta_moved, np.log(sds[1])])
+    moved = nlme._retrain_changes(p, stored, fresh)
+    assert moved[1] > nlme.RETRAIN_RTOL  # the SD moved on its log scale
+    found, apart = nlme._undetermined_sds(
+        p, stored, p.ofv(stored), fresh, p.ofv(fresh) + ofv_shift, moved, others
+    )
+    assert bool(found) is judged and bool(np.isfinite(apart)) is judged
 
 
 def test_a_fit_of_one_start_is_not_covered_by_another_start(tmp_path, monkeypatch):

@@ -2295,8 +2295,8 @@ def _refit_and_compare(problem: _Problem, x0, settings, path: Path, stored: Mapp
     decision, which repeats; a fit that converged in neither run (it stopped where its
     search stalled or lost precision, so where it stopped along directions the data do
     not determine is the search path's), by its OFV; a fit that converged in both runs
-    to an equally good OFV, by its estimates' changes in standard errors
-    (:func:`_changes_in_standard_errors`); a fit that moved only along
+    to an equally good OFV, by the OFV change its curvature predicts
+    (:func:`_ofv_change_by_curvature`); a fit that moved only along
     random-effect SDs the data do not determine, by its OFV with those random effects
     removed (:func:`_undetermined_sds`). What the estimation warns of goes
     to the report, not to the notebook, whose stored outputs come from the stored fit."""
@@ -2340,26 +2340,27 @@ def _refit_and_compare(problem: _Problem, x0, settings, path: Path, stored: Mapp
     stalled = not any(converged) and ofv_moved <= RETRAIN_OFV_ATOL
     if not (within or reason) and stalled and moved[worst] <= RETRAIN_FIT_TABLE_RTOL:
         reason = {"judged_by": "converged in neither run: an equally good end point (OFV)"}
-    # converged both times to an equally good end point: each estimate within what the
-    # OFV tolerance allows it, in units of its own precision
+    # converged both times to an equally good end point, and near it by the stored fit's
+    # own curvature: moved along directions the data determine poorly
     if not (within or reason) and all(converged) and ofv_moved <= RETRAIN_OFV_ATOL:
-        in_se = _changes_in_standard_errors(problem, stored, x_stored, result.x, moved)
-        if in_se <= np.sqrt(RETRAIN_OFV_ATOL):
+        predicted = _ofv_change_by_curvature(problem, stored, x_stored, result.x, moved)
+        if predicted <= RETRAIN_OFV_ATOL:
             reason = {
-                "judged_by": "converged in both runs, an equally good end point: each "
-                "estimate that moved beyond 0.5% within sqrt(0.1) = 0.32 of its "
-                f"standard error (largest {in_se:.3f})",
+                "judged_by": "converged in both runs, an equally good end point, and as "
+                f"near by the stored fit's curvature: d'Rd/2 = {predicted:.3g} <= "
+                f"{RETRAIN_OFV_ATOL:g}",
             }
     # moved along random-effect SDs the likelihood does not determine, and nothing else
     if not (within or reason):
         others = RETRAIN_RTOL if any(converged) else RETRAIN_FIT_TABLE_RTOL
-        sds, set_back = _undetermined_sds(
+        sds, removed = _undetermined_sds(
             problem, x_stored, float(stored["ofv"]), result.x, result.ofv, moved, others
         )
         if sds:
             reason = {
-                "judged_by": "moved only along SDs the data do not determine: with them "
-                f"at {OMEGA_BOUND:g}, both OFVs as low or lower, and equal ({set_back:+.4f})",
+                "judged_by": "moved only along SDs the data do not determine: with them at "
+                f"{OMEGA_BOUND:g}, neither OFV higher by more than {RETRAIN_OFV_ATOL:g}, "
+                f"and the two {removed:+.4f} apart",
                 "undetermined_sds": sds,
             }
     report_retrained(
@@ -2378,32 +2379,52 @@ def _refit_and_compare(problem: _Problem, x0, settings, path: Path, stored: Mapp
     )
 
 
-def _changes_in_standard_errors(
-    problem: _Problem, stored: Mapping, stored_x, fresh_x, moved
-) -> float:
-    """The largest change between the stored estimate ``stored_x`` (its record
-    ``stored``) and the refit's ``fresh_x``, each in units of the estimate's standard
-    error (the stored fit's ``2 R^-1``, :class:`CovarianceStep`), over the estimates
-    that moved beyond :data:`~pkpd_lib.reproducibility.RETRAIN_RTOL` (``moved`` from
-    :func:`_retrain_changes`); inf where the stored fit has no covariance step or one of
-    them no standard error (at a bound, or R not positive definite).
+def _ofv_change_by_curvature(problem: _Problem, stored: Mapping, stored_x, fresh_x, moved) -> float:
+    """The OFV difference between the stored estimate ``stored_x`` (its record
+    ``stored``) and the refit's ``fresh_x`` that the stored fit's curvature predicts,
+    ``d' R d / 2`` (R, the Hessian of the OFV, from its covariance step; ``d`` the
+    difference on the estimation scale), over the estimates not at a bound; inf where
+    the stored fit has no R, where R is not positive definite there, or where an
+    estimate at a bound moved beyond :data:`~pkpd_lib.reproducibility.RETRAIN_RTOL`
+    (``moved`` from :func:`_retrain_changes`, which compares those on their natural
+    scale).
 
-    Near an optimum the OFV rises by about ``(change / SE)^2`` along one estimate, so a
-    change under ``sqrt(RETRAIN_OFV_ATOL)`` standard errors is one the OFV tolerance
-    allows: where the data determine an estimate poorly (a large SE) the estimation's
-    stop rule (three iterations gaining < ``ofv_tol``) leaves it that free."""
-    beyond = np.asarray(moved) > RETRAIN_RTOL
+    Two end points within :data:`RETRAIN_OFV_ATOL` of each other by this measure lie on
+    one optimum: where the data determine estimates poorly (a flat direction, large
+    standard errors) the estimation's stop rule (three iterations gaining < ``ofv_tol``)
+    leaves them that free. Along one estimate, the others re-estimated, the OFV rises by
+    ``(change / SE)^2`` (with the covariance ``2 R^-1``); with the others held, faster.
+    Another optimum of equal OFV (a flip-flop solution, say) lies far away by the
+    curvature at this one, and fails.
+
+    Examples
+    --------
+    Two estimates with SE 1.0 each, correlated -0.997 (R's off-diagonal +199): moving
+    both by 0.3 SE in the same direction goes across the ridge, in opposite directions
+    along it.
+
+    >>> from types import SimpleNamespace
+    >>> p = SimpleNamespace(model=SimpleNamespace(transforms={"a": "log", "b": "log"}),
+    ...                     names=lambda: ["theta_a", "theta_b"])
+    >>> rec = {"r_matrix": [[200.0, 199.0], [199.0, 200.0]]}
+    >>> moved = [0.3, 0.3]
+    >>> round(_ofv_change_by_curvature(p, rec, [0.0, 0.0], [0.3, 0.3], moved), 2)
+    35.91
+    >>> round(_ofv_change_by_curvature(p, rec, [0.0, 0.0], [0.3, -0.3], moved), 2)
+    0.09
+    """
     if stored.get("r_matrix") is None:
         return float("inf")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        step = _load_fit(problem, stored, "r").covariance_step
-    if step is None or not step.ok:
+    names = problem.names()
+    bound = set(_at_bounds(problem, stored_x)) | set(_at_bounds(problem, fresh_x))
+    keep = np.array([name not in bound for name in names], bool)
+    if np.any(np.asarray(moved)[~keep] > RETRAIN_RTOL):
         return float("inf")
-    change = np.abs(np.asarray(fresh_x, float) - np.asarray(stored_x, float))[beyond]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = change / step.se[beyond]
-    return float(np.max(ratio, initial=0.0)) if np.all(np.isfinite(ratio)) else float("inf")
+    r = np.asarray(stored["r_matrix"], float)
+    if not covariance_step(r, r, names, "r", tuple(bound)).ok:
+        return float("inf")
+    d = (np.asarray(fresh_x, float) - np.asarray(stored_x, float))[keep]
+    return float(d @ ((r + r.T) / 2)[np.ix_(keep, keep)] @ d / 2)
 
 
 def _undetermined_sds(
@@ -2412,33 +2433,67 @@ def _undetermined_sds(
     """The random-effect SDs along which a fit estimated again (``fresh_x``,
     ``fresh_ofv``) moved from the stored one (``stored_x``, ``stored_ofv``; ``moved``
     from :func:`_retrain_changes`) where the data do not determine them, as ``{name:
-    [stored SD, refit SD]}``, with the OFV difference of the two estimates once those
+    [stored SD, refit SD]}``, with the difference of the two estimates' OFVs once those
     SDs are set to :data:`OMEGA_BOUND`; ``({}, nan)`` if the refit moved otherwise.
 
-    The SDs that moved beyond :data:`~pkpd_lib.reproducibility.RETRAIN_RTOL` qualify
-    when every other estimate stayed within ``others`` and, with those SDs set to
-    :data:`OMEGA_BOUND` (their random effects all but removed), each estimate's OFV is
-    no higher than where its search ended (the data prefer no such variability, or are
-    indifferent to it) and the two OFVs agree (within :data:`RETRAIN_OFV_ATOL` each):
-    the two runs stopped at different points on the way to the same fit. An SD heading
-    to 0 stalls on the way (on its log scale the gradient fades as the SD does), and an
-    SD whose parameter no longer changes a prediction (its typical value at a bound)
-    wanders. An SD the data determine fails: removing its random effect costs OFV."""
+    The SDs that moved beyond :data:`~pkpd_lib.reproducibility.RETRAIN_RTOL` on their
+    log scale qualify when
+
+    * every other estimate stayed within ``others``, and the SDs themselves within
+      ``others`` on their natural scale (``|change| / max(1, SD)``, as an SD at its
+      bound is compared): near 0, where the log scale magnifies what the SD means;
+    * the two end points' OFVs lie within what a printed OFV may move
+      (:data:`~pkpd_lib.reproducibility.RETRAIN_RTOL` of it);
+    * with those SDs set to :data:`OMEGA_BOUND` (their random effects all but removed),
+      neither estimate's OFV is higher than where its search ended by more than
+      :data:`RETRAIN_OFV_ATOL` (the data prefer no such variability, or are indifferent
+      to it), no prediction fails there, and the two OFVs differ by at most
+      :data:`RETRAIN_OFV_ATOL`: the two runs stopped on the way to one fit.
+
+    An SD heading to 0 stalls on the way (on its log scale the gradient fades as the SD
+    does), and an SD whose parameter no longer changes a prediction (its typical value
+    at a bound) wanders. An SD the data determine fails: removing its random effect
+    costs OFV.
+
+    Examples
+    --------
+    An OFV that falls as the SD of ``a`` does (``x[1]``, its log), flat below 0.001:
+
+    >>> from types import SimpleNamespace
+    >>> ofv = lambda x, eta_start=None: 100.0 + 2e3 * max(np.exp(x[1]) - 1e-3, 0.0) ** 2
+    >>> p = SimpleNamespace(names=lambda: ["theta_a", "omega_a"], ofv=ofv,
+    ...                     eta=np.zeros((1, 1)), failed=np.zeros(1, bool))
+    >>> stored, fresh = np.array([1.0, np.log(0.002)]), np.array([1.0, np.log(0.005)])
+    >>> moved = _retrain_changes(SimpleNamespace(names=p.names,
+    ...     model=SimpleNamespace(transforms={"a": "log"})), stored, fresh)
+    >>> sds, apart = _undetermined_sds(p, stored, ofv(stored), fresh, ofv(fresh), moved, 0.05)
+    >>> {k: np.round(v, 3).tolist() for k, v in sds.items()}, apart
+    ({'omega_a': [0.002, 0.005]}, 0.0)
+    """
     names = problem.names()
     sds = [i for i, n in enumerate(names) if n.startswith("omega_") and moved[i] > RETRAIN_RTOL]
+    nothing = {}, float("nan")
     if not sds or any(moved[i] > others for i in range(len(names)) if i not in sds):
-        return {}, float("nan")
+        return nothing
+    sd_stored, sd_fresh = (
+        np.exp(np.asarray(stored_x, float)[sds]),
+        np.exp(np.asarray(fresh_x, float)[sds]),
+    )
+    if np.any(np.abs(sd_fresh - sd_stored) > others * np.maximum(1.0, sd_stored)):
+        return nothing
+    if not abs(fresh_ofv - stored_ofv) <= RETRAIN_RTOL * abs(stored_ofv):
+        return nothing
     removed = []
     for x, ofv in ((stored_x, stored_ofv), (fresh_x, fresh_ofv)):
         x = np.array(x, float)
         x[sds] = np.log(OMEGA_BOUND)
         removed.append(problem.ofv(x, eta_start=np.zeros_like(problem.eta)))
-        if not removed[-1] <= ofv + RETRAIN_OFV_ATOL:
-            return {}, float("nan")
+        if problem.failed.any() or not removed[-1] <= ofv + RETRAIN_OFV_ATOL:
+            return nothing
     difference = removed[1] - removed[0]
     if not abs(difference) <= RETRAIN_OFV_ATOL:
-        return {}, float("nan")
-    sd = {names[i]: [float(np.exp(stored_x[i])), float(np.exp(fresh_x[i]))] for i in sds}
+        return nothing
+    sd = {names[i]: [float(a), float(b)] for i, a, b in zip(sds, sd_stored, sd_fresh, strict=True)}
     return sd, float(difference)
 
 
