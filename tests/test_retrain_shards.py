@@ -395,6 +395,7 @@ def _sd_problem(scale=2e3, best=1e-3, theta_weight=0.0, failed=False):
         (0.03, (0.002, 0.005), 0.05, 0.0, {}, True),  # typical value within 5%
         (0.03, (0.002, 0.005), 0.005, 0.0, {}, False),  # ...not within 0.5%
         (0.0, (0.002, 0.08), 0.05, 0.0, {"scale": 20.0}, False),  # SDs 0.078 apart
+        (0.0, (0.25, 0.27), 0.005, 0.0, {"scale": 0.0}, True),  # ...but the OFV flat
         (0.0, (0.002, 0.005), 0.05, 1.0, {}, False),  # OFVs beyond a printed OFV's 0.5%
         (0.0, (0.3, 0.31), 0.05, 0.0, {"scale": 100.0, "best": 0.3}, False),  # determined
         (0.03, (0.002, 0.005), 0.05, 0.0, {"theta_weight": 200.0}, False),  # removed: apart
@@ -405,10 +406,11 @@ def test_an_sd_the_data_do_not_determine_passes_only_within_every_bound(
     theta_moved, sds, others, ofv_shift, problem, judged
 ):
     """Each condition of ``nlme._undetermined_sds`` on its own, on a stand-in OFV: the
-    other estimates within ``others``; the SDs within it on their natural scale; the end
-    points' OFVs within 0.5%; with the SDs at 0.001 neither OFV higher by more than 0.1
-    (an SD of 0.3 that the data determine fails here), no prediction failing, and the
-    two OFVs within 0.1."""
+    other estimates within ``others``; the end points' OFVs within 0.1 (flat along the
+    SD, as one whose parameter is at a bound), or else the SDs within ``others`` on
+    their natural scale and the OFVs within 0.5%; with the SDs at 0.001 neither OFV
+    higher by more than 0.1 (an SD of 0.3 that the data determine fails here), no
+    prediction failing, and the two OFVs within 0.1."""
     p = _sd_problem(**problem)
     stored = np.array([1.0, np.log(sds[0])])
     fresh = np.array([1.0 + theta_moved, np.log(sds[1])])

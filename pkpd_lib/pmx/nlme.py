@@ -2439,10 +2439,12 @@ def _undetermined_sds(
     The SDs that moved beyond :data:`~pkpd_lib.reproducibility.RETRAIN_RTOL` on their
     log scale qualify when
 
-    * every other estimate stayed within ``others``, and the SDs themselves within
-      ``others`` on their natural scale (``|change| / max(1, SD)``, as an SD at its
-      bound is compared): near 0, where the log scale magnifies what the SD means;
-    * the two end points' OFVs lie within what a printed OFV may move
+    * every other estimate stayed within ``others``;
+    * the two end points' OFVs lie within :data:`RETRAIN_OFV_ATOL` (the OFV flat along
+      the SDs, e.g. one whose parameter sits at a bound); or, where one run stopped
+      further on the way to 0, the SDs lie within ``others`` on their natural scale
+      (``|change| / max(1, SD)``, as an SD at its bound is compared: near 0 the log
+      scale magnifies what an SD means) and the OFVs within what a printed OFV may move
       (:data:`~pkpd_lib.reproducibility.RETRAIN_RTOL` of it);
     * with those SDs set to :data:`OMEGA_BOUND` (their random effects all but removed),
       neither estimate's OFV is higher than where its search ended by more than
@@ -2479,9 +2481,13 @@ def _undetermined_sds(
         np.exp(np.asarray(stored_x, float)[sds]),
         np.exp(np.asarray(fresh_x, float)[sds]),
     )
-    if np.any(np.abs(sd_fresh - sd_stored) > others * np.maximum(1.0, sd_stored)):
-        return nothing
-    if not abs(fresh_ofv - stored_ofv) <= RETRAIN_RTOL * abs(stored_ofv):
+    gap = abs(fresh_ofv - stored_ofv)
+    equally_good = gap <= RETRAIN_OFV_ATOL
+    near_zero = bool(
+        np.all(np.abs(sd_fresh - sd_stored) <= others * np.maximum(1.0, sd_stored))
+        and gap <= RETRAIN_RTOL * abs(stored_ofv)
+    )
+    if not (equally_good or near_zero):
         return nothing
     removed = []
     for x, ofv in ((stored_x, stored_ofv), (fresh_x, fresh_ofv)):
