@@ -524,14 +524,21 @@ def test_the_summary_over_the_shards_counts_each_kind():
             "within": True,
             "difference": 0.16,
             "ofv_difference": 5.3,
-            "judged_by": "x",
+            "judged_by": "converged in neither run: an equally good end point (OFV)",
+        },
+        {
+            "kind": "fit",
+            "within": True,
+            "difference": 0.02,
+            "ofv_difference": 0.01,
+            "judged_by": "converged in neither run: an equally good end point (OFV)",
         },
     ]
     text = _report_tool().summary(lines).splitlines()
     assert text == [
-        "fits: 3, 3 within, largest change 0.59, largest OFV change 1.5e+02;"
-        " 1 start(s) in another optimum, covered; 1 judged by what the caller reads (not"
-        " converged or not usable)",
+        "fits: 4, 4 within, largest change 0.59, largest OFV change 1.5e+02;"
+        " 1 start(s) in another optimum, covered; judged by what the caller reads:"
+        " 2 converged in neither run",
         "networks: 2, 1 within, largest change 0.006; early stopping would decide the same"
         " in 1 of 2",
     ]

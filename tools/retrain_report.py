@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,8 +64,9 @@ def check(folder: Path, k: int, n: int, store: Path = STORE) -> list[str]:
 
 def summary(lines: list[dict]) -> str:
     """One line per kind of result over the shards' report ``lines``: how many, how many
-    within, the largest change, and for networks in how many the stored run's early-
-    stopping decision would repeat (``decision_repeats``)."""
+    within, the largest change, for networks in how many the stored run's early-stopping
+    decision would repeat (``decision_repeats``), and for fits how many each rule judged
+    (``covered_by``, ``judged_by`` up to its colon)."""
     out = []
     for kind in sorted({line["kind"] for line in lines}):
         mine = [line for line in lines if line["kind"] == kind]
@@ -80,9 +82,11 @@ def summary(lines: list[dict]) -> str:
         covered = sum(bool(line.get("covered_by")) for line in mine)
         if covered:
             text += f"; {covered} start(s) in another optimum, covered"
-        judged = sum(bool(line.get("judged_by")) for line in mine)
-        if judged:
-            text += f"; {judged} judged by what the caller reads (not converged or not usable)"
+        rules = Counter(ln["judged_by"].split(":")[0] for ln in mine if ln.get("judged_by"))
+        if rules:
+            text += "; judged by what the caller reads: " + ", ".join(
+                f"{n} {rule}" for rule, n in sorted(rules.items())
+            )
         out.append(text)
     return "\n".join(out)
 
