@@ -2310,6 +2310,7 @@ def _refit_and_compare(problem: _Problem, x0, settings, path: Path, stored: Mapp
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             result = _estimate(problem, x0, *settings)
+        fresh_etas = problem.eta.copy()  # the refit's modes at its estimate
         write_text_atomic(
             fresh_path,
             json.dumps({"x": result.x.tolist(), "ofv": result.ofv, "seconds": result.seconds}),
@@ -2353,8 +2354,16 @@ def _refit_and_compare(problem: _Problem, x0, settings, path: Path, stored: Mapp
     # moved along random-effect SDs the likelihood does not determine, and nothing else
     if not (within or reason):
         others = RETRAIN_RTOL if any(converged) else RETRAIN_FIT_TABLE_RTOL
+        stored_etas = np.asarray(stored["etas"], float).reshape(problem.eta.shape)
         sds, removed = _undetermined_sds(
-            problem, x_stored, float(stored["ofv"]), result.x, result.ofv, moved, others
+            problem,
+            x_stored,
+            float(stored["ofv"]),
+            result.x,
+            result.ofv,
+            moved,
+            others,
+            etas=(stored_etas, fresh_etas),
         )
         if sds:
             reason = {
@@ -2428,7 +2437,14 @@ def _ofv_change_by_curvature(problem: _Problem, stored: Mapping, stored_x, fresh
 
 
 def _undetermined_sds(
-    problem: _Problem, stored_x, stored_ofv: float, fresh_x, fresh_ofv: float, moved, others: float
+    problem: _Problem,
+    stored_x,
+    stored_ofv: float,
+    fresh_x,
+    fresh_ofv: float,
+    moved,
+    others: float,
+    etas=None,
 ) -> tuple[dict[str, list[float]], float]:
     """The random-effect SDs along which a fit estimated again (``fresh_x``,
     ``fresh_ofv``) moved from the stored one (``stored_x``, ``stored_ofv``; ``moved``
@@ -2456,6 +2472,10 @@ def _undetermined_sds(
     does), and an SD whose parameter no longer changes a prediction (its typical value
     at a bound) wanders. An SD the data determine fails: removing its random effect
     costs OFV.
+
+    ``etas``, the subjects' modes at the two end points (stored, refit), start the
+    searches for the modes with the SDs removed (default 0): where a subject's
+    posterior has more than one mode, the search keeps the one its start leads to.
 
     Examples
     --------
@@ -2490,10 +2510,11 @@ def _undetermined_sds(
     if not (equally_good or near_zero):
         return nothing
     removed = []
-    for x, ofv in ((stored_x, stored_ofv), (fresh_x, fresh_ofv)):
+    starts = etas or (np.zeros_like(problem.eta),) * 2
+    for x, ofv, start in zip((stored_x, fresh_x), (stored_ofv, fresh_ofv), starts, strict=True):
         x = np.array(x, float)
         x[sds] = np.log(OMEGA_BOUND)
-        removed.append(problem.ofv(x, eta_start=np.zeros_like(problem.eta)))
+        removed.append(problem.ofv(x, eta_start=start))
         if problem.failed.any() or not removed[-1] <= ofv + RETRAIN_OFV_ATOL:
             return nothing
     difference = removed[1] - removed[0]
