@@ -422,6 +422,38 @@ def test_an_sd_the_data_do_not_determine_passes_only_within_every_bound(
     assert bool(found) is judged and bool(np.isfinite(apart)) is judged
 
 
+@pytest.mark.parametrize(
+    ("candidate", "ofv_shift", "judged"),
+    [
+        (True, 0.0, True),  # a search's candidate usable in both runs, OFV as good
+        (True, 0.3, False),  # ...its OFV 0.3 apart: a decision could turn on it
+        (False, 0.0, False),  # any other fit is read for its estimates
+    ],
+)
+def test_a_usable_candidate_is_judged_by_its_ofv(
+    tmp_path, monkeypatch, candidate, ofv_shift, judged
+):
+    """A model search reads a candidate's OFV and whether it is usable, so a candidate
+    usable in both runs whose estimates moved along a flat ridge (no covariance step to
+    say so) passes with its OFV within 0.1."""
+    store, folder = tmp_path / "store", tmp_path / "shard"
+    model, data = decay_model(), decay_data()
+    options = {"standard_errors": False}
+    nlme.fit_foce(model, data, DECAY_START, cache_dir=store / "fits", **options)
+    (record,) = (store / "fits").glob("*.json")
+    stored = json.loads(record.read_text())
+    assert stored["converged"]
+    stored["x"][1] += 0.03 * max(1.0, abs(stored["x"][1]))  # log k: 3% of its magnitude
+    stored["ofv"] += ofv_shift
+    record.write_text(json.dumps(stored))
+    _shard(monkeypatch, store, folder, "1/1")
+    with nlme.candidate_fits() if candidate else contextlib.nullcontext():
+        nlme.fit_foce(model, data, DECAY_START, cache_dir="default", **options)
+    (line,) = _report(folder)
+    assert line["converged"] == [True, True] and line["difference"] > 0.02
+    assert line["within"] is judged and ("judged_by" in line) is judged
+
+
 def test_a_fit_of_one_start_is_not_covered_by_another_start(tmp_path, monkeypatch):
     """Outside :func:`~pkpd_lib.pmx.nlme.fit_foce_starts` the caller reads the fit itself:
     a fit that moved is reported as moved even if another start reaches its OFV."""

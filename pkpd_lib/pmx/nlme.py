@@ -2292,7 +2292,9 @@ def _refit_and_compare(problem: _Problem, x0, settings, path: Path, stored: Mapp
     judged by what its caller reads (the reason goes to the report): one start of
     :func:`fit_foce_starts`, by the fit the caller keeps (:func:`_start_covered_by`); a
     candidate of :func:`candidate_fits` that is usable in neither run, by the caller's
-    decision, which repeats; a fit that converged in neither run (it stopped where its
+    decision, which repeats; one usable in both runs, by its OFV (within
+    :data:`RETRAIN_OFV_ATOL`: the caller's decisions compare OFVs); a fit that converged
+    in neither run (it stopped where its
     search stalled or lost precision, so where it stopped along directions the data do
     not determine is the search path's), by its OFV; a fit that converged in both runs
     to an equally good OFV, by the OFV change its curvature predicts
@@ -2336,6 +2338,14 @@ def _refit_and_compare(problem: _Problem, x0, settings, path: Path, stored: Mapp
     ofv_printed = ofv_moved <= RETRAIN_RTOL * abs(float(stored["ofv"]))
     if not (within or reason) and _IN_CANDIDATES.get() and not any(usable) and ofv_printed:
         reason = {"judged_by": "not usable in either run: the caller's rules leave it out"}
+    # a search's candidate usable in both runs at an equally good OFV: the search reads
+    # its OFV (and usability), so its decisions and table repeat
+    if not (within or reason) and _IN_CANDIDATES.get() and all(usable):
+        if ofv_moved <= RETRAIN_OFV_ATOL:
+            reason = {
+                "judged_by": "usable in both runs at an equally good OFV: the caller's "
+                "decisions repeat"
+            }
     # stopped short of an optimum in both runs: an equally good end point, its estimates
     # within what the retrain tier allows a printed fit table
     stalled = not any(converged) and ofv_moved <= RETRAIN_OFV_ATOL
