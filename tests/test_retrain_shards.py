@@ -2,7 +2,6 @@
 from the inputs it was stored with, and compared with the stored one."""
 
 import contextlib
-import dataclasses
 import importlib.util
 import json
 import shutil
@@ -293,28 +292,35 @@ def test_a_fit_that_did_not_converge_is_judged_by_what_its_caller_reads(
 @pytest.mark.parametrize(
     ("edit", "converged_when_stored", "judged"),
     [
-        ({2: -1.0}, False, True),  # the SD of C0 (no variability in the data) moved
-        ({2: -1.0}, True, True),  # ...from a fit stored as converged: the same
+        ({4: -0.5}, False, True),  # the SD of u, which no prediction reads, moved
+        ({4: -0.5}, True, True),  # ...from a fit stored as converged: the same
         ({3: -0.5}, False, False),  # the SD of k, which the data determine
-        ({2: -1.0, 0: 0.1}, False, False),  # ...and a typical value beyond 5%
-        ({2: -1.0, 0: 0.01}, True, False),  # ...beyond 0.5% where one run converged
+        ({4: -0.5, 0: 0.1}, False, False),  # ...and a typical value beyond 5%
+        ({4: -0.5, 0: 0.01}, True, False),  # ...beyond 0.5% where one run converged
     ],
 )
 def test_a_fit_that_moved_only_along_an_sd_the_data_do_not_determine_is_judged_by_its_ofv(
     tmp_path, monkeypatch, edit, converged_when_stored, judged
 ):
-    """The decay data vary in k only, so a random effect on C0 heads to 0, and its fit
-    stops (here at its iteration limit) with that SD wherever the search left it. A
-    stored estimate (with its OFV) whose SD of C0 is elsewhere on that way passes: with
-    that random effect removed, both estimates' OFVs are lower and equal. An SD the data
-    determine, or any other estimate moved too, does not."""
+    """The decay model with a parameter ``u`` that no prediction reads (as E_max's once
+    E_max is at its bound, chapter 14) and a random effect on it: the OFV is flat along
+    its SD, whatever the estimation's path. A stored estimate (with its OFV) whose SD of
+    u is elsewhere passes: the OFVs are equal, and equal with that random effect
+    removed. An SD the data determine, or any other estimate moved too, does not."""
     store, folder = tmp_path / "store", tmp_path / "shard"
-    model = dataclasses.replace(decay_model("decay, both random"), random=("C0", "k"))
-    data, options = decay_data(), {"max_iter": 8, "standard_errors": False}
-    nlme.fit_foce(model, data, DECAY_START, cache_dir=store / "fits", **options)
+    model = nlme.NLMEModel(
+        "decay, an unread parameter",
+        ("C0", "k", "u"),
+        dict.fromkeys(("C0", "k", "u"), "log"),
+        ("k", "u"),
+        decay_model().predict,
+    )
+    data, start = decay_data(), {**DECAY_START, "u": 1.0}
+    options = {"standard_errors": False}
+    nlme.fit_foce(model, data, start, cache_dir=store / "fits", **options)
     (record,) = (store / "fits").glob("*.json")
     stored = json.loads(record.read_text())
-    assert not stored["converged"] and np.exp(stored["x"][2]) < 0.05  # the SD of C0 small
+    assert 0.01 < np.exp(stored["x"][4]) < 10  # the SD of u, away from its bound
     for i, shift in edit.items():
         stored["x"][i] += shift * (max(1.0, abs(stored["x"][i])) if i == 0 else 1.0)
     problem = nlme._Problem(model, data, {})
@@ -322,13 +328,13 @@ def test_a_fit_that_moved_only_along_an_sd_the_data_do_not_determine_is_judged_b
     stored["converged"] = converged_when_stored
     record.write_text(json.dumps(stored))
     _shard(monkeypatch, store, folder, "1/1")
-    nlme.fit_foce(model, data, DECAY_START, cache_dir="default", **options)
+    nlme.fit_foce(model, data, start, cache_dir="default", **options)
     (line,) = _report(folder)
     assert line["within"] is judged and ("judged_by" in line) is judged
     if judged:
-        assert list(line["undetermined_sds"]) == ["omega_C0"]
-        sd_stored, sd_refit = line["undetermined_sds"]["omega_C0"]
-        assert sd_refit == pytest.approx(np.e * sd_stored)
+        assert list(line["undetermined_sds"]) == ["omega_u"]
+        sd_stored, sd_refit = line["undetermined_sds"]["omega_u"]
+        assert sd_refit == pytest.approx(np.exp(0.5) * sd_stored)
 
 
 @pytest.mark.parametrize(
