@@ -2321,8 +2321,9 @@ def _refit_and_compare(problem: _Problem, x0, settings, path: Path, stored: Mapp
     x_stored = np.asarray(stored["x"], float)
     moved = _retrain_changes(problem, x_stored, result.x)
     ofv_moved = abs(float(result.ofv) - float(stored["ofv"]))
+    equally_good = ofv_moved <= RETRAIN_OFV_ATOL
     worst = int(np.argmax(moved))
-    within = bool(moved[worst] <= RETRAIN_RTOL and ofv_moved <= RETRAIN_OFV_ATOL)
+    within = bool(moved[worst] <= RETRAIN_RTOL and equally_good)
     converged = [bool(stored.get("converged")), bool(result.converged)]
     usable = [
         converged[0] and not _at_bounds(problem, x_stored),
@@ -2340,20 +2341,18 @@ def _refit_and_compare(problem: _Problem, x0, settings, path: Path, stored: Mapp
         reason = {"judged_by": "not usable in either run: the caller's rules leave it out"}
     # a search's candidate usable in both runs at an equally good OFV: the search reads
     # its OFV (and usability), so its decisions and table repeat
-    if not (within or reason) and _IN_CANDIDATES.get() and all(usable):
-        if ofv_moved <= RETRAIN_OFV_ATOL:
-            reason = {
-                "judged_by": "usable in both runs at an equally good OFV: the caller's "
-                "decisions repeat"
-            }
+    if not (within or reason) and _IN_CANDIDATES.get() and all(usable) and equally_good:
+        reason = {
+            "judged_by": "usable in both runs at an equally good OFV: the caller's decisions repeat"
+        }
     # stopped short of an optimum in both runs: an equally good end point, its estimates
     # within what the retrain tier allows a printed fit table
-    stalled = not any(converged) and ofv_moved <= RETRAIN_OFV_ATOL
+    stalled = not any(converged) and equally_good
     if not (within or reason) and stalled and moved[worst] <= RETRAIN_FIT_TABLE_RTOL:
         reason = {"judged_by": "converged in neither run: an equally good end point (OFV)"}
     # converged both times to an equally good end point, and near it by the stored fit's
     # own curvature: moved along directions the data determine poorly
-    if not (within or reason) and all(converged) and ofv_moved <= RETRAIN_OFV_ATOL:
+    if not (within or reason) and all(converged) and equally_good:
         predicted = _ofv_change_by_curvature(problem, stored, x_stored, result.x, moved)
         if predicted <= RETRAIN_OFV_ATOL:
             reason = {
